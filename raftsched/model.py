@@ -1,0 +1,502 @@
+"""Plain data: the job spec as users write it, runs and nodes as the state keeps them.
+
+`JobSpec.from_dict` is the one strict parser of the job contract (API.md): unknown fields
+are rejected and every error names its dotted field. `to_dict` gives the wire form back.
+Time fields are epoch milliseconds inside (`*_ms`) and ISO 8601 strings on the wire.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from .errors import ValidationError
+from .ids import JOB_ID_RE
+
+__all__ = [
+    "Delivery",
+    "JobSpec",
+    "Misfire",
+    "MisfirePolicy",
+    "Overlap",
+    "Retries",
+    "Route",
+    "RouteStrategy",
+    "RunState",
+    "Schedule",
+    "TaskSpec",
+    "TaskType",
+    "iso_ms",
+    "parse_iso_ms",
+]
+
+E = TypeVar("E", bound=StrEnum)
+
+READ_ONLY_JOB_FIELDS = frozenset(
+    {"version", "next_fire_at", "last_fire_at", "created_at", "updated_at", "stats", "incarnation"}
+)
+
+
+class TaskType(StrEnum):
+    SHELL = "shell"
+    HTTP = "http"
+    PYTHON = "python"
+
+
+class Overlap(StrEnum):
+    FORBID = "forbid"
+    ALLOW = "allow"
+    REPLACE = "replace"
+    QUEUE = "queue"
+
+
+class MisfirePolicy(StrEnum):
+    FIRE_ONCE = "fire_once"
+    FIRE_ALL = "fire_all"
+    SKIP = "skip"
+
+
+class Delivery(StrEnum):
+    AT_LEAST_ONCE = "at_least_once"
+    AT_MOST_ONCE = "at_most_once"
+
+
+class RouteStrategy(StrEnum):
+    LEAST_LOADED = "least_loaded"
+    ROUND_ROBIN = "round_robin"
+    RANDOM = "random"
+    HASH = "hash"
+    BROADCAST = "broadcast"
+    SHARDS = "shards"
+
+
+class RunState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+    SKIPPED = "skipped"
+    MISSED = "missed"
+
+    @property
+    def active(self) -> bool:
+        return self in (RunState.PENDING, RunState.RUNNING)
+
+
+# ---------------------------------------------------------------- time on the wire
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """Epoch ms -> `2026-11-25T16:30:00.123Z`."""
+    if ms is None:
+        return None
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_iso_ms(value: object, path: str) -> int:
+    """An ISO 8601 time with `Z` or an offset -> epoch ms; naive times are refused."""
+    if not isinstance(value, str):
+        raise ValidationError("must be an ISO 8601 time string", field=path)
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"not an ISO 8601 time: {value!r}", field=path) from None
+    if dt.tzinfo is None:
+        raise ValidationError("time must carry 'Z' or an offset", field=path)
+    return int(round(dt.timestamp() * 1000))
+
+
+# ---------------------------------------------------------------- field readers
+
+
+def _obj(value: object, path: str, allowed: frozenset[str] | set[str]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("must be an object", field=path or None)
+    for key in value:
+        if key not in allowed:
+            raise ValidationError(f"unknown field {key!r}", field=_join(path, str(key)))
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _str(value: object, path: str, *, max_len: int = 4096, allow_empty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise ValidationError("must be a string", field=path)
+    if len(value) > max_len:
+        raise ValidationError(f"longer than {max_len} characters", field=path)
+    if not allow_empty and not value:
+        raise ValidationError("must not be empty", field=path)
+    return value
+
+
+def _num(value: object, path: str, *, minimum: float = 0, maximum: float = 10**9) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValidationError("must be a number", field=path)
+    if not minimum <= value <= maximum:
+        raise ValidationError(f"must be between {minimum:g} and {maximum:g}", field=path)
+    return float(value)
+
+
+def _int(value: object, path: str, *, minimum: int = 0, maximum: int = 10**9) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("must be an integer", field=path)
+    if not minimum <= value <= maximum:
+        raise ValidationError(f"must be between {minimum} and {maximum}", field=path)
+    return value
+
+
+def _bool(value: object, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError("must be true or false", field=path)
+    return value
+
+
+def _str_map(value: object, path: str) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("must be an object of strings", field=path)
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        out[_str(key, path, max_len=256)] = _str(item, _join(path, str(key)))
+    return out
+
+
+def _enum(cls: type[E], value: object, path: str) -> E:
+    try:
+        return cls(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in cls)
+        raise ValidationError(f"must be one of: {choices}", field=path) from None
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+# ---------------------------------------------------------------- schedule
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    """Exactly one of `cron`, `every_s`, `at_ms`. Checked for syntax by `triggers.check_schedule`."""
+
+    cron: str | None = None
+    every_s: float | None = None
+    at_ms: int | None = None
+    start_at_ms: int | None = None
+    end_at_ms: int | None = None
+    timezone: str = "UTC"
+
+    _FIELDS = frozenset({"cron", "every", "at", "start_at", "end_at", "timezone"})
+
+    @classmethod
+    def from_dict(cls, value: object, path: str = "schedule") -> Schedule:
+        d = _obj(value, path, cls._FIELDS)
+        kinds = [k for k in ("cron", "every", "at") if k in d]
+        if len(kinds) != 1:
+            raise ValidationError("exactly one of cron, every, at is required", field=path)
+        tz = _str(d.get("timezone", "UTC"), f"{path}.timezone", max_len=64, allow_empty=False)
+        end = parse_iso_ms(d["end_at"], f"{path}.end_at") if "end_at" in d else None
+        start = parse_iso_ms(d["start_at"], f"{path}.start_at") if "start_at" in d else None
+        if start is not None and "every" not in d:
+            raise ValidationError("start_at applies to 'every' schedules only", field=f"{path}.start_at")
+        if "at" in d and end is not None:
+            raise ValidationError("end_at does not apply to 'at'", field=f"{path}.end_at")
+        return cls(
+            cron=_str(d["cron"], f"{path}.cron", max_len=256, allow_empty=False) if "cron" in d else None,
+            every_s=_num(d["every"], f"{path}.every", minimum=0.1, maximum=10**8) if "every" in d else None,
+            at_ms=parse_iso_ms(d["at"], f"{path}.at") if "at" in d else None,
+            start_at_ms=start,
+            end_at_ms=end,
+            timezone=tz,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_none(
+            {
+                "cron": self.cron,
+                "every": self.every_s,
+                "at": iso_ms(self.at_ms),
+                "start_at": iso_ms(self.start_at_ms),
+                "end_at": iso_ms(self.end_at_ms),
+                "timezone": self.timezone,
+            }
+        )
+
+
+# ---------------------------------------------------------------- task
+
+_STATUS_RANGE = re.compile(r"^([1-5]\d\d)-([1-5]\d\d)$")
+_HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_TASK_FIELDS = {
+    TaskType.SHELL: frozenset({"type", "command", "env", "cwd"}),
+    TaskType.HTTP: frozenset({"type", "method", "url", "headers", "body", "expect_status"}),
+    TaskType.PYTHON: frozenset({"type", "callable", "kwargs", "env", "in_process"}),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec:
+    type: TaskType
+    command: list[str] | str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    method: str = "GET"
+    url: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+    expect_status: list[tuple[int, int]] = field(default_factory=lambda: [(200, 299)])
+    callable: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    in_process: bool = False
+
+    @classmethod
+    def from_dict(cls, value: object, path: str = "task") -> TaskSpec:
+        if not isinstance(value, Mapping):
+            raise ValidationError("must be an object", field=path)
+        kind = _enum(TaskType, value.get("type"), f"{path}.type")
+        d = _obj(value, path, _TASK_FIELDS[kind])
+        if kind is TaskType.SHELL:
+            return cls(
+                type=kind,
+                command=_command(d.get("command"), f"{path}.command"),
+                env=_str_map(d.get("env", {}), f"{path}.env"),
+                cwd=_str(d["cwd"], f"{path}.cwd") if d.get("cwd") is not None else None,
+            )
+        if kind is TaskType.HTTP:
+            return cls(
+                type=kind,
+                method=_method(d.get("method", "GET"), f"{path}.method"),
+                url=_url(d.get("url"), f"{path}.url"),
+                headers=_str_map(d.get("headers", {}), f"{path}.headers"),
+                body=d.get("body"),
+                expect_status=_expect(d.get("expect_status", "200-299"), f"{path}.expect_status"),
+            )
+        kwargs = d.get("kwargs", {})
+        if not isinstance(kwargs, Mapping):
+            raise ValidationError("must be an object", field=f"{path}.kwargs")
+        target = _str(d.get("callable"), f"{path}.callable", max_len=512)
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", target):
+            raise ValidationError("must look like 'pkg.module:function'", field=f"{path}.callable")
+        return cls(
+            type=kind,
+            callable=target,
+            kwargs=dict(kwargs),
+            env=_str_map(d.get("env", {}), f"{path}.env"),
+            in_process=_bool(d.get("in_process", False), f"{path}.in_process"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.type is TaskType.SHELL:
+            return {"type": "shell", "command": self.command, "env": self.env, "cwd": self.cwd}
+        if self.type is TaskType.HTTP:
+            ranges = [f"{lo}-{hi}" if lo != hi else lo for lo, hi in self.expect_status]
+            return {
+                "type": "http",
+                "method": self.method,
+                "url": self.url,
+                "headers": self.headers,
+                "body": self.body,
+                "expect_status": ranges,
+            }
+        return {
+            "type": "python",
+            "callable": self.callable,
+            "kwargs": self.kwargs,
+            "env": self.env,
+            "in_process": self.in_process,
+        }
+
+
+def _command(value: object, path: str) -> list[str] | str:
+    if isinstance(value, str):
+        return _str(value, path, max_len=65536, allow_empty=False)
+    if not isinstance(value, list) or not value:
+        raise ValidationError("must be a non-empty list of strings (or a shell string)", field=path)
+    return [_str(item, f"{path}.{i}", max_len=65536) for i, item in enumerate(value)]
+
+
+def _method(value: object, path: str) -> str:
+    method = _str(value, path, max_len=16).upper()
+    if method not in _HTTP_METHODS:
+        raise ValidationError(f"unsupported HTTP method {value!r}", field=path)
+    return method
+
+
+def _url(value: object, path: str) -> str:
+    url = _str(value, path, max_len=8192, allow_empty=False)
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ValidationError("must be an http:// or https:// URL", field=path)
+    return url
+
+
+def _expect(value: object, path: str) -> list[tuple[int, int]]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ValidationError("must not be empty", field=path)
+    out: list[tuple[int, int]] = []
+    for i, item in enumerate(items):
+        where = f"{path}.{i}" if isinstance(value, list) else path
+        if isinstance(item, int) and not isinstance(item, bool) and 100 <= item <= 599:
+            out.append((item, item))
+            continue
+        match = _STATUS_RANGE.match(item) if isinstance(item, str) else None
+        if not match or int(match[1]) > int(match[2]):
+            raise ValidationError("must be a status code or a range like '200-299'", field=where)
+        out.append((int(match[1]), int(match[2])))
+    return out
+
+
+# ---------------------------------------------------------------- policies
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retries:
+    max: int = 0
+    initial_delay: float = 1.0
+    backoff: float = 2.0
+    max_delay: float = 60.0
+    jitter: float = 0.1
+
+    @classmethod
+    def from_dict(cls, value: object, path: str = "retries") -> Retries:
+        d = _obj(value, path, frozenset({"max", "initial_delay", "backoff", "max_delay", "jitter"}))
+        base = cls()
+        return cls(
+            max=_int(d.get("max", base.max), f"{path}.max", maximum=1000),
+            initial_delay=_num(d.get("initial_delay", base.initial_delay), f"{path}.initial_delay", maximum=86400),
+            backoff=_num(d.get("backoff", base.backoff), f"{path}.backoff", minimum=1, maximum=100),
+            max_delay=_num(d.get("max_delay", base.max_delay), f"{path}.max_delay", maximum=86400),
+            jitter=_num(d.get("jitter", base.jitter), f"{path}.jitter", maximum=1),
+        )
+
+    def delay_s(self, attempt: int) -> float:
+        """Delay before `attempt` (>= 2), without jitter."""
+        return float(min(self.max_delay, self.initial_delay * self.backoff ** max(0, attempt - 2)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Misfire:
+    policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
+    grace: float = 60.0
+    max_catchup: int = 10
+
+    @classmethod
+    def from_dict(cls, value: object, path: str = "misfire") -> Misfire:
+        d = _obj(value, path, frozenset({"policy", "grace", "max_catchup"}))
+        return cls(
+            policy=_enum(MisfirePolicy, d.get("policy", "fire_once"), f"{path}.policy"),
+            grace=_num(d.get("grace", 60.0), f"{path}.grace", maximum=10**7),
+            max_catchup=_int(d.get("max_catchup", 10), f"{path}.max_catchup", maximum=10000),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    strategy: RouteStrategy = RouteStrategy.LEAST_LOADED
+    tags: dict[str, str] = field(default_factory=dict)
+    shards: int = 1
+
+    @classmethod
+    def from_dict(cls, value: object, path: str = "route") -> Route:
+        d = _obj(value, path, frozenset({"strategy", "tags", "shards"}))
+        strategy = _enum(RouteStrategy, d.get("strategy", "least_loaded"), f"{path}.strategy")
+        if "shards" in d and strategy is not RouteStrategy.SHARDS:
+            raise ValidationError("shards applies to strategy 'shards' only", field=f"{path}.shards")
+        shards = _int(d.get("shards", 1), f"{path}.shards", minimum=1, maximum=1024)
+        return cls(strategy=strategy, tags=_str_map(d.get("tags", {}), f"{path}.tags"), shards=shards)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"strategy": self.strategy, "tags": self.tags}
+        if self.strategy is RouteStrategy.SHARDS:
+            out["shards"] = self.shards
+        return out
+
+
+# ---------------------------------------------------------------- job
+
+_JOB_FIELDS = frozenset(
+    {
+        "id", "schedule", "task", "timeout", "retries", "delivery", "overlap", "misfire",
+        "route", "jitter", "paused", "description", "labels",
+    }
+) | READ_ONLY_JOB_FIELDS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec:
+    """What a user asks for. The state adds version, times and counters around it."""
+
+    id: str
+    schedule: Schedule
+    task: TaskSpec
+    timeout: float | None = None
+    retries: Retries = field(default_factory=Retries)
+    delivery: Delivery = Delivery.AT_LEAST_ONCE
+    overlap: Overlap = Overlap.FORBID
+    misfire: Misfire = field(default_factory=Misfire)
+    route: Route = field(default_factory=Route)
+    jitter: float = 0.0
+    paused: bool = False
+    description: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, value: object, *, job_id: str | None = None) -> JobSpec:
+        """Parse the wire form strictly; `job_id` (from the URL) fills or must match `id`."""
+        d = _obj(value, "", _JOB_FIELDS)
+        raw_id = d.get("id", job_id)
+        if job_id is not None and raw_id != job_id:
+            raise ValidationError("id in the body differs from the URL", field="id")
+        jid = _str(raw_id, "id", max_len=128)
+        if not JOB_ID_RE.fullmatch(jid):
+            raise ValidationError("must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", field="id")
+        if "schedule" not in d:
+            raise ValidationError("is required", field="schedule")
+        if "task" not in d:
+            raise ValidationError("is required", field="task")
+        timeout = d.get("timeout")
+        return cls(
+            id=jid,
+            schedule=Schedule.from_dict(d["schedule"]),
+            task=TaskSpec.from_dict(d["task"]),
+            timeout=None if timeout is None else _num(timeout, "timeout", minimum=0.001, maximum=10**7),
+            retries=Retries.from_dict(d.get("retries", {})),
+            delivery=_enum(Delivery, d.get("delivery", "at_least_once"), "delivery"),
+            overlap=_enum(Overlap, d.get("overlap", "forbid"), "overlap"),
+            misfire=Misfire.from_dict(d.get("misfire", {})),
+            route=Route.from_dict(d.get("route", {})),
+            jitter=_num(d.get("jitter", 0), "jitter", maximum=86400),
+            paused=_bool(d.get("paused", False), "paused"),
+            description=_str(d.get("description", ""), "description"),
+            labels=_str_map(d.get("labels", {}), "labels"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "schedule": self.schedule.to_dict(),
+            "task": self.task.to_dict(),
+            "timeout": self.timeout,
+            "retries": dataclasses.asdict(self.retries),
+            "delivery": self.delivery,
+            "overlap": self.overlap,
+            "misfire": dataclasses.asdict(self.misfire),
+            "route": self.route.to_dict(),
+            "jitter": self.jitter,
+            "paused": self.paused,
+            "description": self.description,
+            "labels": self.labels,
+        }
