@@ -1,0 +1,81 @@
+"""Replicated commands: versioned plain data in one orjson envelope.
+
+    {"v": 1, "t": "fire_runs", "rid": "...", "body": {...}}
+
+`t` names the command (imperative); `rid` is an optional request id that the state uses
+to apply a retried write once; `body` is the command's data. Time and ids are always in the
+body: the state never reads a clock. Old versions must keep decoding forever (the golden
+log in tests/data guards this); `upcast` turns an older body into the current one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+__all__ = ["VERSION", "Command", "CommandType", "DecodeError", "decode", "encode"]
+
+VERSION = 1
+
+
+class CommandType(StrEnum):
+    BEGIN_TERM = "begin_term"          # leader: {term, leader, now_ms}
+    REGISTER_NODE = "register_node"    # node:   {node, http, raft, tags, capacity, version, now_ms}
+    SET_NODE = "set_node"              # leader: {term, node, up, now_ms}
+    PUT_JOB = "put_job"                # api:    {spec, now_ms, next_nominal_ms, mode, if_version, actor}
+    DELETE_JOB = "delete_job"          # api:    {job_id, now_ms, if_version, actor}
+    PAUSE_JOB = "pause_job"            # api:    {job_id, now_ms, actor}
+    RESUME_JOB = "resume_job"          # api:    {job_id, now_ms, next_nominal_ms, actor}
+    TRIGGER_JOB = "trigger_job"        # api:    {job_id, now_ms, node, env, kwargs, actor}
+    CANCEL_RUN = "cancel_run"          # api:    {run_id, now_ms, actor}
+    FIRE_RUNS = "fire_runs"            # leader: {term, now_ms, fires: [...], skips: [...]}
+    REASSIGN_RUNS = "reassign_runs"    # leader: {term, now_ms, moves: [{run_id, attempt, node}]}
+    CLAIM_RUNS = "claim_runs"          # worker: {node, now_ms, items: [{run_id, attempt}]}
+    START_RUNS = "start_runs"          # worker: {node, now_ms, items: [{run_id, attempt, started_ms}]}
+    FINISH_RUNS = "finish_runs"        # worker: {node, now_ms, items: [{run_id, attempt, outcome, ...}]}
+    NOOP = "noop"                      # anyone: {now_ms}; a barrier for consistent reads
+
+
+class DecodeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command:
+    type: CommandType
+    body: dict[str, Any]
+    rid: str | None = None
+    v: int = VERSION
+
+
+def encode(cmd_type: CommandType, body: dict[str, Any], rid: str | None = None) -> bytes:
+    return orjson.dumps({"v": VERSION, "t": cmd_type.value, "rid": rid, "body": body})
+
+
+def decode(data: bytes) -> Command:
+    """Bytes from the log -> Command; DecodeError for anything malformed (never other errors)."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise DecodeError("envelope is not an object")
+    version, name, body, rid = raw.get("v"), raw.get("t"), raw.get("body"), raw.get("rid")
+    if not isinstance(version, int) or not 1 <= version <= VERSION:
+        raise DecodeError(f"unsupported command version {version!r}")
+    try:
+        cmd_type = CommandType(name)
+    except ValueError:
+        raise DecodeError(f"unknown command type {name!r}") from None
+    if not isinstance(body, dict) or (rid is not None and not isinstance(rid, str)):
+        raise DecodeError("malformed envelope")
+    return Command(type=cmd_type, body=upcast(version, cmd_type, body), rid=rid, v=VERSION)
+
+
+def upcast(version: int, cmd_type: CommandType, body: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older body to the current version (version 1 is current: nothing to do)."""
+    del version, cmd_type
+    return body

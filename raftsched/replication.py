@@ -1,0 +1,264 @@
+"""The bridge between PySyncObj's tick thread and the asyncio event loop.
+
+This is the only module that imports pysyncobj. It owns:
+
+* one `@replicated` entry point, `apply_command(data: bytes)`, forever (PySyncObj numbers
+  replicated methods by position: adding one would change what old journals mean);
+* `async propose(data)`: works on any node (PySyncObj forwards a follower's command to the
+  leader once), turns the callback into an awaited result, retries what surely did not apply,
+  and maps failures to `NoLeader` (not applied, retry later) or `Indeterminate` (may have
+  applied). Retrying after an unknown outcome is safe because every command is idempotent in
+  the state: API writes carry a request id, fires are unique per slot, worker reports are
+  fenced by attempt;
+* role and leader changes, delivered to the loop as events;
+* the journal and snapshot files in the node's data directory (both set: PYSYNCOBJ.md bug 2).
+
+Threads: PySyncObj applies entries on its tick thread; the state guards itself with its own
+lock (see state.py), and listeners are told through `loop.call_soon_threadsafe`. No call in
+here blocks the event loop on Raft: proposals are asynchronous, status reads are memory reads.
+
+Snapshots: the consumer's `_serialize` returns a `_LazyDump`, which PySyncObj pickles in its
+forked compaction child; only there does the state turn into orjson bytes, so compaction costs
+the tick thread nothing (PYSYNCOBJ.md bug 4) and what lands on disk is plain bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+
+from .errors import Indeterminate, NoLeader
+from .state import State
+
+__all__ = ["RaftSettings", "RaftStatus", "Replicator"]
+
+log = logging.getLogger(__name__)
+
+_NOT_APPLIED = {FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.DISCARDED,
+                FAIL_REASON.NOT_LEADER, FAIL_REASON.REQUEST_DENIED}
+_REASON_NAMES = {getattr(FAIL_REASON, n): n.lower() for n in dir(FAIL_REASON) if n.isupper()}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RaftSettings:
+    self_addr: str
+    partner_addrs: tuple[str, ...]
+    secret: str
+    data_dir: Path
+    raft_min_timeout_s: float = 0.8
+    raft_max_timeout_s: float = 2.0
+    append_entries_period_s: float = 0.02
+    auto_tick_period_s: float = 0.01
+    leader_fallback_timeout_s: float = 0.8
+    connection_timeout_s: float = 3.5
+    log_compaction_min_entries: int = 5000
+    log_compaction_min_time_s: float = 300
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RaftStatus:
+    role: str             # leader | follower | candidate
+    leader: str | None    # the leader's Raft address
+    term: int
+    commit_index: int
+    applied_index: int
+    log_len: int
+    connected: dict[str, bool]
+    match_index: dict[str, int]
+
+
+class _LazyDump:
+    """Pickled as plain bytes; the orjson dump runs where it is pickled (the forked child)."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]:
+        return bytes, (self._state.dump(locked=False),)
+
+
+class _Consumer(SyncObjConsumer):  # type: ignore[misc]
+    def __init__(self, state: State, on_load: Callable[[], None]) -> None:
+        super().__init__()
+        self._state = state
+        self._on_load = on_load
+
+    @replicated  # type: ignore[untyped-decorator]
+    def apply_command(self, data: bytes) -> dict[str, Any]:
+        if not isinstance(data, bytes):
+            return {"ok": False, "code": "bad_command", "message": "not bytes", "field": None}
+        return self._state.apply(data)
+
+    def _serialize(self) -> dict[str, Any]:
+        return {"state": _LazyDump(self._state)}
+
+    def _deserialize(self, data: dict[str, Any]) -> None:
+        self._state.load(data["state"])
+        self._on_load()
+
+
+class Replicator:
+    """Owns the SyncObj. Create and `start()` it from the main thread, inside the running loop."""
+
+    def __init__(self, settings: RaftSettings, state: State) -> None:
+        self.settings = settings
+        self.state = state
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sync: SyncObj | None = None
+        self._consumer = _Consumer(state, self._snapshot_loaded)
+        self.role_changed = asyncio.Event()
+        self.snapshot_loaded = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = SyncObjConf(
+            password=s.secret,
+            autoTick=True,
+            autoTickPeriod=s.auto_tick_period_s,
+            appendEntriesUseBatch=True,  # bug 3: False corrupted a follower under load
+            appendEntriesPeriod=s.append_entries_period_s,
+            raftMinTimeout=s.raft_min_timeout_s,
+            raftMaxTimeout=s.raft_max_timeout_s,
+            leaderFallbackTimeout=s.leader_fallback_timeout_s,
+            connectionTimeout=s.connection_timeout_s,
+            commandsWaitLeader=False,
+            journalFile=str(s.data_dir / "raft.journal"),
+            fullDumpFile=str(s.data_dir / "raft.dump"),  # bug 2: never a journal without a dump
+            useFork=True,
+            bindAddress=s.self_addr,
+            dynamicMembershipChange=True,
+            logCompactionMinEntries=s.log_compaction_min_entries,
+            logCompactionMinTime=s.log_compaction_min_time_s,
+            onStateChanged=self._state_changed,
+        )
+        self._sync = SyncObj(s.self_addr, list(s.partner_addrs), conf=conf, consumers=[self._consumer])
+
+    def stop(self) -> None:
+        if self._sync is not None:
+            self._sync.destroy()
+            self._sync = None
+
+    def force_compaction(self) -> None:
+        self._require().forceLogCompaction()
+
+    # ------------------------------------------------------------------ tick-thread callbacks
+
+    def _state_changed(self, old: int, new: int) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.role_changed.set)
+
+    def _snapshot_loaded(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.snapshot_loaded.set)
+
+    # ------------------------------------------------------------------ proposals
+
+    async def propose(self, data: bytes, *, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Commit `data` and return the state's result (a rejection is a result, not an error).
+
+        Raises NoLeader when the command surely did not apply within `timeout_s`, and
+        Indeterminate when it may have.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        uncertain, delay, last_reason = False, 0.02, "no leader"
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                result, reason = await asyncio.wait_for(self._submit(data), min(remaining, 3.0))
+            except TimeoutError:
+                uncertain, last_reason = True, "timed out waiting for the commit"
+                continue
+            if reason == FAIL_REASON.SUCCESS:
+                return dict(result)
+            last_reason = _REASON_NAMES.get(reason, str(reason))
+            uncertain = uncertain or reason not in _NOT_APPLIED
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, 0.5)
+        if uncertain:
+            raise Indeterminate(f"the outcome is unknown ({last_reason}); retry with the same request id")
+        raise NoLeader(f"not applied: {last_reason}")
+
+    def _submit(self, data: bytes) -> asyncio.Future[tuple[Any, int]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Any, int]] = loop.create_future()
+
+        def done(result: Any, reason: int) -> None:  # runs on the tick thread
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_resolve, future, (result, reason))
+
+        self._consumer.apply_command(data, callback=done)
+        return future
+
+    # ------------------------------------------------------------------ status (loop thread)
+
+    def _require(self) -> SyncObj:
+        if self._sync is None:
+            raise NoLeader("the Raft node is not running")
+        return self._sync
+
+    def status(self) -> RaftStatus:
+        sync = self._require()
+        for _ in range(5):
+            try:
+                raw = sync.getStatus()
+                break
+            except RuntimeError:  # a dict changed size on the tick thread: read again
+                continue
+        else:
+            raw = {}
+        leader = raw.get("leader")
+        prefix, match = "partner_node_status_server_", "match_idx_server_"
+        return RaftStatus(
+            role={0: "follower", 1: "candidate", 2: "leader"}.get(raw.get("state", 0), "follower"),
+            leader=str(leader) if leader is not None else None,
+            term=int(raw.get("raft_term", 0)),
+            commit_index=int(raw.get("commit_idx", 0)),
+            applied_index=int(raw.get("last_applied", 0)),
+            log_len=int(raw.get("log_len", 0)),
+            connected={k[len(prefix):]: v == 2 for k, v in raw.items() if k.startswith(prefix)},
+            match_index={k[len(match):]: int(v) for k, v in raw.items() if k.startswith(match)},
+        )
+
+    def is_leader(self) -> bool:
+        return self._sync is not None and bool(self._sync._isLeader())
+
+    def term(self) -> int:
+        return int(self._require().raftCurrentTerm)
+
+    def leader_addr(self) -> str | None:
+        leader = self._require()._getLeader()
+        return str(leader) if leader is not None else None
+
+    def tick_alive(self) -> bool:
+        thread = getattr(self._sync, "_SyncObj__thread", None)
+        return thread is not None and thread.is_alive()
+
+    async def wait_applied(self, index: int, timeout_s: float = 5.0) -> None:
+        """Wait until this node has applied log index `index` (for consistent reads)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.status().applied_index < index:
+            if loop.time() > deadline:
+                raise NoLeader("this node is behind the log")
+            await asyncio.sleep(0.005)
+
+
+def _resolve(future: asyncio.Future[tuple[Any, int]], value: tuple[Any, int]) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+

@@ -1,0 +1,69 @@
+"""Pure node choice: which live nodes get a job's runs.
+
+Every function takes the candidates and their load as data and returns node ids; the
+leader calls it when firing, the state when it must move a run (deterministic: no random
+source but a stable hash of the run's identity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .ids import stable_hash
+from .model import Route, RouteStrategy
+
+__all__ = ["Candidate", "eligible", "pick_nodes"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    id: str
+    tags: Mapping[str, str]
+    capacity: int
+    running: int
+    up: bool = True
+    draining: bool = False
+
+
+def eligible(candidates: Sequence[Candidate], tags: Mapping[str, str]) -> list[Candidate]:
+    """Nodes that are up, not draining and carry every tag the job asks for, sorted by id."""
+    out = [
+        c
+        for c in candidates
+        if c.up and not c.draining and all(c.tags.get(k) == v for k, v in tags.items())
+    ]
+    return sorted(out, key=lambda c: c.id)
+
+
+def _least_loaded(nodes: list[Candidate], salt: str) -> str:
+    # Free capacity first; ties broken by a stable hash so equal nodes share the load.
+    return min(nodes, key=lambda c: (c.running >= c.capacity, c.running / max(1, c.capacity),
+                                     stable_hash(salt, c.id)))
+
+
+def pick_nodes(route: Route, job_id: str, salt: str, candidates: Sequence[Candidate],
+               *, counter: int = 0) -> list[str]:
+    """Node ids for one slot: one per run (broadcast: every node; shards: `route.shards`).
+
+    `salt` varies per slot (e.g. the run id) and makes `random` deterministic; `counter`
+    is the job's fire count, for `round_robin`. Returns [] when no node is eligible.
+    """
+    nodes = eligible(candidates, route.tags)
+    if not nodes:
+        return []
+    strategy = route.strategy
+    if strategy is RouteStrategy.BROADCAST:
+        return [c.id for c in nodes]
+    if strategy is RouteStrategy.SHARDS:
+        free = sorted(nodes, key=lambda c: (c.running >= c.capacity, stable_hash(salt, c.id)))
+        return [free[i % len(free)].id for i in range(route.shards)]
+    with_room = [c for c in nodes if c.running < c.capacity] or nodes
+    if strategy is RouteStrategy.ROUND_ROBIN:
+        return [with_room[counter % len(with_room)].id]
+    if strategy is RouteStrategy.RANDOM:
+        return [with_room[stable_hash(salt) % len(with_room)].id]
+    if strategy is RouteStrategy.HASH:
+        # Rendezvous hashing: stable per job, moves only the jobs of a node that leaves.
+        return [max(nodes, key=lambda c: stable_hash(job_id, c.id)).id]
+    return [_least_loaded(with_room, salt)]
