@@ -38,8 +38,9 @@ def eligible(candidates: Sequence[Candidate], tags: Mapping[str, str]) -> list[C
 
 def _least_loaded(nodes: list[Candidate], salt: str) -> str:
     # Free capacity first; ties broken by a stable hash so equal nodes share the load.
-    return min(nodes, key=lambda c: (c.running >= c.capacity, c.running / max(1, c.capacity),
+    best = min(nodes, key=lambda c: (c.running >= c.capacity, c.running / max(1, c.capacity),
                                      stable_hash(salt, c.id)))
+    return best.id
 
 
 def pick_nodes(route: Route, job_id: str, salt: str, candidates: Sequence[Candidate],

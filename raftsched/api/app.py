@@ -1,0 +1,145 @@
+"""The admin API: `make_app()` builds it; nothing happens at import.
+
+Every node serves it. Reads answer from this node's applied state; writes become commands
+proposed through Raft from whichever node received them, and a 2xx means committed and
+applied here. Errors of every kind leave through one middleware as the JSON envelope.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+
+from .. import __version__
+from ..clock import Clock
+from ..commands import CommandType, encode
+from ..errors import BodyTooLarge, NotFound, RaftschedError, Unauthorized, ValidationError, error_for_code
+from ..replication import RaftStatus
+from ..state import State
+
+__all__ = ["Services", "make_app", "SERVICES"]
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Raft(Protocol):
+    async def propose(self, data: bytes, *, timeout_s: float = 10.0) -> dict[str, Any]: ...
+
+    def status(self) -> RaftStatus: ...
+
+    async def wait_applied(self, index: int, timeout_s: float = 5.0) -> None: ...
+
+    def tick_alive(self) -> bool: ...
+
+
+@dataclass(slots=True, kw_only=True)
+class Services:
+    node_id: str
+    state: State
+    raft: Raft
+    clock: Clock
+    api_token: str | None = None
+    max_body_bytes: int = 1 << 20
+
+    def leader_id(self, status: RaftStatus) -> str | None:
+        with self.state.lock:
+            for node in self.state.nodes.values():
+                if node.raft == status.leader:
+                    return node.id
+        return None
+
+    async def write(self, request: web.Request, cmd_type: CommandType, body: dict[str, Any]) -> dict[str, Any]:
+        """Propose a write; raise the matching error for a rejection. Idempotent by key."""
+        key = request.headers.get("Idempotency-Key")
+        raw = await request.read()
+        fingerprint = hashlib.sha256(request.method.encode() + request.path.encode() + b"\0" + raw).hexdigest()
+        rid = f"idem:{key}" if key else f"req:{uuid.uuid4().hex}"
+        body = {**body, "now_ms": body.get("now_ms", self.clock.now_ms()), "fp": fingerprint,
+                "actor": body.get("actor", _actor(request))}
+        result = await self.raft.propose(encode(cmd_type, body, rid=rid))
+        if not result.get("ok"):
+            raise error_for_code(result.get("code", "rejected"), result.get("message", ""), result.get("field"))
+        return result
+
+
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+
+
+def _actor(request: web.Request) -> str:
+    peer = request.remote or "?"
+    return f"api@{peer}" + (" (token)" if "Authorization" in request.headers else "")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RaftschedError as exc:
+        headers = {"Retry-After": "1"} if exc.status == 503 else {}
+        return json_response(exc.to_dict(), status=exc.status, headers=headers)
+    except web.HTTPRequestEntityTooLarge:
+        err = BodyTooLarge("the request body is too large")
+        return json_response(err.to_dict(), status=413)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            return json_response(NotFound(f"no route {request.path}").to_dict(), status=404)
+        if exc.status == 405:
+            body = {"error": {"code": "method_not_allowed", "message": exc.reason, "field": None}}
+            return json_response(body, status=405)
+        raise
+
+
+def auth_middleware(token: str | None) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        public = request.path == "/v1/health" or request.path == "/" or request.path.startswith("/static/")
+        if token and not public:
+            given = request.headers.get("Authorization", "")
+            scheme, _, value = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
+                raise Unauthorized("missing or wrong bearer token")
+        return await handler(request)
+
+    return check
+
+
+def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json",
+                        headers=headers)
+
+
+async def read_json(request: web.Request, *, optional: bool = False) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        if optional:
+            return {}
+        raise ValidationError("a JSON body is required", field=None)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(f"the body is not valid JSON: {exc}", field=None) from None
+
+
+def make_app(services: Services) -> web.Application:
+    from . import routes  # the route table; imported here so that importing app does nothing
+
+    app = web.Application(
+        client_max_size=services.max_body_bytes,
+        middlewares=[error_middleware, auth_middleware(services.api_token)],
+    )
+    app[SERVICES] = services
+    routes.add_routes(app)
+    return app
+
+
+def version() -> str:
+    return __version__

@@ -1,0 +1,360 @@
+"""The route table and its handlers (API.md). Handlers are thin: parse, propose, render."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from .. import triggers
+from ..commands import CommandType
+from ..errors import NotFound, ValidationError
+from ..model import JobSpec, RunState
+from ..records import JobRecord, Run
+from ..routing import pick_nodes
+from .app import SERVICES, Services, json_response, read_json, version
+from .views import job_view, node_view, run_view, stats_view
+
+__all__ = ["add_routes"]
+
+T = TypeVar("T")
+routes = web.RouteTableDef()
+
+
+def _svc(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+# ---------------------------------------------------------------- cluster
+
+
+@routes.get("/v1/health")
+async def health(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    status = svc.raft.status()
+    lag = status.commit_index - status.applied_index
+    healthy = status.leader is not None and lag < 1000 and svc.raft.tick_alive()
+    body = {"ok": healthy, "node_id": svc.node_id, "leader": svc.leader_id(status), "lag": lag}
+    return json_response(body, status=200 if healthy else 503)
+
+
+@routes.get("/v1/status")
+async def status(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    raft = svc.raft.status()
+    with svc.state.lock:
+        members = [
+            {"id": n.id, "raft": n.raft, "http": n.http, "tags": n.tags, "alive": n.up,
+             "connected": True if n.id == svc.node_id else raft.connected.get(n.raft, False)}
+            for n in svc.state.nodes.values()
+        ]
+        digest, term_begun = svc.state.digest_hex(), svc.state.term
+    return json_response({
+        "node_id": svc.node_id, "version": version(), "role": raft.role, "leader": svc.leader_id(raft),
+        "leader_raft": raft.leader, "term": raft.term, "scheduler_term": term_begun,
+        "commit_index": raft.commit_index, "applied_index": raft.applied_index, "log_len": raft.log_len,
+        "digest": digest, "members": members,
+    })
+
+
+@routes.get("/v1/nodes")
+async def list_nodes(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    raft = svc.raft.status()
+    with svc.state.lock:
+        items = [node_view(n, svc.state, True if n.id == svc.node_id else raft.connected.get(n.raft))
+                 for n in svc.state.nodes.values()]
+    return json_response({"items": items, "next_cursor": None})
+
+
+@routes.get("/v1/stats")
+async def stats(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    with svc.state.lock:
+        jobs = {jid: stats_view(s) for jid, s in svc.state.stats.items()}
+        total = stats_view(svc.state.totals)
+    return json_response({"cluster": total, "jobs": jobs})
+
+
+# ---------------------------------------------------------------- jobs
+
+
+async def _consistent(request: web.Request) -> None:
+    if request.query.get("consistent") in ("true", "1"):
+        svc = _svc(request)
+        await svc.raft.propose(_noop(svc))
+
+
+def _noop(svc: Services) -> bytes:
+    from ..commands import encode
+
+    return encode(CommandType.NOOP, {"now_ms": svc.clock.now_ms()})
+
+
+def _job(svc: Services, job_id: str) -> JobRecord:
+    job = svc.state.jobs.get(job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}", field="id")
+    return job
+
+
+def _job_response(svc: Services, job_id: str, status: int = 200) -> web.Response:
+    with svc.state.lock:
+        job = _job(svc, job_id)
+        body = job_view(job, svc.state)
+    return json_response(body, status=status, headers={"ETag": f'"{job.version}"'})
+
+
+@routes.get("/v1/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    await _consistent(request)
+    tag = request.query.get("tag")
+    paused = _bool_query(request, "paused")
+    key, _, value = (tag or "").partition("=")
+    with svc.state.lock:
+        jobs: Iterable[JobRecord] = svc.state.jobs.values()
+        matching = (j for j in jobs
+                    if (not tag or j.spec.route.tags.get(key) == value or j.spec.labels.get(key) == value)
+                    and (paused is None or j.spec.paused == paused))
+        page, cursor = _page(request, matching, lambda j: j.spec.id)
+        items = [job_view(j, svc.state) for j in page]
+    return json_response({"items": items, "next_cursor": cursor})
+
+
+def _parse_spec(body: Any, job_id: str | None = None) -> JobSpec:
+    spec = JobSpec.from_dict(body, job_id=job_id)
+    triggers.check_schedule(spec.schedule)
+    return spec
+
+
+def _first_slot(spec: JobSpec, now_ms: int, after_ms: int | None = None) -> int | None:
+    return triggers.next_fire_ms(spec.schedule, now_ms if after_ms is None else after_ms, created_ms=now_ms)
+
+
+@routes.post("/v1/jobs")
+async def create_job(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    spec = _parse_spec(await read_json(request))
+    now_ms = svc.clock.now_ms()
+    await svc.write(request, CommandType.PUT_JOB, {
+        "spec": spec.to_dict(), "now_ms": now_ms, "mode": "create",
+        "next_nominal_ms": _first_slot(spec, now_ms),
+    })
+    return _job_response(svc, spec.id, 201)
+
+
+@routes.get("/v1/jobs/{id}")
+async def get_job(request: web.Request) -> web.Response:
+    await _consistent(request)
+    return _job_response(_svc(request), request.match_info["id"])
+
+
+@routes.put("/v1/jobs/{id}")
+async def put_job(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    job_id = request.match_info["id"]
+    spec = _parse_spec(await read_json(request), job_id)
+    now_ms = svc.clock.now_ms()
+    with svc.state.lock:
+        old = svc.state.jobs.get(job_id)
+        pending = [r.nominal_ms for r in _active(svc, job_id) if r.state is RunState.PENDING]
+    after = old.last_slot_ms if old is not None and old.last_slot_ms is not None else now_ms
+    created = old.created_ms if old is not None else now_ms
+    keep = [s for s in pending if triggers.next_fire_ms(spec.schedule, s - 1, created_ms=created) == s]
+    result = await svc.write(request, CommandType.PUT_JOB, {
+        "spec": spec.to_dict(), "now_ms": now_ms, "mode": "put", "if_version": _if_match(request),
+        "next_nominal_ms": triggers.next_fire_ms(spec.schedule, after, created_ms=created),
+        "keep_slots": keep,
+    })
+    return _job_response(svc, job_id, 201 if result.get("created") else 200)
+
+
+def _active(svc: Services, job_id: str) -> list[Run]:
+    return [svc.state.runs[r] for r in svc.state.job_active.get(job_id, {})]
+
+
+def _if_match(request: web.Request) -> int | None:
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    value = raw.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise ValidationError("If-Match must be a job version", field="If-Match")
+    return int(value)
+
+
+@routes.delete("/v1/jobs/{id}")
+async def delete_job(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    await svc.write(request, CommandType.DELETE_JOB,
+                    {"job_id": request.match_info["id"], "if_version": _if_match(request)})
+    return web.Response(status=204)
+
+
+@routes.post("/v1/jobs/{id}/pause")
+async def pause_job(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    job_id = request.match_info["id"]
+    await svc.write(request, CommandType.PAUSE_JOB, {"job_id": job_id, "if_version": _if_match(request)})
+    return _job_response(svc, job_id)
+
+
+@routes.post("/v1/jobs/{id}/resume")
+async def resume_job(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    job_id = request.match_info["id"]
+    now_ms = svc.clock.now_ms()
+    with svc.state.lock:
+        job = _job(svc, job_id)
+    body: dict[str, Any] = {"job_id": job_id, "now_ms": now_ms, "if_version": _if_match(request),
+                            "next_nominal_ms": triggers.next_fire_ms(job.spec.schedule, now_ms,
+                                                                     created_ms=job.created_ms)}
+    if job.spec.paused and job.paused_ms is not None:
+        start = max(job.paused_ms, job.last_slot_ms or 0)
+        skipped = triggers.slots_between(job.spec.schedule, start, now_ms, created_ms=job.created_ms,
+                                         limit=1_000_000)
+        if skipped:
+            body["skipped"] = {"from_ms": skipped[0], "until_ms": skipped[-1], "count": len(skipped)}
+    await svc.write(request, CommandType.RESUME_JOB, body)
+    return _job_response(svc, job_id)
+
+
+@routes.post("/v1/jobs/{id}/trigger")
+async def trigger_job(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    job_id = request.match_info["id"]
+    body = await read_json(request, optional=True)
+    overrides = _trigger_overrides(body)
+    with svc.state.lock:
+        job = _job(svc, job_id)
+        nodes = pick_nodes(job.spec.route, job_id, f"{job_id}@manual", svc.state.candidates())
+    if not nodes:
+        raise ValidationError("no live node matches the job's route tags", field="route.tags")
+    result = await svc.write(request, CommandType.TRIGGER_JOB,
+                             {"job_id": job_id, "node": nodes[0], **overrides})
+    return _run_response(svc, result["run_id"], 201)
+
+
+def _trigger_overrides(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ValidationError("must be an object", field=None)
+    for key in body:
+        if key not in ("env", "kwargs"):
+            raise ValidationError(f"unknown field {key!r}", field=key)
+    env = body.get("env")
+    if env is not None and not (isinstance(env, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+        raise ValidationError("must be an object of strings", field="env")
+    kwargs = body.get("kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ValidationError("must be an object", field="kwargs")
+    return {"env": env, "kwargs": kwargs}
+
+
+# ---------------------------------------------------------------- runs
+
+
+def _run_response(svc: Services, run_id: str, status: int = 200) -> web.Response:
+    with svc.state.lock:
+        run = svc.state.runs.get(run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id!r}", field="run_id")
+        return json_response(run_view(run), status=status)
+
+
+@routes.get("/v1/jobs/{id}/runs")
+async def job_runs(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    await _consistent(request)
+    state_filter = _state_query(request)
+    with svc.state.lock:
+        _job(svc, request.match_info["id"])
+        runs = svc.state.runs_newest_first(request.match_info["id"])
+        page, cursor = _page(request, (r for r in runs if state_filter in (None, r.state)), lambda r: r.run_id)
+        items = [run_view(r, with_output=False) for r in page]
+    return json_response({"items": items, "next_cursor": cursor})
+
+
+@routes.get("/v1/runs")
+async def list_runs(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    await _consistent(request)
+    state_filter = _state_query(request)
+    node, job = request.query.get("node"), request.query.get("job")
+    with svc.state.lock:
+        runs = svc.state.runs_newest_first(job) if job else svc.state.runs_newest_first()
+        matching = (r for r in runs if state_filter in (None, r.state) and node in (None, r.node))
+        page, cursor = _page(request, matching, lambda r: r.run_id)
+        items = [run_view(r, with_output=False) for r in page]
+    return json_response({"items": items, "next_cursor": cursor})
+
+
+@routes.get("/v1/runs/{run_id}")
+async def get_run(request: web.Request) -> web.Response:
+    await _consistent(request)
+    return _run_response(_svc(request), request.match_info["run_id"])
+
+
+@routes.post("/v1/runs/{run_id}/cancel")
+async def cancel_run(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    run_id = request.match_info["run_id"]
+    await svc.write(request, CommandType.CANCEL_RUN, {"run_id": run_id})
+    return _run_response(svc, run_id, 202)
+
+
+def _state_query(request: web.Request) -> RunState | None:
+    raw = request.query.get("state")
+    if raw is None:
+        return None
+    try:
+        return RunState(raw)
+    except ValueError:
+        raise ValidationError(f"unknown run state {raw!r}", field="state") from None
+
+
+def _bool_query(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if raw not in ("true", "false"):
+        raise ValidationError("must be true or false", field=name)
+    return raw == "true"
+
+
+def _page(request: web.Request, items: Iterator[T], key: Callable[[T], str]) -> tuple[list[T], str | None]:
+    """Cursor pagination over an ordered iterator: the cursor names the last item returned."""
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        raise ValidationError("must be an integer", field="limit") from None
+    if not 1 <= limit <= 1000:
+        raise ValidationError("must be between 1 and 1000", field="limit")
+    after = _decode_cursor(request.query.get("cursor"))
+    if after is not None:
+        for item in items:
+            if key(item) == after:
+                break
+    page = []
+    for item in items:
+        if len(page) == limit:
+            return page, base64.urlsafe_b64encode(key(page[-1]).encode()).decode()
+        page.append(item)
+    return page, None
+
+
+def _decode_cursor(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return base64.urlsafe_b64decode(raw.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError("not a valid cursor", field="cursor") from None
+
+
+def add_routes(app: web.Application) -> None:
+    app.add_routes(routes)
+

@@ -1,0 +1,77 @@
+"""Records -> the JSON shapes of API.md. Call with the state's lock held."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import iso_ms
+from ..records import JobRecord, NodeRecord, Run, Summary
+from ..state import State
+
+__all__ = ["job_view", "node_view", "run_view", "stats_view"]
+
+
+def job_view(job: JobRecord, state: State) -> dict[str, Any]:
+    out = job.spec.to_dict()
+    out.update(
+        version=job.version,
+        incarnation=job.incarnation,
+        next_fire_at=None if job.spec.paused else iso_ms(job.next_nominal_ms),
+        last_fire_at=iso_ms(job.last_fire_ms),
+        created_at=iso_ms(job.created_ms),
+        updated_at=iso_ms(job.updated_ms),
+        updated_by=job.actor,
+        stats=stats_view(state.stats.get(job.spec.id, {})),
+    )
+    return out
+
+
+def run_view(run: Run, *, with_output: bool = True) -> dict[str, Any]:
+    duration = None
+    if run.started_ms is not None and run.finished_ms is not None and run.state.value not in (
+            "skipped", "missed"):
+        duration = (run.finished_ms - run.started_ms) / 1000
+    lateness = (run.started_ms - run.due_ms) / 1000 if run.started_ms is not None else None
+    out: dict[str, Any] = {
+        "run_id": run.run_id, "job_id": run.job_id, "attempt": run.attempt,
+        "scheduled_at": iso_ms(run.nominal_ms), "due_at": iso_ms(run.due_ms), "node": run.node,
+        "state": run.state.value, "created_at": iso_ms(run.created_ms),
+        "started_at": iso_ms(run.started_ms), "finished_at": iso_ms(run.finished_ms),
+        "duration": duration, "lateness": lateness, "exit_code": run.exit_code,
+        "http_status": run.http_status, "error": run.error, "reason": run.reason,
+        "shard": run.shard, "shards": run.shards, "manual": run.manual,
+    }
+    if run.until_ms is not None:
+        out.update(until=iso_ms(run.until_ms), count=run.count)
+    if with_output:
+        out["output"] = run.output
+    return out
+
+
+def node_view(node: NodeRecord, state: State, connected: bool | None) -> dict[str, Any]:
+    return {
+        "id": node.id, "raft": node.raft, "http": node.http, "tags": node.tags,
+        "capacity": node.capacity, "running": len(state.node_active.get(node.id, {})),
+        "alive": node.up, "connected": connected, "draining": node.draining, "voter": True,
+        "version": node.version, "leader": state.leader == node.id,
+    }
+
+
+def stats_view(stats: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in stats.items():
+        if isinstance(value, Summary):
+            out[key] = {
+                "count": value.count,
+                "p50": _s(value.quantile_ms(0.5)),
+                "p99": _s(value.quantile_ms(0.99)),
+                "max": _s(value.max_ms if value.count else None),
+                "mean": _s(value.total_ms // value.count if value.count else None),
+            }
+        else:
+            out[key] = value
+    return out
+
+
+def _s(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000

@@ -1,0 +1,173 @@
+"""The composition root: one node = Raft + state + scheduler + worker + admin API.
+
+Shutdown order on SIGTERM/SIGINT: stop taking runs and give running ones `shutdown_grace_s`
+(the worker drains and reports), stop the scheduler, close the API, then stop Raft. SIGKILL
+at any moment loses nothing committed: the journal is written before an entry is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__
+from .api.app import Services, make_app
+from .clock import Clock, SystemClock
+from .commands import Command, CommandType, encode
+from .config import ClusterConfig, NodeConfig
+from .errors import RaftschedError
+from .executors import ExecPolicy, Executor, executor_for
+from .model import TaskType
+from .replication import RaftSettings, Replicator
+from .scheduler import Scheduler, SchedulerSettings
+from .state import State
+from .worker import Worker, WorkerSettings
+
+__all__ = ["Node", "run_node"]
+
+log = logging.getLogger(__name__)
+
+
+class _Leadership:
+    def __init__(self, raft: Replicator) -> None:
+        self.raft = raft
+
+    def is_leader(self) -> bool:
+        return self.raft.is_leader()
+
+    def term(self) -> int:
+        return self.raft.term()
+
+    def connected_partners(self) -> dict[str, bool]:
+        return self.raft.status().connected
+
+
+class Node:
+    def __init__(self, cluster: ClusterConfig, node: NodeConfig, clock: Clock | None = None) -> None:
+        self.cluster, self.node = cluster, node
+        self.clock: Clock = clock or SystemClock()
+        self.state = State()
+        self.raft = Replicator(_raft_settings(cluster, node), self.state)
+        self.scheduler_wake, self.worker_wake = asyncio.Event(), asyncio.Event()
+        self._wake_pending = False
+        self._executors: dict[TaskType, Executor] = {}
+        self.policy = ExecPolicy(allow_shell=node.allow_shell, python_allow=node.python_allow,
+                                 http_allow=node.http_allow, output_tail_bytes=cluster.output_tail_bytes)
+        self.stopping = asyncio.Event()
+
+    # ------------------------------------------------------------------ wiring
+
+    def _on_applied(self, cmd: Command, result: dict[str, Any]) -> None:
+        """Tick thread: coalesce wake-ups into one loop callback at a time."""
+        if not self._wake_pending:
+            self._wake_pending = True
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        self._wake_pending = False
+        self.worker_wake.set()
+        self.scheduler_wake.set()
+
+    def _executor(self, task_type: TaskType) -> Executor:
+        if task_type not in self._executors:
+            self._executors[task_type] = executor_for(task_type, self.policy)
+        return self._executors[task_type]
+
+    async def propose(self, data: bytes) -> dict[str, Any]:
+        return await self.raft.propose(data)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.state.listeners.append(self._on_applied)
+        self.raft.start()
+        c, n = self.cluster, self.node
+        scheduler = Scheduler(
+            SchedulerSettings(node_id=n.id, lookahead_s=c.lookahead_s, node_timeout_s=c.node_timeout_s,
+                              history_per_job=c.history_per_job, output_tail_bytes=c.output_tail_bytes),
+            self.state, _Leadership(self.raft), self.propose, self.clock, self.scheduler_wake)
+        worker = Worker(
+            WorkerSettings(node_id=n.id, capacity=n.capacity, shutdown_grace_s=n.shutdown_grace_s,
+                           output_dir=c.node_data_dir(n.id) / "outputs"),
+            self.state, self.propose, self.clock, self._executor, self.worker_wake)
+        runner = await self._start_http()
+        log.warning("node %s up: api %s, raft %s", n.id, n.http_url, n.raft_addr)
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(scheduler.run()), group.create_task(self._register_loop())]
+                worker_task = group.create_task(worker.run())
+                await self.stopping.wait()
+                log.warning("node %s stopping: draining runs for up to %ss", n.id, n.shutdown_grace_s)
+                for task in tasks:
+                    task.cancel()
+                await worker.drain(n.shutdown_grace_s)
+                worker_task.cancel()
+        finally:
+            await runner.cleanup()
+            for executor in self._executors.values():
+                await executor.close()
+            self.raft.stop()
+            log.warning("node %s stopped", n.id)
+
+    async def _start_http(self) -> web.AppRunner:
+        services = Services(node_id=self.node.id, state=self.state, raft=self.raft, clock=self.clock,
+                            api_token=self.cluster.api_token, max_body_bytes=self.cluster.max_body_bytes)
+        runner = web.AppRunner(make_app(services), access_log=None)
+        await runner.setup()
+        context = None
+        if self.node.tls_cert is not None and self.node.tls_key is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.node.tls_cert, self.node.tls_key)
+        site = web.TCPSite(runner, self.node.http_host, self.node.http_port, ssl_context=context,
+                           reuse_address=True)
+        await site.start()
+        return runner
+
+    async def _register_loop(self) -> None:
+        """Keep this node's record (address, tags, capacity, version) current in the state."""
+        n = self.node
+        while True:
+            with self.state.lock:
+                record = self.state.nodes.get(n.id)
+            wanted = (n.http_url, n.raft_addr, n.tags, n.capacity, __version__)
+            have = (record.http, record.raft, record.tags, record.capacity, record.version) if record else None
+            if have != wanted and self.raft.status().leader is not None:
+                with contextlib.suppress(RaftschedError):
+                    await self.propose(encode(CommandType.REGISTER_NODE, {
+                        "node": n.id, "http": n.http_url, "raft": n.raft_addr, "tags": n.tags,
+                        "capacity": n.capacity, "version": __version__, "now_ms": self.clock.now_ms(),
+                    }))
+            await asyncio.sleep(0.2 if have != wanted else 2.0)
+
+
+def _raft_settings(cluster: ClusterConfig, node: NodeConfig) -> RaftSettings:
+    partners = tuple(cluster.nodes[m].raft_addr for m in cluster.members if m != node.id)
+    return RaftSettings(
+        self_addr=node.raft_addr, partner_addrs=partners, secret=cluster.secret,
+        data_dir=cluster.node_data_dir(node.id),
+        raft_min_timeout_s=cluster.raft_min_timeout_s, raft_max_timeout_s=cluster.raft_max_timeout_s,
+        append_entries_period_s=cluster.append_entries_period_s,
+        auto_tick_period_s=cluster.auto_tick_period_s,
+        leader_fallback_timeout_s=cluster.leader_fallback_timeout_s,
+        connection_timeout_s=cluster.connection_timeout_s,
+        log_compaction_min_entries=cluster.log_compaction_min_entries,
+        log_compaction_min_time_s=cluster.log_compaction_min_time_s,
+    )
+
+
+async def run_node(cluster: ClusterConfig, node: NodeConfig) -> int:
+    """Run until SIGTERM/SIGINT; return the exit status."""
+    instance = Node(cluster, node)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, instance.stopping.set)
+    await instance.run()
+    return 0

@@ -1,0 +1,256 @@
+"""The leader's loop: turn due slots into committed fires, and move runs off dead nodes.
+
+Only the Raft leader runs it, and only after its `BeginTerm` has committed: every plan is
+rebuilt from replicated state (each job's `last_slot_ms` / `next_nominal_ms`), never from
+memory of an earlier term. Fires are committed up to `lookahead_s` before they fall due;
+the assigned worker starts them on time by its own clock (DESIGN.md §2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import triggers
+from .clock import Clock
+from .commands import CommandType, encode
+from .errors import RaftschedError
+from .model import MisfirePolicy, Overlap, RouteStrategy
+from .records import JobRecord
+from .routing import Candidate, pick_nodes
+from .state import State
+
+__all__ = ["Leadership", "Scheduler", "SchedulerSettings", "plan_job"]
+
+log = logging.getLogger(__name__)
+
+Propose = Callable[[bytes], Awaitable[dict[str, Any]]]
+MAX_FIRES_PER_COMMAND = 2000
+
+
+class Leadership(Protocol):
+    """What the scheduler needs to know about Raft (the Replicator, or a fake in tests)."""
+
+    def is_leader(self) -> bool: ...
+
+    def term(self) -> int: ...
+
+    def connected_partners(self) -> dict[str, bool]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerSettings:
+    node_id: str
+    lookahead_s: float = 3.0
+    node_timeout_s: float = 5.0
+    tick_s: float = 0.05
+    history_per_job: int = 100
+    output_tail_bytes: int = 4096
+
+
+@dataclass(slots=True)
+class Plan:
+    fires: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    skips: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def _load(candidates: list[Candidate], node_id: str) -> list[Candidate]:
+    return [dataclasses.replace(c, running=c.running + 1) if c.id == node_id else c for c in candidates]
+
+
+def plan_job(job: JobRecord, active: bool, candidates: list[Candidate], now_ms: int,
+             lookahead_ms: int, plan: Plan) -> list[Candidate]:
+    """Add to `plan` the fires and skip/missed records of one job that are due by now + lookahead.
+
+    Pure: reads the replicated job record, the job's activity and the node view; returns the
+    node view updated with the runs it assigned (so one batch spreads its load).
+    """
+    spec = job.spec
+    if spec.paused:
+        return candidates
+    horizon = now_ms + lookahead_ms
+    after = job.last_slot_ms if job.last_slot_ms is not None else job.created_ms - 1
+    nxt = job.next_nominal_ms
+    if nxt is None or nxt <= after:
+        nxt = triggers.next_fire_ms(spec.schedule, after, created_ms=job.created_ms)
+    if nxt is None or nxt > horizon:
+        return candidates
+    limit = max(spec.misfire.max_catchup, 1) + 64
+    slots = triggers.slots_between(spec.schedule, after, horizon, created_ms=job.created_ms, limit=limit)
+    if not slots:
+        return candidates
+    grace_ms = int(spec.misfire.grace * 1000)
+    missed = [s for s in slots if s + grace_ms < now_ms]
+    live = [s for s in slots if s + grace_ms >= now_ms]
+    base = {"job_id": spec.id, "incarnation": job.incarnation}
+    catch_up = _misfire(spec.misfire.policy, spec.misfire.max_catchup, missed, base, plan)
+    exclusive = spec.overlap is not Overlap.ALLOW
+    for slot in catch_up + live:
+        due = slot + triggers.jitter_ms(spec.id, slot, spec.jitter)
+        if exclusive and (active or plan_has(plan, spec.id)) and due > now_ms:
+            break  # overlap decided at the due time, by the state (DESIGN.md §2.4)
+        salt = f"{spec.id}@{slot}"
+        nodes = pick_nodes(spec.route, spec.id, salt, candidates, counter=job.fired + len(plan.fires))
+        if not nodes:
+            break  # no eligible node yet: retried next tick, recorded missed once past grace
+        nxt_after = triggers.next_fire_ms(spec.schedule, slot, created_ms=job.created_ms)
+        plan.fires.append({**base, "nominal_ms": slot, "due_ms": due, "nodes": nodes,
+                           "next_nominal_ms": nxt_after})
+        for node in nodes:
+            candidates = _load(candidates, node)
+        if exclusive:
+            active = True
+    return candidates
+
+
+def plan_has(plan: Plan, job_id: str) -> bool:
+    return any(f["job_id"] == job_id for f in plan.fires)
+
+
+def _misfire(policy: MisfirePolicy, max_catchup: int, missed: list[int], base: dict[str, Any],
+             plan: Plan) -> list[int]:
+    """Record the missed slots per policy; return those still to fire late."""
+    if not missed:
+        return []
+    if policy is MisfirePolicy.FIRE_ALL:
+        keep = missed[-max_catchup:] if max_catchup else []
+        dropped = missed[: len(missed) - len(keep)]
+        reason = f"more than max_catchup={max_catchup} slots missed"
+    elif policy is MisfirePolicy.FIRE_ONCE:
+        keep, dropped = missed[-1:], missed[:-1]
+        reason = "coalesced into one catch-up run (fire_once)"
+    else:
+        keep, dropped = [], missed
+        reason = "missed its grace period (misfire policy skip)"
+    if dropped:
+        plan.skips.append({**base, "state": "missed", "nominal_ms": dropped[0], "until_ms": dropped[-1],
+                           "count": len(dropped), "reason": reason, "next_nominal_ms": None})
+    return keep
+
+
+class Scheduler:
+    """Runs on every node; acts only while this node leads and its term has begun."""
+
+    def __init__(self, settings: SchedulerSettings, state: State, leadership: Leadership,
+                 propose: Propose, clock: Clock, wake: asyncio.Event) -> None:
+        self.settings = settings
+        self.state = state
+        self.leadership = leadership
+        self.propose = propose
+        self.clock = clock
+        self.wake = wake
+        self.active_term = 0
+        self._last_seen: dict[str, float] = {}
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except RaftschedError as exc:
+                log.warning("scheduler tick failed: %s", exc)
+                self.active_term = 0 if not self.leadership.is_leader() else self.active_term
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        self.wake.clear()
+        try:
+            await asyncio.wait_for(self.wake.wait(), self.settings.tick_s)
+        except TimeoutError:
+            pass
+
+    async def tick(self) -> None:
+        if not self.leadership.is_leader():
+            self.active_term = 0
+            return
+        term = self.leadership.term()
+        if self.active_term != term and not await self._begin_term(term):
+            return
+        await self.fire_due()
+        await self.watch_nodes()
+
+    async def _begin_term(self, term: int) -> bool:
+        s = self.settings
+        result = await self.propose(encode(CommandType.BEGIN_TERM, {
+            "term": term, "leader": s.node_id, "now_ms": self.clock.now_ms(),
+            "history_per_job": s.history_per_job, "output_tail_bytes": s.output_tail_bytes,
+        }))
+        if result.get("ok") or (self.state.term == term and self.state.leader == s.node_id):
+            self.active_term = term
+            log.info("leading term %d", term, extra={"term": term, "node": s.node_id})
+            return True
+        log.warning("begin_term %d refused: %s", term, result.get("message"))
+        return False
+
+    def plan(self, now_ms: int) -> Plan:
+        plan = Plan()
+        lookahead_ms = int(self.settings.lookahead_s * 1000)
+        with self.state.lock:
+            candidates = self.state.candidates()
+            for job in list(self.state.jobs.values()):
+                active = bool(self.state.job_active.get(job.spec.id))
+                candidates = plan_job(job, active, candidates, now_ms, lookahead_ms, plan)
+                if len(plan.fires) >= MAX_FIRES_PER_COMMAND:
+                    break
+        return plan
+
+    async def fire_due(self) -> None:
+        now_ms = self.clock.now_ms()
+        plan = self.plan(now_ms)
+        if not plan.fires and not plan.skips:
+            return
+        result = await self.propose(encode(CommandType.FIRE_RUNS, {
+            "term": self.active_term, "now_ms": now_ms, "fires": plan.fires, "skips": plan.skips,
+        }))
+        if not result.get("ok"):
+            log.warning("fire refused: %s", result.get("message"))
+            self.active_term = 0
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("fired %s", result.get("fired"))
+
+    async def watch_nodes(self) -> None:
+        """Commit nodes down after `node_timeout_s` of silence (up when back); move their runs."""
+        now = self.clock.monotonic()
+        connected = self.leadership.connected_partners()
+        with self.state.lock:
+            nodes = list(self.state.nodes.values())
+        for node in nodes:
+            if node.id == self.settings.node_id or connected.get(node.raft, False):
+                self._last_seen[node.id] = now
+            seen = self._last_seen.setdefault(node.id, now)
+            silent = now - seen > self.settings.node_timeout_s
+            if silent == node.up:
+                await self._set_node(node.id, up=not silent)
+        await self.reassign_from_down_nodes()
+
+    async def _set_node(self, node_id: str, *, up: bool) -> None:
+        log.warning("node %s is %s", node_id, "up" if up else "down", extra={"node": node_id})
+        await self.propose(encode(CommandType.SET_NODE, {
+            "term": self.active_term, "node": node_id, "up": up, "now_ms": self.clock.now_ms(),
+        }))
+
+    async def reassign_from_down_nodes(self) -> None:
+        moves: list[dict[str, Any]] = []
+        with self.state.lock:
+            candidates = self.state.candidates()
+            for node in self.state.nodes.values():
+                if node.up:
+                    continue
+                for run in self.state.active_runs_of(node.id):
+                    job = self.state.jobs.get(run.job_id)
+                    route = job.spec.route if job else None
+                    if route is None:
+                        continue
+                    plain = dataclasses.replace(route, strategy=RouteStrategy.LEAST_LOADED)
+                    picked = pick_nodes(plain, run.job_id, run.run_id, candidates)
+                    if picked:
+                        moves.append({"run_id": run.run_id, "attempt": run.attempt, "node": picked[0]})
+                        candidates = _load(candidates, picked[0])
+        if moves:
+            result = await self.propose(encode(CommandType.REASSIGN_RUNS, {
+                "term": self.active_term, "now_ms": self.clock.now_ms(), "moves": moves,
+            }))
+            log.warning("reassigned runs of down nodes: %s", result.get("moved"))
