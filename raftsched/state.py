@@ -120,8 +120,9 @@ class State:
         body = cmd.body
         if cmd.type in self._LEADER_COMMANDS:
             term = body.get("term")
-            if not isinstance(term, int) or term < self.term:
-                return reject("stale_term", f"term {term} is older than {self.term}")
+            if not isinstance(term, int) or term != self.term:
+                # Older: a deposed leader. Newer: a leader whose BeginTerm has not committed yet.
+                return reject("stale_term", f"term {term} is not the current term {self.term}")
         return handler(self, body)
 
     # ------------------------------------------------------------------ cluster

@@ -28,7 +28,7 @@ def test_stale_term_fire_is_rejected() -> None:
     d.add("j")
     assert d.cmd(CommandType.BEGIN_TERM, term=3, leader="n2", now_ms=T0)["ok"]
     result = d.fire("j", T0 + 1000, term=1)
-    assert result == {"ok": False, "code": "stale_term", "message": "term 1 is older than 3", "field": None}
+    assert result == {"ok": False, "code": "stale_term", "message": "term 1 is not the current term 3", "field": None}
     assert not d.state.runs
     assert not d.cmd(CommandType.BEGIN_TERM, term=2, leader="n1", now_ms=T0)["ok"]
 
