@@ -1,0 +1,109 @@
+"""Start a local cluster from cluster.example.ini: N identical nodes, example jobs, the API.
+
+    python scripts/cluster.py [--config FILE] [--no-examples]
+
+Writes `.cluster/cluster.ini` (the example with a fresh secret) on first use, starts one
+process per node, adds a few example jobs, prints where the API is, and stops every node it
+started (SIGTERM, by PID) on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from raftsched import config  # noqa: E402
+
+EXAMPLES = [
+    {"id": "hello", "schedule": {"every": 10}, "description": "prints a greeting every 10 s",
+     "task": {"type": "shell", "command": ["echo", "hello from raftsched"]}},
+    {"id": "clock", "schedule": {"cron": "*/15 * * * * *", "timezone": "Europe/Berlin"},
+     "description": "6-field cron, seconds first: every 15 s", "task": {"type": "shell", "command": ["date", "-u"]}},
+    {"id": "disk-usage", "schedule": {"cron": "*/5 * * * *"}, "route": {"strategy": "broadcast"},
+     "description": "every 5 minutes on every node", "task": {"type": "shell", "command": ["df", "-h", "/"]}},
+]
+
+
+def _request(url: str, method: str = "GET", body: object = None) -> tuple[int, object]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def _wait_healthy(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if _request(url + "/v1/health")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the cluster did not become healthy at {url}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=ROOT / ".cluster" / "cluster.ini")
+    parser.add_argument("--no-examples", action="store_true")
+    args = parser.parse_args()
+    if not args.config.exists():
+        args.config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_local_cluster(ROOT / "cluster.example.ini", args.config, config.new_secret())
+        print(f"wrote {args.config} with a fresh secret")
+    cluster, _ = config.load(args.config, "n1")
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for node_id in cluster.members:
+        log = (args.config.parent / f"{node_id}.log").open("ab")
+        procs[node_id] = subprocess.Popen(
+            [sys.executable, "-m", "raftsched", "node", "--config", str(args.config), "--node", node_id],
+            stdout=log, stderr=subprocess.STDOUT)
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        first = cluster.nodes[cluster.members[0]].http_url
+        _wait_healthy(first)
+        if not args.no_examples:
+            for job in EXAMPLES:
+                code, body = _request(first + "/v1/jobs", "POST", job)
+                print(f"job {job['id']}: {'added' if code == 201 else 'exists' if code == 409 else body}")
+        print(f"\nraftsched cluster '{cluster.name}' is up ({len(procs)} nodes; logs in {args.config.parent}):")
+        for node_id in cluster.members:
+            print(f"  {node_id}: {cluster.nodes[node_id].http_url}/  (API {cluster.nodes[node_id].http_url}/v1/)")
+        print(f"\ntry: .venv/bin/raftsched jobs list --url {first}\nCtrl-C stops every node.")
+        while not stop and all(p.poll() is None for p in procs.values()):
+            time.sleep(0.5)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
