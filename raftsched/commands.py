@@ -67,7 +67,7 @@ def decode(data: bytes) -> Command:
     if not isinstance(version, int) or not 1 <= version <= VERSION:
         raise DecodeError(f"unsupported command version {version!r}")
     try:
-        cmd_type = CommandType(name)
+        cmd_type = CommandType(str(name))
     except ValueError:
         raise DecodeError(f"unknown command type {name!r}") from None
     if not isinstance(body, dict) or (rid is not None and not isinstance(rid, str)):

@@ -175,6 +175,8 @@ def _str_map(value: object, path: str) -> dict[str, str]:
 
 def _enum(cls: type[E], value: object, path: str) -> E:
     try:
+        if not isinstance(value, str):
+            raise ValueError(value)
         return cls(value)
     except ValueError:
         choices = ", ".join(m.value for m in cls)
