@@ -1,0 +1,184 @@
+"""Python tasks: `pkg.module:function` under the node's python_allow, in a child process by default.
+
+The child (`python -P -u -m raftsched.executors._pyrunner`) runs in its own process group, so it
+is killed with everything it started on timeout or cancellation. Its environment is the scrubbed
+node environment, plus `PYTHONPATH` set to the node's own `sys.path` (so the child imports exactly
+what the node would, in the same order), plus the task's env, plus the identity variables. A task's
+env may not set `PYTHON*` variables: the node, not the job, decides what code python loads.
+
+`in_process: true` runs the callable in a daemon thread of the node instead: no process start,
+but it cannot be killed. On timeout the run is reported timed_out while the thread runs on; it
+shares the node's environment (so a task env is refused), and only its return value or traceback
+is captured (what it prints goes to the node's own stdout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..model import TaskSpec
+from ._process import GroupExit, StartFailed, child_env, describe_returncode, run_in_group
+from ._pyrunner import NotAllowed, Report, check_allowed, run_target
+from .base import ExecPolicy, ExecResult, OutputSink, Refused, RunContext, failed, identity_context, timed_out
+
+__all__ = ["PythonExecutor", "node_pythonpath"]
+
+RUNNER = "raftsched.executors._pyrunner"
+
+
+class PythonExecutor:
+    """Runs `python` tasks; see `Executor` for the contract."""
+
+    def __init__(self, policy: ExecPolicy) -> None:
+        self._policy = policy
+
+    async def run(
+        self, task: TaskSpec, ctx: RunContext, *, timeout_s: float | None, output_path: Path | None
+    ) -> ExecResult:
+        try:
+            target = self._check(task)
+        except (Refused, NotAllowed) as exc:
+            return failed(f"refused: {exc}")
+        with OutputSink(self._policy.output_tail_bytes, output_path) as sink:
+            if task.in_process:
+                return await self._run_in_thread(target, task, ctx, timeout_s, sink)
+            return await self._run_in_child(target, task, ctx, timeout_s, sink)
+
+    async def close(self) -> None:
+        """Nothing to release: every run owns its process (threads of in-process runs are daemons)."""
+
+    def _check(self, task: TaskSpec) -> str:
+        if not task.callable:
+            raise Refused("python task without a callable")
+        check_allowed(task.callable, self._policy.python_allow)
+        loader_vars = sorted(key for key in task.env if key.startswith("PYTHON"))
+        if loader_vars:
+            raise Refused(f"task env may not set {', '.join(loader_vars)}: the node decides how python runs")
+        if task.in_process and task.env:
+            raise Refused("an in_process task shares the node's environment: env is not supported")
+        return task.callable
+
+    # ------------------------------------------------------------ child process
+
+    async def _run_in_child(
+        self, target: str, task: TaskSpec, ctx: RunContext, timeout_s: float | None, sink: OutputSink
+    ) -> ExecResult:
+        try:
+            payload = self._payload(task, ctx)
+        except TypeError as exc:
+            return failed(f"kwargs cannot be sent as JSON: {exc}")
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        try:
+            exit = await run_in_group(
+                [sys.executable, "-P", "-u", "-m", RUNNER, target, str(write_fd)],
+                env=child_env(task.env, ctx, PYTHONPATH=node_pythonpath()),
+                cwd=None,
+                sink=sink,
+                timeout_s=timeout_s,
+                grace_s=self._policy.kill_grace_s,
+                stdin_data=payload,
+                pass_fds=(write_fd,),
+            )
+            outcome = None if exit.timed_out else _read_outcome(read_fd)
+        except StartFailed as exc:
+            return failed(str(exc), output_tail=sink.tail_text())
+        finally:
+            os.close(read_fd)
+            os.close(write_fd)
+        return _child_result(exit, outcome, sink.tail_text(), timeout_s)
+
+    def _payload(self, task: TaskSpec, ctx: RunContext) -> bytes:
+        return orjson.dumps(
+            {
+                "kwargs": task.kwargs,
+                "context": identity_context(ctx),
+                "allow": list(self._policy.python_allow),
+            }
+        )
+
+    # ------------------------------------------------------------ node thread
+
+    async def _run_in_thread(
+        self, target: str, task: TaskSpec, ctx: RunContext, timeout_s: float | None, sink: OutputSink
+    ) -> ExecResult:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Report] = loop.create_future()
+        args = (loop, done, target, dict(task.kwargs), identity_context(ctx), self._policy.python_allow)
+        threading.Thread(
+            target=_thread_main, args=args, name=f"raftsched-python {ctx.run_id}", daemon=True
+        ).start()
+        try:
+            async with asyncio.timeout(timeout_s):
+                report = await done
+        except TimeoutError:
+            note = " (in_process: the thread cannot be stopped and runs on)"
+            return timed_out(timeout_s or 0.0, note=note)
+        sink.write(report.text.encode("utf-8", errors="replace"))
+        if report.ok:
+            return ExecResult(outcome="succeeded", output_tail=sink.tail_text())
+        return failed(report.error or "failed", output_tail=sink.tail_text())
+
+
+def node_pythonpath() -> str:
+    """The node's `sys.path` as a PYTHONPATH: what the node can import, the child can, in that order.
+
+    Entries the interpreter adds by itself come again after these; the first occurrence wins, so
+    the child's effective order is the node's. An empty entry (the current directory) is made
+    absolute.
+    """
+    entries = (
+        os.path.abspath(entry) if entry else os.getcwd() for entry in sys.path if isinstance(entry, str)
+    )
+    return os.pathsep.join(dict.fromkeys(entries))
+
+
+def _read_outcome(fd: int) -> dict[str, Any] | None:
+    """The runner's outcome, if it wrote one before it ended (non-blocking: it may never have)."""
+    try:
+        data = os.read(fd, 65536)
+        value = orjson.loads(data)
+    except (BlockingIOError, orjson.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _child_result(
+    exit: GroupExit, outcome: Mapping[str, Any] | None, tail: str, timeout_s: float | None
+) -> ExecResult:
+    if exit.timed_out:
+        return timed_out(timeout_s or 0.0, output_tail=tail)
+    code = exit.returncode if exit.returncode is not None and exit.returncode >= 0 else None
+    if outcome is None:
+        error = f"the python runner ended without an outcome ({describe_returncode(exit.returncode)})"
+        return failed(error, exit_code=code, output_tail=tail)
+    if outcome.get("ok") is True:
+        return ExecResult(outcome="succeeded", exit_code=code, output_tail=tail)
+    return failed(str(outcome.get("error") or "failed"), exit_code=code, output_tail=tail)
+
+
+def _thread_main(
+    loop: asyncio.AbstractEventLoop,
+    done: asyncio.Future[Report],
+    target: str,
+    kwargs: dict[str, Any],
+    context: dict[str, Any],
+    allow: Sequence[str],
+) -> None:
+    report = run_target(target, kwargs, context, allow)
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for this run any more
+        loop.call_soon_threadsafe(_settle, done, report)
+
+
+def _settle(done: asyncio.Future[Report], report: Report) -> None:
+    if not done.done():  # a timed-out or cancelled run has already been reported
+        done.set_result(report)
