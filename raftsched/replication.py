@@ -241,8 +241,7 @@ class Replicator:
         return str(leader) if leader is not None else None
 
     def tick_alive(self) -> bool:
-        thread = getattr(self._sync, "_SyncObj__thread", None)
-        return thread is not None and thread.is_alive()
+        return self._sync is not None and bool(self._sync.tick_thread_alive())
 
     async def wait_applied(self, index: int, timeout_s: float = 5.0) -> None:
         """Wait until this node has applied log index `index` (for consistent reads)."""

@@ -70,10 +70,15 @@ def test_leader_kill_every_slot_runs_once(make_cluster: Any, sink: Sink) -> None
     assert len({(e["x-raftsched-run-id"], e["x-raftsched-attempt"]) for e in cron_events}) == len(cron_events)
 
     code, runs = cluster.api(new_leader, "GET", "/v1/jobs/metronome/runs?limit=1000")
-    late = [r for r in runs["items"] if r["lateness"] is not None and r["node"] != leader]
+    # First attempts only: a run moved off the dead node starts late by the detection time, by design.
+    late = [r for r in runs["items"] if r["lateness"] is not None and r["attempt"] == 1 and r["node"] != leader]
     assert late, "no run records"
     cluster.wait_same_digest()
-    print(f"failover {failover_s:.2f}s; {len(events)} metronome runs; {len(cron_events)} cron runs")
+    lateness = sorted(r["lateness"] for r in late)
+    p50, p99 = lateness[len(lateness) // 2], lateness[min(len(lateness) - 1, int(len(lateness) * 0.99))]
+    print(f"\nfailover {failover_s:.2f}s; {len(events)} metronome runs; {len(cron_events)} cron runs; "
+          f"lateness of runs on surviving nodes p50 {p50 * 1000:.0f} ms p99 {p99 * 1000:.0f} ms "
+          f"max {lateness[-1] * 1000:.0f} ms")
 
     # The killed node comes back and converges.
     cluster.start(leader)
