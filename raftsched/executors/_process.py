@@ -251,11 +251,11 @@ def _signal_name(number: int) -> str:
         return "unknown"
 
 
-def exit_result(exit: GroupExit, tail: str, timeout_s: float | None) -> ExecResult:
+def exit_result(ended: GroupExit, tail: str, timeout_s: float | None) -> ExecResult:
     """Map a process group's end onto a result: 0 succeeded, anything else failed."""
-    if exit.timed_out:
+    if ended.timed_out:
         return timed_out(timeout_s or 0.0, output_tail=tail)
-    code = exit.returncode
+    code = ended.returncode
     if code == 0:
         return ExecResult(outcome="succeeded", exit_code=0, output_tail=tail)
     exit_code = code if code is not None and code >= 0 else None

@@ -1,38 +1,24 @@
-"""Runs one python callable, in a child process or (for `in_process` tasks) in a node thread.
+"""Calling one python callable: the allow-list check, `context=`, coroutines, the outcome.
 
-As a child process::
-
-    python -P -u -m raftsched.executors._pyrunner TARGET RESULT_FD
-
-stdin carries one JSON object `{"kwargs": {...}, "context": {...}, "allow": [...]}`. What the
-callable prints is the run's output, followed by its return value (`[raftsched] returned: <JSON
-or repr>`) or its traceback. The outcome goes to RESULT_FD, a channel of its own that the task's
-prints cannot garble: one JSON object `{"ok": true}` or `{"ok": false, "error": "Type: message"}`,
-at most RESULT_MAX bytes so that it always fits in the pipe and the child never blocks on it.
-The child exits as soon as the callable returns (threads it left behind do not keep it alive).
-
-Imports stay light (stdlib and orjson): every python run pays for them at start.
+Shared by the child-process runner (`_pyrunner`) and the in-process thread of `python.py`.
+Imports stay light (stdlib and orjson): every python run's child pays for them at start.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import inspect
-import os
 import re
-import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import orjson
 
-__all__ = ["NotAllowed", "Report", "encode_outcome", "load", "main", "module_allowed", "run_target"]
+__all__ = ["NotAllowed", "Report", "check_allowed", "load", "module_allowed", "run_target"]
 
-RESULT_MAX = 3072  # below PIPE_BUF (4096): written atomically, never blocks
 _TARGET_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
@@ -136,39 +122,13 @@ def run_target(
     except NotAllowed as exc:
         return Report(ok=False, error=f"refused: {exc}")
     except BaseException as exc:
-        return Report(ok=False, error=describe(exc), text=traceback.format_exc())
+        return Report(ok=False, error=describe(exc), text=user_traceback(exc))
     return Report(ok=True, text=f"[raftsched] returned: {render(value)}\n")
 
 
-def encode_outcome(report: Report) -> bytes:
-    """The outcome as JSON of at most RESULT_MAX bytes (a long error is cut)."""
-    error = report.error
-    limit = 2000
-    while True:
-        data = orjson.dumps({"ok": report.ok, "error": error[:limit] if error else None})
-        if len(data) <= RESULT_MAX:
-            return data
-        limit //= 2
-
-
-def main(argv: Sequence[str] | None = None) -> NoReturn:
-    target, fd_text = (sys.argv[1:] if argv is None else argv)[:2]
-    result_fd = int(fd_text)
-    os.set_inheritable(result_fd, False)  # processes the task starts must not hold it
-    payload = orjson.loads(sys.stdin.buffer.read())
-    report = run_target(target, payload["kwargs"], payload["context"], payload["allow"])
-    _emit(report)
-    os.write(result_fd, encode_outcome(report))
-    os.close(result_fd)
-    os._exit(0 if report.ok else 1)
-
-
-def _emit(report: Report) -> None:
-    with contextlib.suppress(OSError, ValueError):  # the callable may have closed or replaced them
-        (sys.stdout if report.ok else sys.stderr).write(report.text)
-        sys.stdout.flush()
-        sys.stderr.flush()
-
-
-if __name__ == "__main__":
-    main()
+def user_traceback(exc: BaseException) -> str:
+    """The traceback without this module's own frames: they are noise to the task's author."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_globals.get("__name__") == __name__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))

@@ -104,7 +104,7 @@ class FencedResolver(ThreadedResolver):
         kept = [result for result, reason in zip(results, reasons, strict=True) if reason is None]
         if not kept:
             why = "; ".join(reason for reason in reasons if reason) or "no address"
-            raise AddressRefused(f"{host} resolves to {why}")
+            raise AddressRefused(f"{host}: {why}")
         return kept
 
 
@@ -143,8 +143,10 @@ class HttpExecutor:
     def _session_for_run(self) -> aiohttp.ClientSession:
         """Created lazily: it needs the running loop."""
         if self._session is None or self._session.closed:
+            # No pool limit: the worker bounds concurrency, and a queued request would eat its
+            # connect timeout waiting for a slot.
             connector = aiohttp.TCPConnector(
-                resolver=FencedResolver(self._policy.http_allow), use_dns_cache=False
+                resolver=FencedResolver(self._policy.http_allow), use_dns_cache=False, limit=0
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()

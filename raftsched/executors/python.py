@@ -27,7 +27,7 @@ import orjson
 
 from ..model import TaskSpec
 from ._process import GroupExit, StartFailed, child_env, describe_returncode, run_in_group
-from ._pyrunner import NotAllowed, Report, check_allowed, run_target
+from ._pycall import NotAllowed, Report, check_allowed, run_target
 from .base import ExecPolicy, ExecResult, OutputSink, Refused, RunContext, failed, identity_context, timed_out
 
 __all__ = ["PythonExecutor", "node_pythonpath"]
@@ -79,7 +79,7 @@ class PythonExecutor:
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         try:
-            exit = await run_in_group(
+            ended = await run_in_group(
                 [sys.executable, "-P", "-u", "-m", RUNNER, target, str(write_fd)],
                 env=child_env(task.env, ctx, PYTHONPATH=node_pythonpath()),
                 cwd=None,
@@ -89,13 +89,13 @@ class PythonExecutor:
                 stdin_data=payload,
                 pass_fds=(write_fd,),
             )
-            outcome = None if exit.timed_out else _read_outcome(read_fd)
+            outcome = None if ended.timed_out else _read_outcome(read_fd)
         except StartFailed as exc:
             return failed(str(exc), output_tail=sink.tail_text())
         finally:
             os.close(read_fd)
             os.close(write_fd)
-        return _child_result(exit, outcome, sink.tail_text(), timeout_s)
+        return _child_result(ended, outcome, sink.tail_text(), timeout_s)
 
     def _payload(self, task: TaskSpec, ctx: RunContext) -> bytes:
         return orjson.dumps(
@@ -153,13 +153,13 @@ def _read_outcome(fd: int) -> dict[str, Any] | None:
 
 
 def _child_result(
-    exit: GroupExit, outcome: Mapping[str, Any] | None, tail: str, timeout_s: float | None
+    ended: GroupExit, outcome: Mapping[str, Any] | None, tail: str, timeout_s: float | None
 ) -> ExecResult:
-    if exit.timed_out:
+    if ended.timed_out:
         return timed_out(timeout_s or 0.0, output_tail=tail)
-    code = exit.returncode if exit.returncode is not None and exit.returncode >= 0 else None
+    code = ended.returncode if ended.returncode is not None and ended.returncode >= 0 else None
     if outcome is None:
-        error = f"the python runner ended without an outcome ({describe_returncode(exit.returncode)})"
+        error = f"the python runner ended without an outcome ({describe_returncode(ended.returncode)})"
         return failed(error, exit_code=code, output_tail=tail)
     if outcome.get("ok") is True:
         return ExecResult(outcome="succeeded", exit_code=code, output_tail=tail)

@@ -32,7 +32,7 @@ class ShellExecutor:
         env = child_env(task.env, ctx)
         with OutputSink(self._policy.output_tail_bytes, output_path) as sink:
             try:
-                exit = await run_in_group(
+                ended = await run_in_group(
                     argv,
                     env=env,
                     cwd=task.cwd,
@@ -42,7 +42,7 @@ class ShellExecutor:
                 )
             except StartFailed as exc:
                 return failed(str(exc), output_tail=sink.tail_text())
-            return exit_result(exit, sink.tail_text(), timeout_s)
+            return exit_result(ended, sink.tail_text(), timeout_s)
 
     async def close(self) -> None:
         """Nothing to release: every run owns its processes."""
