@@ -160,6 +160,7 @@ def _raft_settings(cluster: ClusterConfig, node: NodeConfig) -> RaftSettings:
         connection_timeout_s=cluster.connection_timeout_s,
         log_compaction_min_entries=cluster.log_compaction_min_entries,
         log_compaction_min_time_s=cluster.log_compaction_min_time_s,
+        fsync=cluster.fsync,
     )
 
 
