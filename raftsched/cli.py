@@ -10,6 +10,7 @@ import asyncio
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,8 +108,10 @@ def _client(args: argparse.Namespace) -> int:
     route = _ROUTES.get((args.command, args.action))
     if route is None:
         actions = sorted(a or "" for c, a in _ROUTES if c == args.command)
-        print(f"raftsched {args.command}: unknown action {args.action!r} (one of: {', '.join(actions)})",
-              file=sys.stderr)
+        print(
+            f"raftsched {args.command}: unknown action {args.action!r} (one of: {', '.join(actions)})",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     method, template, nargs = route
     if len(args.args) != nargs:
@@ -123,7 +126,7 @@ def _client(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         body = orjson.dumps(spec)
         template = template.replace("{id}", str(spec.get("id", "")) if isinstance(spec, dict) else "")
-    path = template.format(*[urllib.request.quote(a, safe="") for a in args.args])
+    path = template.format(*[urllib.parse.quote(a, safe="") for a in args.args])
     return _call(args, method, path, body)
 
 

@@ -22,21 +22,21 @@ VERSION = 1
 
 
 class CommandType(StrEnum):
-    BEGIN_TERM = "begin_term"          # leader: {term, leader, now_ms}
-    REGISTER_NODE = "register_node"    # node:   {node, http, raft, tags, capacity, version, now_ms}
-    SET_NODE = "set_node"              # leader: {term, node, up, now_ms}
-    PUT_JOB = "put_job"                # api:    {spec, now_ms, next_nominal_ms, mode, if_version, actor}
-    DELETE_JOB = "delete_job"          # api:    {job_id, now_ms, if_version, actor}
-    PAUSE_JOB = "pause_job"            # api:    {job_id, now_ms, actor}
-    RESUME_JOB = "resume_job"          # api:    {job_id, now_ms, next_nominal_ms, actor}
-    TRIGGER_JOB = "trigger_job"        # api:    {job_id, now_ms, node, env, kwargs, actor}
-    CANCEL_RUN = "cancel_run"          # api:    {run_id, now_ms, actor}
-    FIRE_RUNS = "fire_runs"            # leader: {term, now_ms, fires: [...], skips: [...]}
-    REASSIGN_RUNS = "reassign_runs"    # leader: {term, now_ms, moves: [{run_id, attempt, node}]}
-    CLAIM_RUNS = "claim_runs"          # worker: {node, now_ms, items: [{run_id, attempt}]}
-    START_RUNS = "start_runs"          # worker: {node, now_ms, items: [{run_id, attempt, started_ms}]}
-    FINISH_RUNS = "finish_runs"        # worker: {node, now_ms, items: [{run_id, attempt, outcome, ...}]}
-    NOOP = "noop"                      # anyone: {now_ms}; a barrier for consistent reads
+    BEGIN_TERM = "begin_term"  # leader: {term, leader, now_ms}
+    REGISTER_NODE = "register_node"  # node:   {node, http, raft, tags, capacity, version, now_ms}
+    SET_NODE = "set_node"  # leader: {term, node, up, now_ms}
+    PUT_JOB = "put_job"  # api:    {spec, now_ms, next_nominal_ms, mode, if_version, actor}
+    DELETE_JOB = "delete_job"  # api:    {job_id, now_ms, if_version, actor}
+    PAUSE_JOB = "pause_job"  # api:    {job_id, now_ms, actor}
+    RESUME_JOB = "resume_job"  # api:    {job_id, now_ms, next_nominal_ms, actor}
+    TRIGGER_JOB = "trigger_job"  # api:    {job_id, now_ms, node, env, kwargs, actor}
+    CANCEL_RUN = "cancel_run"  # api:    {run_id, now_ms, actor}
+    FIRE_RUNS = "fire_runs"  # leader: {term, now_ms, fires: [...], skips: [...]}
+    REASSIGN_RUNS = "reassign_runs"  # leader: {term, now_ms, moves: [{run_id, attempt, node}]}
+    CLAIM_RUNS = "claim_runs"  # worker: {node, now_ms, items: [{run_id, attempt}]}
+    START_RUNS = "start_runs"  # worker: {node, now_ms, items: [{run_id, attempt, started_ms}]}
+    FINISH_RUNS = "finish_runs"  # worker: {node, now_ms, items: [{run_id, attempt, outcome, ...}]}
+    NOOP = "noop"  # anyone: {now_ms}; a barrier for consistent reads
 
 
 class DecodeError(ValueError):

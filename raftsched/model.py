@@ -378,7 +378,9 @@ class Retries:
         base = cls()
         return cls(
             max=_int(d.get("max", base.max), f"{path}.max", maximum=1000),
-            initial_delay=_num(d.get("initial_delay", base.initial_delay), f"{path}.initial_delay", maximum=86400),
+            initial_delay=_num(
+                d.get("initial_delay", base.initial_delay), f"{path}.initial_delay", maximum=86400
+            ),
             backoff=_num(d.get("backoff", base.backoff), f"{path}.backoff", minimum=1, maximum=100),
             max_delay=_num(d.get("max_delay", base.max_delay), f"{path}.max_delay", maximum=86400),
             jitter=_num(d.get("jitter", base.jitter), f"{path}.jitter", maximum=1),
@@ -429,12 +431,26 @@ class Route:
 
 # ---------------------------------------------------------------- job
 
-_JOB_FIELDS = frozenset(
-    {
-        "id", "schedule", "task", "timeout", "retries", "delivery", "overlap", "misfire",
-        "route", "jitter", "paused", "description", "labels",
-    }
-) | READ_ONLY_JOB_FIELDS
+_JOB_FIELDS = (
+    frozenset(
+        {
+            "id",
+            "schedule",
+            "task",
+            "timeout",
+            "retries",
+            "delivery",
+            "overlap",
+            "misfire",
+            "route",
+            "jitter",
+            "paused",
+            "description",
+            "labels",
+        }
+    )
+    | READ_ONLY_JOB_FIELDS
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

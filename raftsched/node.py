@@ -57,8 +57,12 @@ class Node:
         self.scheduler_wake, self.worker_wake = asyncio.Event(), asyncio.Event()
         self._wake_pending = False
         self._executors: dict[TaskType, Executor] = {}
-        self.policy = ExecPolicy(allow_shell=node.allow_shell, python_allow=node.python_allow,
-                                 http_allow=node.http_allow, output_tail_bytes=cluster.output_tail_bytes)
+        self.policy = ExecPolicy(
+            allow_shell=node.allow_shell,
+            python_allow=node.python_allow,
+            http_allow=node.http_allow,
+            output_tail_bytes=cluster.output_tail_bytes,
+        )
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------ wiring
@@ -88,16 +92,36 @@ class Node:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.state.listeners.append(self._on_applied)
+        self.raft.role_listeners.append(self.scheduler_wake.set)
         self.raft.start()
         c, n = self.cluster, self.node
         scheduler = Scheduler(
-            SchedulerSettings(node_id=n.id, lookahead_s=c.lookahead_s, node_timeout_s=c.node_timeout_s,
-                              history_per_job=c.history_per_job, output_tail_bytes=c.output_tail_bytes),
-            self.state, _Leadership(self.raft), self.propose, self.clock, self.scheduler_wake)
+            SchedulerSettings(
+                node_id=n.id,
+                lookahead_s=c.lookahead_s,
+                node_timeout_s=c.node_timeout_s,
+                history_per_job=c.history_per_job,
+                output_tail_bytes=c.output_tail_bytes,
+            ),
+            self.state,
+            _Leadership(self.raft),
+            self.propose,
+            self.clock,
+            self.scheduler_wake,
+        )
         worker = Worker(
-            WorkerSettings(node_id=n.id, capacity=n.capacity, shutdown_grace_s=n.shutdown_grace_s,
-                           output_dir=c.node_data_dir(n.id) / "outputs"),
-            self.state, self.propose, self.clock, self._executor, self.worker_wake)
+            WorkerSettings(
+                node_id=n.id,
+                capacity=n.capacity,
+                shutdown_grace_s=n.shutdown_grace_s,
+                output_dir=c.node_data_dir(n.id) / "outputs",
+            ),
+            self.state,
+            self.propose,
+            self.clock,
+            self._executor,
+            self.worker_wake,
+        )
         runner = await self._start_http()
         log.warning("node %s up: api %s, raft %s", n.id, n.http_url, n.raft_addr)
         try:
@@ -118,16 +142,23 @@ class Node:
             log.warning("node %s stopped", n.id)
 
     async def _start_http(self) -> web.AppRunner:
-        services = Services(node_id=self.node.id, state=self.state, raft=self.raft, clock=self.clock,
-                            api_token=self.cluster.api_token, max_body_bytes=self.cluster.max_body_bytes)
+        services = Services(
+            node_id=self.node.id,
+            state=self.state,
+            raft=self.raft,
+            clock=self.clock,
+            api_token=self.cluster.api_token,
+            max_body_bytes=self.cluster.max_body_bytes,
+        )
         runner = web.AppRunner(make_app(services), access_log=None)
         await runner.setup()
         context = None
         if self.node.tls_cert is not None and self.node.tls_key is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self.node.tls_cert, self.node.tls_key)
-        site = web.TCPSite(runner, self.node.http_host, self.node.http_port, ssl_context=context,
-                           reuse_address=True)
+        site = web.TCPSite(
+            runner, self.node.http_host, self.node.http_port, ssl_context=context, reuse_address=True
+        )
         await site.start()
         return runner
 
@@ -138,22 +169,37 @@ class Node:
             with self.state.lock:
                 record = self.state.nodes.get(n.id)
             wanted = (n.http_url, n.raft_addr, n.tags, n.capacity, __version__)
-            have = (record.http, record.raft, record.tags, record.capacity, record.version) if record else None
+            have = (
+                (record.http, record.raft, record.tags, record.capacity, record.version) if record else None
+            )
             if have != wanted and self.raft.status().leader is not None:
                 with contextlib.suppress(RaftschedError):
-                    await self.propose(encode(CommandType.REGISTER_NODE, {
-                        "node": n.id, "http": n.http_url, "raft": n.raft_addr, "tags": n.tags,
-                        "capacity": n.capacity, "version": __version__, "now_ms": self.clock.now_ms(),
-                    }))
+                    await self.propose(
+                        encode(
+                            CommandType.REGISTER_NODE,
+                            {
+                                "node": n.id,
+                                "http": n.http_url,
+                                "raft": n.raft_addr,
+                                "tags": n.tags,
+                                "capacity": n.capacity,
+                                "version": __version__,
+                                "now_ms": self.clock.now_ms(),
+                            },
+                        )
+                    )
             await asyncio.sleep(0.2 if have != wanted else 2.0)
 
 
 def _raft_settings(cluster: ClusterConfig, node: NodeConfig) -> RaftSettings:
     partners = tuple(cluster.nodes[m].raft_addr for m in cluster.members if m != node.id)
     return RaftSettings(
-        self_addr=node.raft_addr, partner_addrs=partners, secret=cluster.secret,
+        self_addr=node.raft_addr,
+        partner_addrs=partners,
+        secret=cluster.secret,
         data_dir=cluster.node_data_dir(node.id),
-        raft_min_timeout_s=cluster.raft_min_timeout_s, raft_max_timeout_s=cluster.raft_max_timeout_s,
+        raft_min_timeout_s=cluster.raft_min_timeout_s,
+        raft_max_timeout_s=cluster.raft_max_timeout_s,
         append_entries_period_s=cluster.append_entries_period_s,
         auto_tick_period_s=cluster.auto_tick_period_s,
         leader_fallback_timeout_s=cluster.leader_fallback_timeout_s,

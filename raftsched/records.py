@@ -17,8 +17,18 @@ __all__ = ["BUCKETS_MS", "JobRecord", "NodeRecord", "Run", "Summary", "new_stats
 
 # Upper bounds (ms) of the latency histogram buckets; the last bucket is open.
 BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000, 300000)
-COUNTERS = ("fired", "succeeded", "failed", "timed_out", "retried", "skipped", "missed", "lost",
-            "cancelled", "reassigned")
+COUNTERS = (
+    "fired",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "retried",
+    "skipped",
+    "missed",
+    "lost",
+    "cancelled",
+    "reassigned",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,9 +78,9 @@ class Run:
     manual: bool = False
     env: dict[str, str] | None = None
     kwargs: dict[str, Any] | None = None
-    waiting: bool = False          # overlap `queue`: waits for the active run to end
-    claimed: bool = False          # at_most_once: claimed in the log before starting
-    until_ms: int | None = None    # skipped/missed records may cover a range of slots
+    waiting: bool = False  # overlap `queue`: waits for the active run to end
+    claimed: bool = False  # at_most_once: claimed in the log before starting
+    until_ms: int | None = None  # skipped/missed records may cover a range of slots
     count: int = 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,8 +140,12 @@ class Summary:
         return self.max_ms
 
     def to_dict(self) -> dict[str, Any]:
-        return {"buckets": self.buckets, "count": self.count, "total_ms": self.total_ms,
-                "max_ms": self.max_ms}
+        return {
+            "buckets": self.buckets,
+            "count": self.count,
+            "total_ms": self.total_ms,
+            "max_ms": self.max_ms,
+        }
 
 
 def new_stats() -> dict[str, Any]:

@@ -44,8 +44,13 @@ __all__ = ["RaftSettings", "RaftStatus", "Replicator"]
 
 log = logging.getLogger(__name__)
 
-_NOT_APPLIED = {FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.DISCARDED,
-                FAIL_REASON.NOT_LEADER, FAIL_REASON.REQUEST_DENIED}
+_NOT_APPLIED = {
+    FAIL_REASON.QUEUE_FULL,
+    FAIL_REASON.MISSING_LEADER,
+    FAIL_REASON.DISCARDED,
+    FAIL_REASON.NOT_LEADER,
+    FAIL_REASON.REQUEST_DENIED,
+}
 _REASON_NAMES = {getattr(FAIL_REASON, n): n.lower() for n in dir(FAIL_REASON) if n.isupper()}
 
 
@@ -68,8 +73,8 @@ class RaftSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RaftStatus:
-    role: str             # leader | follower | candidate
-    leader: str | None    # the leader's Raft address
+    role: str  # leader | follower | candidate
+    leader: str | None  # the leader's Raft address
     term: int
     commit_index: int
     applied_index: int
@@ -159,7 +164,7 @@ class Replicator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sync: SyncObj | None = None
         self._consumer = _Consumer(state, self._snapshot_loaded)
-        self.role_changed = asyncio.Event()
+        self.role_listeners: list[Callable[[], None]] = []  # called on the loop
         self.snapshot_loaded = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -204,7 +209,8 @@ class Replicator:
 
     def _state_changed(self, old: int, new: int) -> None:
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self.role_changed.set)
+            for listener in self.role_listeners:
+                self._loop.call_soon_threadsafe(listener)
 
     def _snapshot_loaded(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -274,8 +280,8 @@ class Replicator:
             commit_index=int(raw.get("commit_idx", 0)),
             applied_index=int(raw.get("last_applied", 0)),
             log_len=int(raw.get("log_len", 0)),
-            connected={k[len(prefix):]: v == 2 for k, v in raw.items() if k.startswith(prefix)},
-            match_index={k[len(match):]: int(v) for k, v in raw.items() if k.startswith(match)},
+            connected={k[len(prefix) :]: v == 2 for k, v in raw.items() if k.startswith(prefix)},
+            match_index={k[len(match) :]: int(v) for k, v in raw.items() if k.startswith(match)},
         )
 
     def is_leader(self) -> bool:
@@ -308,4 +314,3 @@ def _resolve(future: asyncio.Future[tuple[Any, int]], value: tuple[Any, int]) ->
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
-

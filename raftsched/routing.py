@@ -29,22 +29,23 @@ class Candidate:
 def eligible(candidates: Sequence[Candidate], tags: Mapping[str, str]) -> list[Candidate]:
     """Nodes that are up, not draining and carry every tag the job asks for, sorted by id."""
     out = [
-        c
-        for c in candidates
-        if c.up and not c.draining and all(c.tags.get(k) == v for k, v in tags.items())
+        c for c in candidates if c.up and not c.draining and all(c.tags.get(k) == v for k, v in tags.items())
     ]
     return sorted(out, key=lambda c: c.id)
 
 
 def _least_loaded(nodes: list[Candidate], salt: str) -> str:
     # Free capacity first; ties broken by a stable hash so equal nodes share the load.
-    best = min(nodes, key=lambda c: (c.running >= c.capacity, c.running / max(1, c.capacity),
-                                     stable_hash(salt, c.id)))
+    best = min(
+        nodes,
+        key=lambda c: (c.running >= c.capacity, c.running / max(1, c.capacity), stable_hash(salt, c.id)),
+    )
     return best.id
 
 
-def pick_nodes(route: Route, job_id: str, salt: str, candidates: Sequence[Candidate],
-               *, counter: int = 0) -> list[str]:
+def pick_nodes(
+    route: Route, job_id: str, salt: str, candidates: Sequence[Candidate], *, counter: int = 0
+) -> list[str]:
     """Node ids for one slot: one per run (broadcast: every node; shards: `route.shards`).
 
     `salt` varies per slot (e.g. the run id) and makes `random` deterministic; `counter`

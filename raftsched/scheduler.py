@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,7 +22,7 @@ from .commands import CommandType, encode
 from .errors import RaftschedError
 from .model import MisfirePolicy, Overlap, RouteStrategy
 from .records import JobRecord
-from .routing import Candidate, pick_nodes
+from .routing import Candidate, eligible, pick_nodes
 from .state import State
 
 __all__ = ["Leadership", "Scheduler", "SchedulerSettings", "plan_job"]
@@ -62,12 +63,14 @@ def _load(candidates: list[Candidate], node_id: str) -> list[Candidate]:
     return [dataclasses.replace(c, running=c.running + 1) if c.id == node_id else c for c in candidates]
 
 
-def plan_job(job: JobRecord, active: bool, candidates: list[Candidate], now_ms: int,
-             lookahead_ms: int, plan: Plan) -> list[Candidate]:
+def plan_job(
+    job: JobRecord, active: bool, candidates: list[Candidate], now_ms: int, lookahead_ms: int, plan: Plan
+) -> list[Candidate]:
     """Add to `plan` the fires and skip/missed records of one job that are due by now + lookahead.
 
-    Pure: reads the replicated job record, the job's activity and the node view; returns the
-    node view updated with the runs it assigned (so one batch spreads its load).
+    Pure: reads the replicated job record, the job's activity (pending or running scheduled
+    runs) and the node view; returns the node view updated with the runs it assigned, so one
+    batch spreads its load.
     """
     spec = job.spec
     if spec.paused:
@@ -79,15 +82,13 @@ def plan_job(job: JobRecord, active: bool, candidates: list[Candidate], now_ms: 
         nxt = triggers.next_fire_ms(spec.schedule, after, created_ms=job.created_ms)
     if nxt is None or nxt > horizon:
         return candidates
-    limit = max(spec.misfire.max_catchup, 1) + 64
-    slots = triggers.slots_between(spec.schedule, after, horizon, created_ms=job.created_ms, limit=limit)
-    if not slots:
-        return candidates
-    grace_ms = int(spec.misfire.grace * 1000)
-    missed = [s for s in slots if s + grace_ms < now_ms]
-    live = [s for s in slots if s + grace_ms >= now_ms]
     base = {"job_id": spec.id, "incarnation": job.incarnation}
-    catch_up = _misfire(spec.misfire.policy, spec.misfire.max_catchup, missed, base, plan)
+    boundary = now_ms - int(spec.misfire.grace * 1000)  # a slot before this can no longer start in grace
+    has_node = bool(eligible(candidates, spec.route.tags))
+    catch_up, after = _misfire(job, after, boundary, has_node, base, plan)
+    if catch_up is None:
+        return candidates  # a long gap is being recorded, chunk by chunk, over several ticks
+    live = triggers.slots_between(spec.schedule, after, horizon, created_ms=job.created_ms, limit=64)
     exclusive = spec.overlap is not Overlap.ALLOW
     for slot in catch_up + live:
         due = slot + triggers.jitter_ms(spec.id, slot, spec.jitter)
@@ -98,12 +99,12 @@ def plan_job(job: JobRecord, active: bool, candidates: list[Candidate], now_ms: 
         if not nodes:
             break  # no eligible node yet: retried next tick, recorded missed once past grace
         nxt_after = triggers.next_fire_ms(spec.schedule, slot, created_ms=job.created_ms)
-        plan.fires.append({**base, "nominal_ms": slot, "due_ms": due, "nodes": nodes,
-                           "next_nominal_ms": nxt_after})
+        plan.fires.append(
+            {**base, "nominal_ms": slot, "due_ms": due, "nodes": nodes, "next_nominal_ms": nxt_after}
+        )
         for node in nodes:
             candidates = _load(candidates, node)
-        if exclusive:
-            active = True
+        active = active or exclusive
     return candidates
 
 
@@ -111,32 +112,88 @@ def plan_has(plan: Plan, job_id: str) -> bool:
     return any(f["job_id"] == job_id for f in plan.fires)
 
 
-def _misfire(policy: MisfirePolicy, max_catchup: int, missed: list[int], base: dict[str, Any],
-             plan: Plan) -> list[int]:
-    """Record the missed slots per policy; return those still to fire late."""
-    if not missed:
-        return []
+MAX_MISSED_WALK = 100_000  # slots examined per job per tick when recording a long gap
+
+
+def _misfire(
+    job: JobRecord, after: int, boundary: int, has_node: bool, base: dict[str, Any], plan: Plan
+) -> tuple[list[int] | None, int]:
+    """Record the slots in (after, boundary) as missed per the job's policy.
+
+    Returns the slots still to fire late (None while a gap longer than MAX_MISSED_WALK is still
+    being recorded) and the slot after which live planning continues. However long the gap,
+    the policy applies once: `fire_once` keeps the newest missed slot, `fire_all` the newest
+    `max_catchup`, `skip` none; the rest become one `missed` range record.
+    """
+    spec = job.spec
+    keep_n = {MisfirePolicy.FIRE_ALL: spec.misfire.max_catchup, MisfirePolicy.FIRE_ONCE: 1}.get(
+        spec.misfire.policy, 0
+    )
+    kept: deque[int] = deque()
+    first = last_dropped = None
+    dropped = walked = 0
+    cursor, complete = after, False
+    while walked < MAX_MISSED_WALK:
+        chunk = triggers.slots_between(
+            spec.schedule, cursor, boundary - 1, created_ms=job.created_ms, limit=4096
+        )
+        if not chunk:
+            complete = True
+            break
+        walked += len(chunk)
+        cursor = chunk[-1]
+        for slot in chunk:
+            kept.append(slot)
+            if len(kept) > keep_n:
+                evicted = kept.popleft()
+                first = evicted if first is None else first
+                last_dropped, dropped = evicted, dropped + 1
+    if not complete:  # too long to finish now: record what was walked, fire nothing yet
+        while kept:
+            evicted = kept.popleft()
+            first = evicted if first is None else first
+            last_dropped, dropped = evicted, dropped + 1
+    if dropped and first is not None and last_dropped is not None:
+        plan.skips.append(
+            {
+                **base,
+                "state": "missed",
+                "nominal_ms": first,
+                "until_ms": last_dropped,
+                "count": dropped,
+                "reason": _missed_reason(spec.misfire.policy, spec.misfire.max_catchup, has_node),
+                "next_nominal_ms": triggers.next_fire_ms(
+                    spec.schedule, last_dropped, created_ms=job.created_ms
+                ),
+            }
+        )
+    if not complete:
+        return None, after
+    return list(kept), (kept[-1] if kept else cursor)
+
+
+def _missed_reason(policy: MisfirePolicy, max_catchup: int, has_node: bool) -> str:
+    if not has_node:
+        return "no eligible node (route tags, capacity, liveness) within the grace period"
     if policy is MisfirePolicy.FIRE_ALL:
-        keep = missed[-max_catchup:] if max_catchup else []
-        dropped = missed[: len(missed) - len(keep)]
-        reason = f"more than max_catchup={max_catchup} slots missed"
-    elif policy is MisfirePolicy.FIRE_ONCE:
-        keep, dropped = missed[-1:], missed[:-1]
-        reason = "coalesced into one catch-up run (fire_once)"
-    else:
-        keep, dropped = [], missed
-        reason = "missed its grace period (misfire policy skip)"
-    if dropped:
-        plan.skips.append({**base, "state": "missed", "nominal_ms": dropped[0], "until_ms": dropped[-1],
-                           "count": len(dropped), "reason": reason, "next_nominal_ms": None})
-    return keep
+        return f"more than max_catchup={max_catchup} slots missed their grace period"
+    if policy is MisfirePolicy.FIRE_ONCE:
+        return "missed its grace period; coalesced into one catch-up run (fire_once)"
+    return "missed its grace period (misfire policy skip)"
 
 
 class Scheduler:
     """Runs on every node; acts only while this node leads and its term has begun."""
 
-    def __init__(self, settings: SchedulerSettings, state: State, leadership: Leadership,
-                 propose: Propose, clock: Clock, wake: asyncio.Event) -> None:
+    def __init__(
+        self,
+        settings: SchedulerSettings,
+        state: State,
+        leadership: Leadership,
+        propose: Propose,
+        clock: Clock,
+        wake: asyncio.Event,
+    ) -> None:
         self.settings = settings
         self.state = state
         self.leadership = leadership
@@ -169,17 +226,28 @@ class Scheduler:
         term = self.leadership.term()
         if self.active_term != term and not await self._begin_term(term):
             return
-        await self.fire_due()
+        # Liveness first, so that this tick's fires avoid a node it has just committed down.
         await self.watch_nodes()
+        if self.active_term:
+            await self.fire_due()
 
     async def _begin_term(self, term: int) -> bool:
         s = self.settings
-        result = await self.propose(encode(CommandType.BEGIN_TERM, {
-            "term": term, "leader": s.node_id, "now_ms": self.clock.now_ms(),
-            "history_per_job": s.history_per_job, "output_tail_bytes": s.output_tail_bytes,
-        }))
+        result = await self.propose(
+            encode(
+                CommandType.BEGIN_TERM,
+                {
+                    "term": term,
+                    "leader": s.node_id,
+                    "now_ms": self.clock.now_ms(),
+                    "history_per_job": s.history_per_job,
+                    "output_tail_bytes": s.output_tail_bytes,
+                },
+            )
+        )
         if result.get("ok") or (self.state.term == term and self.state.leader == s.node_id):
             self.active_term = term
+            self._last_seen.clear()  # every node gets a full node_timeout_s from the new term
             log.info("leading term %d", term, extra={"term": term, "node": s.node_id})
             return True
         log.warning("begin_term %d refused: %s", term, result.get("message"))
@@ -191,7 +259,8 @@ class Scheduler:
         with self.state.lock:
             candidates = self.state.candidates()
             for job in list(self.state.jobs.values()):
-                active = bool(self.state.job_active.get(job.spec.id))
+                runs = self.state.job_active.get(job.spec.id, {})
+                active = any(not self.state.runs[r].manual for r in runs)  # as the state's overlap rule
                 candidates = plan_job(job, active, candidates, now_ms, lookahead_ms, plan)
                 if len(plan.fires) >= MAX_FIRES_PER_COMMAND:
                     break
@@ -202,14 +271,27 @@ class Scheduler:
         plan = self.plan(now_ms)
         if not plan.fires and not plan.skips:
             return
-        result = await self.propose(encode(CommandType.FIRE_RUNS, {
-            "term": self.active_term, "now_ms": now_ms, "fires": plan.fires, "skips": plan.skips,
-        }))
-        if not result.get("ok"):
-            log.warning("fire refused: %s", result.get("message"))
-            self.active_term = 0
-        elif log.isEnabledFor(logging.DEBUG):
+        result = await self.propose(
+            encode(
+                CommandType.FIRE_RUNS,
+                {
+                    "term": self.active_term,
+                    "now_ms": now_ms,
+                    "fires": plan.fires,
+                    "skips": plan.skips,
+                },
+            )
+        )
+        self._check_term(result, "fire")
+        if result.get("ok") and log.isEnabledFor(logging.DEBUG):
             log.debug("fired %s", result.get("fired"))
+
+    def _check_term(self, result: dict[str, Any], what: str) -> None:
+        """A leader command refused for its term means this node no longer leads: stop acting."""
+        if not result.get("ok"):
+            log.warning("%s refused: %s", what, result.get("message"))
+            if result.get("code") == "stale_term":
+                self.active_term = 0
 
     async def watch_nodes(self) -> None:
         """Commit nodes down after `node_timeout_s` of silence (up when back); move their runs."""
@@ -218,19 +300,32 @@ class Scheduler:
         with self.state.lock:
             nodes = list(self.state.nodes.values())
         for node in nodes:
-            if node.id == self.settings.node_id or connected.get(node.raft, False):
+            heard = node.id == self.settings.node_id or connected.get(node.raft, False)
+            if heard:
                 self._last_seen[node.id] = now
             seen = self._last_seen.setdefault(node.id, now)
-            silent = now - seen > self.settings.node_timeout_s
-            if silent == node.up:
-                await self._set_node(node.id, up=not silent)
+            if node.up and now - seen > self.settings.node_timeout_s:
+                await self._set_node(node.id, up=False)
+            elif not node.up and heard:
+                await self._set_node(node.id, up=True)
+            if not self.active_term:
+                return
         await self.reassign_from_down_nodes()
 
     async def _set_node(self, node_id: str, *, up: bool) -> None:
         log.warning("node %s is %s", node_id, "up" if up else "down", extra={"node": node_id})
-        await self.propose(encode(CommandType.SET_NODE, {
-            "term": self.active_term, "node": node_id, "up": up, "now_ms": self.clock.now_ms(),
-        }))
+        result = await self.propose(
+            encode(
+                CommandType.SET_NODE,
+                {
+                    "term": self.active_term,
+                    "node": node_id,
+                    "up": up,
+                    "now_ms": self.clock.now_ms(),
+                },
+            )
+        )
+        self._check_term(result, "set_node")
 
     async def reassign_from_down_nodes(self) -> None:
         moves: list[dict[str, Any]] = []
@@ -250,7 +345,17 @@ class Scheduler:
                         moves.append({"run_id": run.run_id, "attempt": run.attempt, "node": picked[0]})
                         candidates = _load(candidates, picked[0])
         if moves:
-            result = await self.propose(encode(CommandType.REASSIGN_RUNS, {
-                "term": self.active_term, "now_ms": self.clock.now_ms(), "moves": moves,
-            }))
-            log.warning("reassigned runs of down nodes: %s", result.get("moved"))
+            result = await self.propose(
+                encode(
+                    CommandType.REASSIGN_RUNS,
+                    {
+                        "term": self.active_term,
+                        "now_ms": self.clock.now_ms(),
+                        "moves": moves,
+                    },
+                )
+            )
+            self._check_term(result, "reassign")
+            log.warning(
+                "reassigned runs of down nodes: moved %s, lost %s", result.get("moved"), result.get("lost")
+            )

@@ -33,11 +33,26 @@ __all__ = ["SNAPSHOT_VERSION", "State"]
 SNAPSHOT_VERSION = 1
 REQUEST_TTL_MS = 24 * 3600 * 1000
 MAX_REQUESTS = 100_000
-TERMINAL = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED,
-                      RunState.LOST, RunState.SKIPPED, RunState.MISSED})
-OUTCOME_COUNTER = {RunState.SUCCEEDED: "succeeded", RunState.FAILED: "failed",
-                   RunState.TIMED_OUT: "timed_out", RunState.CANCELLED: "cancelled",
-                   RunState.LOST: "lost", RunState.SKIPPED: "skipped", RunState.MISSED: "missed"}
+TERMINAL = frozenset(
+    {
+        RunState.SUCCEEDED,
+        RunState.FAILED,
+        RunState.TIMED_OUT,
+        RunState.CANCELLED,
+        RunState.LOST,
+        RunState.SKIPPED,
+        RunState.MISSED,
+    }
+)
+OUTCOME_COUNTER = {
+    RunState.SUCCEEDED: "succeeded",
+    RunState.FAILED: "failed",
+    RunState.TIMED_OUT: "timed_out",
+    RunState.CANCELLED: "cancelled",
+    RunState.LOST: "lost",
+    RunState.SKIPPED: "skipped",
+    RunState.MISSED: "missed",
+}
 
 Result = dict[str, Any]
 
@@ -63,10 +78,10 @@ class State:
         self.jobs: dict[str, JobRecord] = {}
         self.runs: dict[str, Run] = {}
         self.nodes: dict[str, NodeRecord] = {}
-        self.job_runs: dict[str, dict[str, None]] = {}   # job -> its run ids, oldest first
+        self.job_runs: dict[str, dict[str, None]] = {}  # job -> its run ids, oldest first
         self.job_active: dict[str, dict[str, None]] = {}  # job -> pending/running run ids
         self.node_active: dict[str, dict[str, None]] = {}  # node -> pending/running run ids
-        self.stats: dict[str, dict[str, Any]] = {}        # job -> counters and summaries
+        self.stats: dict[str, dict[str, Any]] = {}  # job -> counters and summaries
         self.totals: dict[str, Any] = new_stats()
         self.requests: dict[str, tuple[str, Result, int]] = {}
         self.next_incarnation = 1
@@ -141,9 +156,14 @@ class State:
         node_id = body["node"]
         old = self.nodes.get(node_id)
         self.nodes[node_id] = NodeRecord(
-            id=node_id, http=body["http"], raft=body["raft"], tags=dict(body.get("tags", {})),
-            capacity=int(body.get("capacity", 8)), up=True,
-            draining=old.draining if old else False, version=str(body.get("version", "")),
+            id=node_id,
+            http=body["http"],
+            raft=body["raft"],
+            tags=dict(body.get("tags", {})),
+            capacity=int(body.get("capacity", 8)),
+            up=True,
+            draining=old.draining if old else False,
+            version=str(body.get("version", "")),
             updated_ms=body["now_ms"],
         )
         self.node_active.setdefault(node_id, {})
@@ -184,8 +204,12 @@ class State:
         if spec.paused and not old.spec.paused:
             self._cancel_pending(spec.id, now_ms, "job paused")
         record = dataclasses.replace(
-            old, spec=spec, version=old.version + 1, updated_ms=now_ms,
-            next_nominal_ms=body.get("next_nominal_ms"), actor=str(body.get("actor", "")),
+            old,
+            spec=spec,
+            version=old.version + 1,
+            updated_ms=now_ms,
+            next_nominal_ms=body.get("next_nominal_ms"),
+            actor=str(body.get("actor", "")),
             paused_ms=(old.paused_ms or now_ms) if spec.paused else None,
         )
         self.jobs[spec.id] = record
@@ -194,9 +218,14 @@ class State:
     def _create_job(self, spec: JobSpec, body: dict[str, Any]) -> Result:
         now_ms = body["now_ms"]
         record = JobRecord(
-            spec=spec, version=1, incarnation=self.next_incarnation, created_ms=now_ms,
-            updated_ms=now_ms, next_nominal_ms=body.get("next_nominal_ms"),
-            paused_ms=now_ms if spec.paused else None, actor=str(body.get("actor", "")),
+            spec=spec,
+            version=1,
+            incarnation=self.next_incarnation,
+            created_ms=now_ms,
+            updated_ms=now_ms,
+            next_nominal_ms=body.get("next_nominal_ms"),
+            paused_ms=now_ms if spec.paused else None,
+            actor=str(body.get("actor", "")),
         )
         self.next_incarnation += 1
         self.jobs[spec.id] = record
@@ -234,9 +263,14 @@ class State:
         now_ms = body["now_ms"]
         if not job.spec.paused:
             self._cancel_pending(job.spec.id, now_ms, "job paused")
-            job = dataclasses.replace(job, spec=dataclasses.replace(job.spec, paused=True),
-                                      version=job.version + 1, updated_ms=now_ms, paused_ms=now_ms,
-                                      actor=str(body.get("actor", "")))
+            job = dataclasses.replace(
+                job,
+                spec=dataclasses.replace(job.spec, paused=True),
+                version=job.version + 1,
+                updated_ms=now_ms,
+                paused_ms=now_ms,
+                actor=str(body.get("actor", "")),
+            )
             self.jobs[job.spec.id] = job
         return ok(job_id=job.spec.id, version=job.version)
 
@@ -248,13 +282,26 @@ class State:
         if job.spec.paused:
             skipped = body.get("skipped")
             if isinstance(skipped, dict) and skipped.get("count", 0) > 0:
-                self._record(job, RunState.SKIPPED, skipped["from_ms"], now_ms, "job paused",
-                             until_ms=skipped["until_ms"], count=skipped["count"])
+                self._record(
+                    job,
+                    RunState.SKIPPED,
+                    skipped["from_ms"],
+                    now_ms,
+                    "job paused",
+                    until_ms=skipped["until_ms"],
+                    count=skipped["count"],
+                )
             last = max(job.last_slot_ms or 0, now_ms)
-            job = dataclasses.replace(job, spec=dataclasses.replace(job.spec, paused=False),
-                                      version=job.version + 1, updated_ms=now_ms, paused_ms=None,
-                                      next_nominal_ms=body.get("next_nominal_ms"), last_slot_ms=last,
-                                      actor=str(body.get("actor", "")))
+            job = dataclasses.replace(
+                job,
+                spec=dataclasses.replace(job.spec, paused=False),
+                version=job.version + 1,
+                updated_ms=now_ms,
+                paused_ms=None,
+                next_nominal_ms=body.get("next_nominal_ms"),
+                last_slot_ms=last,
+                actor=str(body.get("actor", "")),
+            )
             self.jobs[job.spec.id] = job
         return ok(job_id=job.spec.id, version=job.version)
 
@@ -273,11 +320,22 @@ class State:
         now_ms = body["now_ms"]
         rid = f"{job.spec.id}@manual-{now_ms}"
         if rid not in self.runs:
-            self._add_run(Run(
-                run_id=rid, job_id=job.spec.id, incarnation=job.incarnation, attempt=1,
-                nominal_ms=now_ms, due_ms=now_ms, node=body.get("node"), state=RunState.PENDING,
-                created_ms=now_ms, manual=True, env=body.get("env"), kwargs=body.get("kwargs"),
-            ))
+            self._add_run(
+                Run(
+                    run_id=rid,
+                    job_id=job.spec.id,
+                    incarnation=job.incarnation,
+                    attempt=1,
+                    nominal_ms=now_ms,
+                    due_ms=now_ms,
+                    node=body.get("node"),
+                    state=RunState.PENDING,
+                    created_ms=now_ms,
+                    manual=True,
+                    env=body.get("env"),
+                    kwargs=body.get("kwargs"),
+                )
+            )
         return ok(run_id=rid)
 
     def _apply_fire_runs(self, body: dict[str, Any]) -> Result:
@@ -303,8 +361,11 @@ class State:
     def _advance(self, job: JobRecord, item: dict[str, Any], now_ms: int, *, fired: bool) -> None:
         last = item.get("until_ms") or item["nominal_ms"]
         self.jobs[job.spec.id] = dataclasses.replace(
-            job, last_slot_ms=last, next_nominal_ms=item.get("next_nominal_ms"),
-            last_fire_ms=now_ms if fired else job.last_fire_ms, fired=job.fired + (1 if fired else 0),
+            job,
+            last_slot_ms=last,
+            next_nominal_ms=item.get("next_nominal_ms"),
+            last_fire_ms=now_ms if fired else job.last_fire_ms,
+            fired=job.fired + (1 if fired else 0),
         )
 
     def _skip_slot(self, item: dict[str, Any], now_ms: int) -> bool:
@@ -312,8 +373,15 @@ class State:
         if job is None:
             return False
         state = RunState.MISSED if item.get("state") == "missed" else RunState.SKIPPED
-        self._record(job, state, item["nominal_ms"], now_ms, str(item.get("reason", "")),
-                     until_ms=item.get("until_ms"), count=int(item.get("count", 1)))
+        self._record(
+            job,
+            state,
+            item["nominal_ms"],
+            now_ms,
+            str(item.get("reason", "")),
+            until_ms=item.get("until_ms"),
+            count=int(item.get("count", 1)),
+        )
         self._advance(job, item, now_ms, fired=False)
         return True
 
@@ -331,11 +399,22 @@ class State:
         ids = []
         for shard, node in enumerate(nodes):
             rid = f"{job.spec.id}@{nominal}" if len(nodes) == 1 else f"{job.spec.id}@{nominal}~{shard}"
-            self._add_run(Run(
-                run_id=rid, job_id=job.spec.id, incarnation=job.incarnation, attempt=1,
-                nominal_ms=nominal, due_ms=item["due_ms"], node=node, state=RunState.PENDING,
-                created_ms=now_ms, shard=shard, shards=len(nodes), waiting=verdict == "queue",
-            ))
+            self._add_run(
+                Run(
+                    run_id=rid,
+                    job_id=job.spec.id,
+                    incarnation=job.incarnation,
+                    attempt=1,
+                    nominal_ms=nominal,
+                    due_ms=item["due_ms"],
+                    node=node,
+                    state=RunState.PENDING,
+                    created_ms=now_ms,
+                    shard=shard,
+                    shards=len(nodes),
+                    waiting=verdict == "queue",
+                )
+            )
             ids.append(rid)
         self.stats[job.spec.id]["fired"] += 1
         self.totals["fired"] += 1
@@ -355,14 +434,35 @@ class State:
             return "queue"
         return "skip"
 
-    def _record(self, job: JobRecord, state: RunState, nominal_ms: int, now_ms: int, reason: str,
-                *, until_ms: int | None = None, count: int = 1) -> None:
+    def _record(
+        self,
+        job: JobRecord,
+        state: RunState,
+        nominal_ms: int,
+        now_ms: int,
+        reason: str,
+        *,
+        until_ms: int | None = None,
+        count: int = 1,
+    ) -> None:
         rid = f"{job.spec.id}@{nominal_ms}"
         if rid in self.runs:
             return
-        run = Run(run_id=rid, job_id=job.spec.id, incarnation=job.incarnation, attempt=0,
-                  nominal_ms=nominal_ms, due_ms=nominal_ms, node=None, state=state, created_ms=now_ms,
-                  finished_ms=now_ms, reason=reason, until_ms=until_ms, count=count)
+        run = Run(
+            run_id=rid,
+            job_id=job.spec.id,
+            incarnation=job.incarnation,
+            attempt=0,
+            nominal_ms=nominal_ms,
+            due_ms=nominal_ms,
+            node=None,
+            state=state,
+            created_ms=now_ms,
+            finished_ms=now_ms,
+            reason=reason,
+            until_ms=until_ms,
+            count=count,
+        )
         self._add_run(run)
         self._count(job.spec.id, OUTCOME_COUNTER[state], count)
         self._trim_history(job.spec.id)
@@ -432,8 +532,12 @@ class State:
         tail = self.settings["output_tail_bytes"]
         output = str(item.get("output") or "")
         run = dataclasses.replace(
-            run, started_ms=started, exit_code=item.get("exit_code"), http_status=item.get("http_status"),
-            error=item.get("error"), output=output.encode()[-tail:].decode(errors="ignore"),
+            run,
+            started_ms=started,
+            exit_code=item.get("exit_code"),
+            http_status=item.get("http_status"),
+            error=item.get("error"),
+            output=output.encode()[-tail:].decode(errors="ignore"),
         )
         self._observe(run.job_id, "duration", item["finished_ms"] - started)
         job = self.jobs.get(run.job_id)
@@ -448,13 +552,23 @@ class State:
         delay_ms = int(job.spec.retries.delay_s(attempt) * 1000)
         spread = int(delay_ms * job.spec.retries.jitter)
         if spread:
-            delay_ms += int.from_bytes(hashlib.blake2b(f"{run.run_id}#{attempt}".encode(),
-                                                       digest_size=4).digest(), "big") % (spread + 1)
+            delay_ms += int.from_bytes(
+                hashlib.blake2b(f"{run.run_id}#{attempt}".encode(), digest_size=4).digest(), "big"
+            ) % (spread + 1)
         node = self._pick_node(job, run.run_id, exclude=run.node) or run.node
-        self._move(run, dataclasses.replace(
-            run, attempt=attempt, node=node, state=RunState.PENDING, due_ms=now_ms + delay_ms,
-            started_ms=None, claimed=False, reason=f"retry after: {run.error}",
-        ))
+        self._move(
+            run,
+            dataclasses.replace(
+                run,
+                attempt=attempt,
+                node=node,
+                state=RunState.PENDING,
+                due_ms=now_ms + delay_ms,
+                started_ms=None,
+                claimed=False,
+                reason=f"retry after: {run.error}",
+            ),
+        )
         self._count(run.job_id, "retried")
 
     def _apply_cancel_run(self, body: dict[str, Any]) -> Result:
@@ -473,15 +587,26 @@ class State:
                 continue
             if run.node == item.get("node"):
                 continue
-            if self._delivery(run) is Delivery.AT_MOST_ONCE and (run.claimed or run.state is RunState.RUNNING):
+            if self._delivery(run) is Delivery.AT_MOST_ONCE and (
+                run.claimed or run.state is RunState.RUNNING
+            ):
                 self._finish(run, RunState.LOST, body["now_ms"], reason=f"node {run.node} is down")
                 lost.append(run.run_id)
                 continue
             due = max(run.due_ms, body["now_ms"]) if run.state is RunState.RUNNING else run.due_ms
-            self._move(run, dataclasses.replace(
-                run, attempt=run.attempt + 1, node=item["node"], state=RunState.PENDING, due_ms=due,
-                started_ms=None, claimed=False, reason=f"reassigned from {run.node}",
-            ))
+            self._move(
+                run,
+                dataclasses.replace(
+                    run,
+                    attempt=run.attempt + 1,
+                    node=item["node"],
+                    state=RunState.PENDING,
+                    due_ms=due,
+                    started_ms=None,
+                    claimed=False,
+                    reason=f"reassigned from {run.node}",
+                ),
+            )
             self._count(run.job_id, "reassigned")
             moved.append(run.run_id)
         return ok(moved=moved, lost=lost)
@@ -500,8 +625,9 @@ class State:
             self.node_active.setdefault(new.node, {})[new.run_id] = None
 
     def _finish(self, run: Run, state: RunState, now_ms: int, *, reason: str | None = None) -> None:
-        self.runs[run.run_id] = dataclasses.replace(run, state=state, finished_ms=now_ms, waiting=False,
-                                                    reason=reason or run.reason)
+        self.runs[run.run_id] = dataclasses.replace(
+            run, state=state, finished_ms=now_ms, waiting=False, reason=reason or run.reason
+        )
         self.job_active.get(run.job_id, {}).pop(run.run_id, None)
         if run.node is not None:
             self.node_active.get(run.node, {}).pop(run.run_id, None)
@@ -515,7 +641,9 @@ class State:
             return
         for run in active:
             if run.waiting:
-                self.runs[run.run_id] = dataclasses.replace(run, waiting=False, due_ms=max(run.due_ms, now_ms))
+                self.runs[run.run_id] = dataclasses.replace(
+                    run, waiting=False, due_ms=max(run.due_ms, now_ms)
+                )
                 return
 
     def _trim_history(self, job_id: str) -> None:
@@ -544,8 +672,12 @@ class State:
     def _pick_node(self, job: JobRecord, salt: str, exclude: str | None = None) -> str | None:
         candidates = self.candidates()
         others = [c for c in candidates if c.id != exclude]
-        picked = pick_nodes(dataclasses.replace(job.spec.route, strategy=job.spec.route.strategy.LEAST_LOADED),
-                            job.spec.id, salt, others or candidates)
+        picked = pick_nodes(
+            dataclasses.replace(job.spec.route, strategy=job.spec.route.strategy.LEAST_LOADED),
+            job.spec.id,
+            salt,
+            others or candidates,
+        )
         return picked[0] if picked else None
 
     # ------------------------------------------------------------------ reads (hold `lock`)
@@ -553,8 +685,14 @@ class State:
     def candidates(self) -> list[Candidate]:
         """Routing's view of the nodes: tags, capacity and active runs per node."""
         return [
-            Candidate(id=n.id, tags=n.tags, capacity=n.capacity, running=len(self.node_active.get(n.id, {})),
-                      up=n.up, draining=n.draining)
+            Candidate(
+                id=n.id,
+                tags=n.tags,
+                capacity=n.capacity,
+                running=len(self.node_active.get(n.id, {})),
+                up=n.up,
+                draining=n.draining,
+            )
             for n in self.nodes.values()
         ]
 
@@ -579,9 +717,14 @@ class State:
         if locked:
             with self.lock:
                 return self.dump(locked=False)
-        return orjson.dumps({
-                "v": SNAPSHOT_VERSION, "applied": self.applied, "digest": self.digest.hex(),
-                "term": self.term, "leader": self.leader, "settings": self.settings,
+        return orjson.dumps(
+            {
+                "v": SNAPSHOT_VERSION,
+                "applied": self.applied,
+                "digest": self.digest.hex(),
+                "term": self.term,
+                "leader": self.leader,
+                "settings": self.settings,
                 "next_incarnation": self.next_incarnation,
                 "jobs": [j.to_dict() for j in self.jobs.values()],
                 "runs": [r.to_dict() for r in self.runs.values()],
@@ -589,7 +732,8 @@ class State:
                 "stats": {k: _stats_dict(v) for k, v in self.stats.items()},
                 "totals": _stats_dict(self.totals),
                 "requests": [[k, *v] for k, v in self.requests.items()],
-            })
+            }
+        )
 
     def load(self, data: bytes) -> None:
         raw = orjson.loads(data)

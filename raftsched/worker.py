@@ -52,8 +52,15 @@ class _Local:
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, state: State, propose: Propose, clock: Clock,
-                 executor_for: ExecutorFor, wake: asyncio.Event) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        state: State,
+        propose: Propose,
+        clock: Clock,
+        executor_for: ExecutorFor,
+        wake: asyncio.Event,
+    ) -> None:
         self.settings = settings
         self.state = state
         self.propose = propose
@@ -66,6 +73,7 @@ class Worker:
         self._starts: list[dict[str, Any]] = []
         self._finishes: list[dict[str, Any]] = []
         self._reported = asyncio.Event()
+        self._capacity = asyncio.Semaphore(settings.capacity)
 
     # ------------------------------------------------------------------ loops
 
@@ -96,14 +104,19 @@ class Worker:
         """Start timers for new assignments; kill local runs the state no longer gives us."""
         with self.state.lock:
             mine = {r.run_id: r for r in self.state.active_runs_of(self.settings.node_id)}
-            specs = {r.job_id: self.state.jobs[r.job_id].spec for r in mine.values()
-                     if r.job_id in self.state.jobs}
+            specs = {
+                r.job_id: self.state.jobs[r.job_id].spec for r in mine.values() if r.job_id in self.state.jobs
+            }
         for rid, local in list(self._local.items()):
             run = mine.get(rid)
             if run is None or run.attempt != local.attempt:
                 if not local.task.done():
-                    log.info("stopping local run %s attempt %d: no longer ours", rid, local.attempt,
-                             extra={"run": rid, "node": self.settings.node_id})
+                    log.info(
+                        "stopping local run %s attempt %d: no longer ours",
+                        rid,
+                        local.attempt,
+                        extra={"run": rid, "node": self.settings.node_id},
+                    )
                     local.task.cancel()
                 del self._local[rid]
         if self.draining:
@@ -116,8 +129,11 @@ class Worker:
     def _adopt(self, run: Run, spec: JobSpec) -> None:
         if run.state is RunState.RUNNING:
             # Running in the log but not here: this node restarted mid-run. Report it failed.
-            self._finishes.append(self._finish_item(run, ExecResult(
-                outcome="failed", error="the node restarted while the run was in flight")))
+            self._finishes.append(
+                self._finish_item(
+                    run, ExecResult(outcome="failed", error="the node restarted while the run was in flight")
+                )
+            )
             self._local[run.run_id] = _Local(run.attempt, asyncio.create_task(asyncio.sleep(0)))
             return
         if spec.delivery is Delivery.AT_MOST_ONCE and not run.claimed:
@@ -126,36 +142,51 @@ class Worker:
         task = asyncio.create_task(self._execute(run, spec), name=f"run {run.run_id}#{run.attempt}")
         self._local[run.run_id] = _Local(run.attempt, task)
 
-    def _executing(self) -> int:
-        return sum(1 for local in self._local.values() if local.executing)
-
     # ------------------------------------------------------------------ one run
 
     async def _execute(self, run: Run, spec: JobSpec) -> None:
         await self.clock.sleep_until_ms(run.due_ms)
-        while self._executing() >= self.settings.capacity:
-            await asyncio.sleep(self.settings.reconcile_period_s)
-        local = self._local.get(run.run_id)
-        if local is None or local.attempt != run.attempt or self.draining:
-            return
-        local.executing = True
+        async with self._capacity:
+            local = self._local.get(run.run_id)
+            if local is None or local.attempt != run.attempt or self.draining:
+                return
+            local.executing = True
+            try:
+                await self._run_task(run, spec)
+            finally:
+                local.executing = False
+
+    async def _run_task(self, run: Run, spec: JobSpec) -> None:
         started_ms = self.clock.now_ms()
         self._starts.append({"run_id": run.run_id, "attempt": run.attempt, "started_ms": started_ms})
         task = _with_overrides(spec.task, run)
-        ctx = RunContext(job_id=run.job_id, run_id=run.run_id, attempt=run.attempt,
-                         scheduled_ms=run.nominal_ms, node_id=self.settings.node_id,
-                         shard=run.shard, shards=run.shards)
+        ctx = RunContext(
+            job_id=run.job_id,
+            run_id=run.run_id,
+            attempt=run.attempt,
+            scheduled_ms=run.nominal_ms,
+            node_id=self.settings.node_id,
+            shard=run.shard,
+            shards=run.shards,
+        )
         result = await self.executor_for(task.type).run(
-            task, ctx, timeout_s=spec.timeout, output_path=self._output_path(run))
+            task, ctx, timeout_s=spec.timeout, output_path=self._output_path(run)
+        )
         item = self._finish_item(run, result)
         item["started_ms"] = started_ms
         self._finishes.append(item)
-        local.executing = False
 
     def _finish_item(self, run: Run, result: ExecResult) -> dict[str, Any]:
-        return {"run_id": run.run_id, "attempt": run.attempt, "outcome": result.outcome,
-                "finished_ms": self.clock.now_ms(), "exit_code": result.exit_code,
-                "http_status": result.http_status, "error": result.error, "output": result.output_tail}
+        return {
+            "run_id": run.run_id,
+            "attempt": run.attempt,
+            "outcome": result.outcome,
+            "finished_ms": self.clock.now_ms(),
+            "exit_code": result.exit_code,
+            "http_status": result.http_status,
+            "error": result.error,
+            "output": result.output_tail,
+        }
 
     def _output_path(self, run: Run) -> Path | None:
         base = self.settings.output_dir
@@ -169,15 +200,19 @@ class Worker:
     async def flush_reports(self) -> None:
         """Send claims, starts and finishes, one command each; keep them for retry on failure."""
         node = self.settings.node_id
-        batches = ((CommandType.CLAIM_RUNS, list(self._claims.values())),
-                   (CommandType.START_RUNS, self._starts), (CommandType.FINISH_RUNS, self._finishes))
+        batches = (
+            (CommandType.CLAIM_RUNS, list(self._claims.values())),
+            (CommandType.START_RUNS, self._starts),
+            (CommandType.FINISH_RUNS, self._finishes),
+        )
         for cmd_type, items in batches:
             if not items:
                 continue
             sent = list(items)
             try:
-                await self.propose(encode(cmd_type, {"node": node, "now_ms": self.clock.now_ms(),
-                                                     "items": sent}))
+                await self.propose(
+                    encode(cmd_type, {"node": node, "now_ms": self.clock.now_ms(), "items": sent})
+                )
             except RaftschedError as exc:
                 log.warning("report %s not committed yet: %s", cmd_type.value, exc)
                 return
@@ -191,10 +226,9 @@ class Worker:
     async def drain(self, grace_s: float) -> None:
         """Stop taking runs, give running ones `grace_s` to finish, then report what we have."""
         self.draining = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace_s
-        while any(local.executing for local in self._local.values()) and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        running = [local.task for local in self._local.values() if local.executing]
+        if running:
+            await asyncio.wait(running, timeout=grace_s)
         for local in self._local.values():
             local.task.cancel()
         with contextlib.suppress(RaftschedError):
@@ -205,5 +239,6 @@ def _with_overrides(task: TaskSpec, run: Run) -> TaskSpec:
     """A manual trigger's `env` / `kwargs` override the task's own."""
     if not run.env and not run.kwargs:
         return task
-    return dataclasses.replace(task, env={**task.env, **(run.env or {})},
-                               kwargs={**task.kwargs, **(run.kwargs or {})})
+    return dataclasses.replace(
+        task, env={**task.env, **(run.env or {})}, kwargs={**task.kwargs, **(run.kwargs or {})}
+    )

@@ -25,12 +25,25 @@ sys.path.insert(0, str(ROOT))
 from raftsched import config  # noqa: E402
 
 EXAMPLES = [
-    {"id": "hello", "schedule": {"every": 10}, "description": "prints a greeting every 10 s",
-     "task": {"type": "shell", "command": ["echo", "hello from raftsched"]}},
-    {"id": "clock", "schedule": {"cron": "*/15 * * * * *", "timezone": "Europe/Berlin"},
-     "description": "6-field cron, seconds first: every 15 s", "task": {"type": "shell", "command": ["date", "-u"]}},
-    {"id": "disk-usage", "schedule": {"cron": "*/5 * * * *"}, "route": {"strategy": "broadcast"},
-     "description": "every 5 minutes on every node", "task": {"type": "shell", "command": ["df", "-h", "/"]}},
+    {
+        "id": "hello",
+        "schedule": {"every": 10},
+        "description": "prints a greeting every 10 s",
+        "task": {"type": "shell", "command": ["echo", "hello from raftsched"]},
+    },
+    {
+        "id": "clock",
+        "schedule": {"cron": "*/15 * * * * *", "timezone": "Europe/Berlin"},
+        "description": "6-field cron, seconds first: every 15 s",
+        "task": {"type": "shell", "command": ["date", "-u"]},
+    },
+    {
+        "id": "disk-usage",
+        "schedule": {"cron": "*/5 * * * *"},
+        "route": {"strategy": "broadcast"},
+        "description": "every 5 minutes on every node",
+        "task": {"type": "shell", "command": ["df", "-h", "/"]},
+    },
 ]
 
 
@@ -57,7 +70,9 @@ def _wait_healthy(url: str, timeout: float = 60) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", type=Path, default=ROOT / ".cluster" / "cluster.ini")
     parser.add_argument("--no-examples", action="store_true")
     args = parser.parse_args()
@@ -71,7 +86,9 @@ def main() -> int:
         log = (args.config.parent / f"{node_id}.log").open("ab")
         procs[node_id] = subprocess.Popen(
             [sys.executable, "-m", "raftsched", "node", "--config", str(args.config), "--node", node_id],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     stop = False
 
     def on_signal(*_: object) -> None:
@@ -87,9 +104,12 @@ def main() -> int:
             for job in EXAMPLES:
                 code, body = _request(first + "/v1/jobs", "POST", job)
                 print(f"job {job['id']}: {'added' if code == 201 else 'exists' if code == 409 else body}")
-        print(f"\nraftsched cluster '{cluster.name}' is up ({len(procs)} nodes; logs in {args.config.parent}):")
+        print(
+            f"\nraftsched cluster '{cluster.name}' is up ({len(procs)} nodes; logs in {args.config.parent}):"
+        )
         for node_id in cluster.members:
-            print(f"  {node_id}: {cluster.nodes[node_id].http_url}/  (API {cluster.nodes[node_id].http_url}/v1/)")
+            url = cluster.nodes[node_id].http_url
+            print(f"  {node_id}: dashboard {url}/   API {url}/v1/status")
         print(f"\ntry: .venv/bin/raftsched jobs list --url {first}\nCtrl-C stops every node.")
         while not stop and all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)

@@ -57,14 +57,25 @@ class Cluster:
         self.config.write_text(self._ini())
 
     def _ini(self) -> str:
-        keys = {"secret": SECRET, "data_dir": "./data", "lookahead_s": 2, "node_timeout_s": 2,
-                **self.cluster_keys}
+        keys = {
+            "secret": SECRET,
+            "data_dir": "./data",
+            "lookahead_s": 2,
+            "node_timeout_s": 2,
+            **self.cluster_keys,
+        }
         lines = ["[cluster]", *(f"{k} = {v}" for k, v in keys.items())]
         for node in self.ids:
             raft, http = self.ports[node]
             zone = "abc"[self.ids.index(node) % 3]
-            nk = {"raft": f"127.0.0.1:{raft}", "http": f"127.0.0.1:{http}", "tags": f"zone={zone}",
-                  "http_allow": "127.0.0.0/8", "shutdown_grace_s": 3, **self.node_keys}
+            nk = {
+                "raft": f"127.0.0.1:{raft}",
+                "http": f"127.0.0.1:{http}",
+                "tags": f"zone={zone}",
+                "http_allow": "127.0.0.0/8",
+                "shutdown_grace_s": 3,
+                **self.node_keys,
+            }
             lines += [f"[node {node}]", *(f"{k} = {v}" for k, v in nk.items())]
         return "\n".join(lines) + "\n"
 
@@ -74,9 +85,22 @@ class Cluster:
         for node in nodes or self.ids:
             log = (self.root / f"{node}.log").open("ab")
             self.procs[node] = subprocess.Popen(
-                [sys.executable, "-m", "raftsched", "node", "--config", str(self.config), "--node", node,
-                 "--log-level", "info"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                [
+                    sys.executable,
+                    "-m",
+                    "raftsched",
+                    "node",
+                    "--config",
+                    str(self.config),
+                    "--node",
+                    node,
+                    "--log-level",
+                    "info",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
             log.close()
 
@@ -112,19 +136,33 @@ class Cluster:
                 self.kill(node)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {n}\n" + (self.root / f"{n}.log").read_text()[-4000:]
-                         for n in self.ids if (self.root / f"{n}.log").exists())
+        return "\n".join(
+            f"--- {n}\n" + (self.root / f"{n}.log").read_text()[-4000:]
+            for n in self.ids
+            if (self.root / f"{n}.log").exists()
+        )
 
     # ------------------------------------------------------------ HTTP
 
     def url(self, node: str) -> str:
         return f"http://127.0.0.1:{self.ports[node][1]}"
 
-    def api(self, node: str, method: str, path: str, body: Any = None,
-            headers: dict[str, str] | None = None, timeout: float = 15) -> tuple[int, Any]:
+    def api(
+        self,
+        node: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 15,
+    ) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url(node) + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+        req = urllib.request.Request(
+            self.url(node) + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 raw, status = resp.read(), resp.status
@@ -209,7 +247,9 @@ class Sink:
             def _record(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                event = {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-raftsched-")}
+                event = {
+                    k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-raftsched-")
+                }
                 event["t"] = time.time()
                 event["path"] = self.path
                 event["body"] = body.decode(errors="replace")

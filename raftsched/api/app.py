@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from .. import __version__
 from ..clock import Clock
@@ -57,17 +58,27 @@ class Services:
                     return node.id
         return None
 
-    async def write(self, request: web.Request, cmd_type: CommandType, body: dict[str, Any]) -> dict[str, Any]:
+    async def write(
+        self, request: web.Request, cmd_type: CommandType, body: dict[str, Any]
+    ) -> dict[str, Any]:
         """Propose a write; raise the matching error for a rejection. Idempotent by key."""
         key = request.headers.get("Idempotency-Key")
         raw = await request.read()
-        fingerprint = hashlib.sha256(request.method.encode() + request.path.encode() + b"\0" + raw).hexdigest()
+        fingerprint = hashlib.sha256(
+            request.method.encode() + request.path.encode() + b"\0" + raw
+        ).hexdigest()
         rid = f"idem:{key}" if key else f"req:{uuid.uuid4().hex}"
-        body = {**body, "now_ms": body.get("now_ms", self.clock.now_ms()), "fp": fingerprint,
-                "actor": body.get("actor", _actor(request))}
+        body = {
+            **body,
+            "now_ms": body.get("now_ms", self.clock.now_ms()),
+            "fp": fingerprint,
+            "actor": body.get("actor", _actor(request)),
+        }
         result = await self.raft.propose(encode(cmd_type, body, rid=rid))
         if not result.get("ok"):
-            raise error_for_code(result.get("code", "rejected"), result.get("message", ""), result.get("field"))
+            raise error_for_code(
+                result.get("code", "rejected"), result.get("message", ""), result.get("field")
+            )
         return result
 
 
@@ -98,7 +109,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
 
 
-def auth_middleware(token: str | None) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def auth_middleware(token: str | None) -> Middleware:
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         public = request.path == "/v1/health" or request.path == "/" or request.path.startswith("/static/")
@@ -113,8 +124,9 @@ def auth_middleware(token: str | None) -> Callable[[web.Request, Handler], Await
 
 
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json",
-                        headers=headers)
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
 
 
 async def read_json(request: web.Request, *, optional: bool = False) -> Any:

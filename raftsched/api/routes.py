@@ -46,17 +46,33 @@ async def status(request: web.Request) -> web.Response:
     raft = svc.raft.status()
     with svc.state.lock:
         members = [
-            {"id": n.id, "raft": n.raft, "http": n.http, "tags": n.tags, "alive": n.up,
-             "connected": True if n.id == svc.node_id else raft.connected.get(n.raft, False)}
+            {
+                "id": n.id,
+                "raft": n.raft,
+                "http": n.http,
+                "tags": n.tags,
+                "alive": n.up,
+                "connected": True if n.id == svc.node_id else raft.connected.get(n.raft, False),
+            }
             for n in svc.state.nodes.values()
         ]
         digest, term_begun = svc.state.digest_hex(), svc.state.term
-    return json_response({
-        "node_id": svc.node_id, "version": version(), "role": raft.role, "leader": svc.leader_id(raft),
-        "leader_raft": raft.leader, "term": raft.term, "scheduler_term": term_begun,
-        "commit_index": raft.commit_index, "applied_index": raft.applied_index, "log_len": raft.log_len,
-        "digest": digest, "members": members,
-    })
+    return json_response(
+        {
+            "node_id": svc.node_id,
+            "version": version(),
+            "role": raft.role,
+            "leader": svc.leader_id(raft),
+            "leader_raft": raft.leader,
+            "term": raft.term,
+            "scheduler_term": term_begun,
+            "commit_index": raft.commit_index,
+            "applied_index": raft.applied_index,
+            "log_len": raft.log_len,
+            "digest": digest,
+            "members": members,
+        }
+    )
 
 
 @routes.get("/v1/nodes")
@@ -64,8 +80,10 @@ async def list_nodes(request: web.Request) -> web.Response:
     svc = _svc(request)
     raft = svc.raft.status()
     with svc.state.lock:
-        items = [node_view(n, svc.state, True if n.id == svc.node_id else raft.connected.get(n.raft))
-                 for n in svc.state.nodes.values()]
+        items = [
+            node_view(n, svc.state, True if n.id == svc.node_id else raft.connected.get(n.raft))
+            for n in svc.state.nodes.values()
+        ]
     return json_response({"items": items, "next_cursor": None})
 
 
@@ -116,9 +134,12 @@ async def list_jobs(request: web.Request) -> web.Response:
     key, _, value = (tag or "").partition("=")
     with svc.state.lock:
         jobs: Iterable[JobRecord] = svc.state.jobs.values()
-        matching = (j for j in jobs
-                    if (not tag or j.spec.route.tags.get(key) == value or j.spec.labels.get(key) == value)
-                    and (paused is None or j.spec.paused == paused))
+        matching = (
+            j
+            for j in jobs
+            if (not tag or j.spec.route.tags.get(key) == value or j.spec.labels.get(key) == value)
+            and (paused is None or j.spec.paused == paused)
+        )
         page, cursor = _page(request, matching, lambda j: j.spec.id)
         items = [job_view(j, svc.state) for j in page]
     return json_response({"items": items, "next_cursor": cursor})
@@ -139,10 +160,16 @@ async def create_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     spec = _parse_spec(await read_json(request))
     now_ms = svc.clock.now_ms()
-    await svc.write(request, CommandType.PUT_JOB, {
-        "spec": spec.to_dict(), "now_ms": now_ms, "mode": "create",
-        "next_nominal_ms": _first_slot(spec, now_ms),
-    })
+    await svc.write(
+        request,
+        CommandType.PUT_JOB,
+        {
+            "spec": spec.to_dict(),
+            "now_ms": now_ms,
+            "mode": "create",
+            "next_nominal_ms": _first_slot(spec, now_ms),
+        },
+    )
     return _job_response(svc, spec.id, 201)
 
 
@@ -164,11 +191,18 @@ async def put_job(request: web.Request) -> web.Response:
     after = old.last_slot_ms if old is not None and old.last_slot_ms is not None else now_ms
     created = old.created_ms if old is not None else now_ms
     keep = [s for s in pending if triggers.next_fire_ms(spec.schedule, s - 1, created_ms=created) == s]
-    result = await svc.write(request, CommandType.PUT_JOB, {
-        "spec": spec.to_dict(), "now_ms": now_ms, "mode": "put", "if_version": _if_match(request),
-        "next_nominal_ms": triggers.next_fire_ms(spec.schedule, after, created_ms=created),
-        "keep_slots": keep,
-    })
+    result = await svc.write(
+        request,
+        CommandType.PUT_JOB,
+        {
+            "spec": spec.to_dict(),
+            "now_ms": now_ms,
+            "mode": "put",
+            "if_version": _if_match(request),
+            "next_nominal_ms": triggers.next_fire_ms(spec.schedule, after, created_ms=created),
+            "keep_slots": keep,
+        },
+    )
     return _job_response(svc, job_id, 201 if result.get("created") else 200)
 
 
@@ -189,8 +223,11 @@ def _if_match(request: web.Request) -> int | None:
 @routes.delete("/v1/jobs/{id}")
 async def delete_job(request: web.Request) -> web.Response:
     svc = _svc(request)
-    await svc.write(request, CommandType.DELETE_JOB,
-                    {"job_id": request.match_info["id"], "if_version": _if_match(request)})
+    await svc.write(
+        request,
+        CommandType.DELETE_JOB,
+        {"job_id": request.match_info["id"], "if_version": _if_match(request)},
+    )
     return web.Response(status=204)
 
 
@@ -209,13 +246,17 @@ async def resume_job(request: web.Request) -> web.Response:
     now_ms = svc.clock.now_ms()
     with svc.state.lock:
         job = _job(svc, job_id)
-    body: dict[str, Any] = {"job_id": job_id, "now_ms": now_ms, "if_version": _if_match(request),
-                            "next_nominal_ms": triggers.next_fire_ms(job.spec.schedule, now_ms,
-                                                                     created_ms=job.created_ms)}
+    body: dict[str, Any] = {
+        "job_id": job_id,
+        "now_ms": now_ms,
+        "if_version": _if_match(request),
+        "next_nominal_ms": triggers.next_fire_ms(job.spec.schedule, now_ms, created_ms=job.created_ms),
+    }
     if job.spec.paused and job.paused_ms is not None:
         start = max(job.paused_ms, job.last_slot_ms or 0)
-        skipped = triggers.slots_between(job.spec.schedule, start, now_ms, created_ms=job.created_ms,
-                                         limit=1_000_000)
+        skipped = triggers.slots_between(
+            job.spec.schedule, start, now_ms, created_ms=job.created_ms, limit=1_000_000
+        )
         if skipped:
             body["skipped"] = {"from_ms": skipped[0], "until_ms": skipped[-1], "count": len(skipped)}
     await svc.write(request, CommandType.RESUME_JOB, body)
@@ -233,8 +274,9 @@ async def trigger_job(request: web.Request) -> web.Response:
         nodes = pick_nodes(job.spec.route, job_id, f"{job_id}@manual", svc.state.candidates())
     if not nodes:
         raise ValidationError("no live node matches the job's route tags", field="route.tags")
-    result = await svc.write(request, CommandType.TRIGGER_JOB,
-                             {"job_id": job_id, "node": nodes[0], **overrides})
+    result = await svc.write(
+        request, CommandType.TRIGGER_JOB, {"job_id": job_id, "node": nodes[0], **overrides}
+    )
     return _run_response(svc, result["run_id"], 201)
 
 
@@ -245,8 +287,9 @@ def _trigger_overrides(body: Any) -> dict[str, Any]:
         if key not in ("env", "kwargs"):
             raise ValidationError(f"unknown field {key!r}", field=key)
     env = body.get("env")
-    if env is not None and not (isinstance(env, dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+    if env is not None and not (
+        isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+    ):
         raise ValidationError("must be an object of strings", field="env")
     kwargs = body.get("kwargs")
     if kwargs is not None and not isinstance(kwargs, dict):
@@ -273,7 +316,9 @@ async def job_runs(request: web.Request) -> web.Response:
     with svc.state.lock:
         _job(svc, request.match_info["id"])
         runs = svc.state.runs_newest_first(request.match_info["id"])
-        page, cursor = _page(request, (r for r in runs if state_filter in (None, r.state)), lambda r: r.run_id)
+        page, cursor = _page(
+            request, (r for r in runs if state_filter in (None, r.state)), lambda r: r.run_id
+        )
         items = [run_view(r, with_output=False) for r in page]
     return json_response({"items": items, "next_cursor": cursor})
 
@@ -338,7 +383,7 @@ def _page(request: web.Request, items: Iterator[T], key: Callable[[T], str]) -> 
         for item in items:
             if key(item) == after:
                 break
-    page = []
+    page: list[T] = []
     for item in items:
         if len(page) == limit:
             return page, base64.urlsafe_b64encode(key(page[-1]).encode()).decode()
@@ -357,4 +402,3 @@ def _decode_cursor(raw: str | None) -> str | None:
 
 def add_routes(app: web.Application) -> None:
     app.add_routes(routes)
-

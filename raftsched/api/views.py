@@ -28,18 +28,33 @@ def job_view(job: JobRecord, state: State) -> dict[str, Any]:
 
 def run_view(run: Run, *, with_output: bool = True) -> dict[str, Any]:
     duration = None
-    if run.started_ms is not None and run.finished_ms is not None and run.state.value not in (
-            "skipped", "missed"):
+    if (
+        run.started_ms is not None
+        and run.finished_ms is not None
+        and run.state.value not in ("skipped", "missed")
+    ):
         duration = (run.finished_ms - run.started_ms) / 1000
     lateness = (run.started_ms - run.due_ms) / 1000 if run.started_ms is not None else None
     out: dict[str, Any] = {
-        "run_id": run.run_id, "job_id": run.job_id, "attempt": run.attempt,
-        "scheduled_at": iso_ms(run.nominal_ms), "due_at": iso_ms(run.due_ms), "node": run.node,
-        "state": run.state.value, "created_at": iso_ms(run.created_ms),
-        "started_at": iso_ms(run.started_ms), "finished_at": iso_ms(run.finished_ms),
-        "duration": duration, "lateness": lateness, "exit_code": run.exit_code,
-        "http_status": run.http_status, "error": run.error, "reason": run.reason,
-        "shard": run.shard, "shards": run.shards, "manual": run.manual,
+        "run_id": run.run_id,
+        "job_id": run.job_id,
+        "attempt": run.attempt,
+        "scheduled_at": iso_ms(run.nominal_ms),
+        "due_at": iso_ms(run.due_ms),
+        "node": run.node,
+        "state": run.state.value,
+        "created_at": iso_ms(run.created_ms),
+        "started_at": iso_ms(run.started_ms),
+        "finished_at": iso_ms(run.finished_ms),
+        "duration": duration,
+        "lateness": lateness,
+        "exit_code": run.exit_code,
+        "http_status": run.http_status,
+        "error": run.error,
+        "reason": run.reason,
+        "shard": run.shard,
+        "shards": run.shards,
+        "manual": run.manual,
     }
     if run.until_ms is not None:
         out.update(until=iso_ms(run.until_ms), count=run.count)
@@ -50,10 +65,18 @@ def run_view(run: Run, *, with_output: bool = True) -> dict[str, Any]:
 
 def node_view(node: NodeRecord, state: State, connected: bool | None) -> dict[str, Any]:
     return {
-        "id": node.id, "raft": node.raft, "http": node.http, "tags": node.tags,
-        "capacity": node.capacity, "running": len(state.node_active.get(node.id, {})),
-        "alive": node.up, "connected": connected, "draining": node.draining, "voter": True,
-        "version": node.version, "leader": state.leader == node.id,
+        "id": node.id,
+        "raft": node.raft,
+        "http": node.http,
+        "tags": node.tags,
+        "capacity": node.capacity,
+        "running": len(state.node_active.get(node.id, {})),
+        "alive": node.up,
+        "connected": connected,
+        "draining": node.draining,
+        "voter": True,
+        "version": node.version,
+        "leader": state.leader == node.id,
     }
 
 

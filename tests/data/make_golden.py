@@ -26,27 +26,65 @@ def scenario() -> Driver:
         d.fire("a", T0 + k * 1000)
         d.fire("q", T0 + k * 1000)
     d.fire("b", T0 + 5000)
-    d.cmd(CommandType.CLAIM_RUNS, node="n2", now_ms=T0 + 4000, items=[{"run_id": "b@1800000005000", "attempt": 1}])
+    d.cmd(
+        CommandType.CLAIM_RUNS,
+        node="n2",
+        now_ms=T0 + 4000,
+        items=[{"run_id": "b@1800000005000", "attempt": 1}],
+    )
     d.start("b@1800000005000", at=T0 + 5001)
     d.start("a@1800000001000", at=T0 + 1002)
     d.finish("a@1800000001000", outcome="failed", at=T0 + 1100)
     d.finish("q@1800000001000", at=T0 + 1200)
     d.cmd(CommandType.SET_NODE, term=1, node="n2", up=False, now_ms=T0 + 6000)
-    d.cmd(CommandType.REASSIGN_RUNS, term=1, now_ms=T0 + 6000, moves=[
-        {"run_id": "b@1800000005000", "attempt": 1, "node": "n3"},
-        {"run_id": "a@1800000002000", "attempt": 1, "node": "n3"}])
+    d.cmd(
+        CommandType.REASSIGN_RUNS,
+        term=1,
+        now_ms=T0 + 6000,
+        moves=[
+            {"run_id": "b@1800000005000", "attempt": 1, "node": "n3"},
+            {"run_id": "a@1800000002000", "attempt": 1, "node": "n3"},
+        ],
+    )
     d.cmd(CommandType.BEGIN_TERM, term=2, leader="n3", now_ms=T0 + 7000)
     d.fire("a", T0 + 4000, term=1)  # stale term: rejected
-    d.cmd(CommandType.FIRE_RUNS, term=2, now_ms=T0 + 9000, fires=[], skips=[
-        {"job_id": "a", "incarnation": 1, "state": "missed", "nominal_ms": T0 + 4000, "until_ms": T0 + 8000,
-         "count": 5, "reason": "coalesced", "next_nominal_ms": T0 + 9000}])
+    d.cmd(
+        CommandType.FIRE_RUNS,
+        term=2,
+        now_ms=T0 + 9000,
+        fires=[],
+        skips=[
+            {
+                "job_id": "a",
+                "incarnation": 1,
+                "state": "missed",
+                "nominal_ms": T0 + 4000,
+                "until_ms": T0 + 8000,
+                "count": 5,
+                "reason": "coalesced",
+                "next_nominal_ms": T0 + 9000,
+            }
+        ],
+    )
     d.cmd(CommandType.TRIGGER_JOB, job_id="a", now_ms=T0 + 9500, node="n1", env={"X": "1"}, kwargs=None)
     d.cmd(CommandType.CANCEL_RUN, run_id="a@manual-1800000009500", now_ms=T0 + 9600, actor="test")
     d.cmd(CommandType.PAUSE_JOB, job_id="q", now_ms=T0 + 9700)
-    d.cmd(CommandType.RESUME_JOB, job_id="q", now_ms=T0 + 12000, next_nominal_ms=T0 + 13000,
-          skipped={"from_ms": T0 + 10000, "until_ms": T0 + 12000, "count": 3})
-    d.cmd(CommandType.PUT_JOB, rid="idem:k1", spec={"id": "a", "schedule": {"every": 2},
-          "task": {"type": "shell", "command": ["true"]}}, now_ms=T0 + 12500, mode="put", if_version=1, fp="f")
+    d.cmd(
+        CommandType.RESUME_JOB,
+        job_id="q",
+        now_ms=T0 + 12000,
+        next_nominal_ms=T0 + 13000,
+        skipped={"from_ms": T0 + 10000, "until_ms": T0 + 12000, "count": 3},
+    )
+    d.cmd(
+        CommandType.PUT_JOB,
+        rid="idem:k1",
+        spec={"id": "a", "schedule": {"every": 2}, "task": {"type": "shell", "command": ["true"]}},
+        now_ms=T0 + 12500,
+        mode="put",
+        if_version=1,
+        fp="f",
+    )
     d.cmd(CommandType.PUT_JOB, rid="idem:k1", spec={}, now_ms=T0 + 12600, mode="put", fp="f")
     d.cmd(CommandType.DELETE_JOB, job_id="b", now_ms=T0 + 13000)
     d.cmd(CommandType.NOOP, now_ms=T0 + 13100)

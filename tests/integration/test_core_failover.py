@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-
 from cluster import Cluster, Sink
 
 pytestmark = pytest.mark.integration
@@ -18,9 +17,13 @@ def _ms(iso: str) -> int:
 
 
 def _http_job(job_id: str, schedule: dict[str, Any], sink: Sink) -> dict[str, Any]:
-    return {"id": job_id, "schedule": schedule, "overlap": "allow",
-            "task": {"type": "http", "method": "POST", "url": f"{sink.url}/{job_id}", "body": {"job": job_id}},
-            "misfire": {"policy": "fire_all", "grace": 120, "max_catchup": 1000}}
+    return {
+        "id": job_id,
+        "schedule": schedule,
+        "overlap": "allow",
+        "task": {"type": "http", "method": "POST", "url": f"{sink.url}/{job_id}", "body": {"job": job_id}},
+        "misfire": {"policy": "fire_all", "grace": 120, "max_catchup": 1000},
+    }
 
 
 def test_leader_kill_every_slot_runs_once(make_cluster: Any, sink: Sink) -> None:
@@ -32,7 +35,9 @@ def test_leader_kill_every_slot_runs_once(make_cluster: Any, sink: Sink) -> None
 
     code, every = cluster.api(follower, "POST", "/v1/jobs", _http_job("metronome", {"every": 1}, sink))
     assert code == 201, every
-    code, cron = cluster.api(follower, "POST", "/v1/jobs", _http_job("cron6", {"cron": "*/2 * * * * *"}, sink))
+    code, cron = cluster.api(
+        follower, "POST", "/v1/jobs", _http_job("cron6", {"cron": "*/2 * * * * *"}, sink)
+    )
     assert code == 201, cron
     created_ms = _ms(every["created_at"])
 
@@ -71,14 +76,18 @@ def test_leader_kill_every_slot_runs_once(make_cluster: Any, sink: Sink) -> None
 
     code, runs = cluster.api(new_leader, "GET", "/v1/jobs/metronome/runs?limit=1000")
     # First attempts only: a run moved off the dead node starts late by the detection time, by design.
-    late = [r for r in runs["items"] if r["lateness"] is not None and r["attempt"] == 1 and r["node"] != leader]
+    late = [
+        r for r in runs["items"] if r["lateness"] is not None and r["attempt"] == 1 and r["node"] != leader
+    ]
     assert late, "no run records"
     cluster.wait_same_digest()
     lateness = sorted(r["lateness"] for r in late)
     p50, p99 = lateness[len(lateness) // 2], lateness[min(len(lateness) - 1, int(len(lateness) * 0.99))]
-    print(f"\nfailover {failover_s:.2f}s; {len(events)} metronome runs; {len(cron_events)} cron runs; "
-          f"lateness of runs on surviving nodes p50 {p50 * 1000:.0f} ms p99 {p99 * 1000:.0f} ms "
-          f"max {lateness[-1] * 1000:.0f} ms")
+    print(
+        f"\nfailover {failover_s:.2f}s; {len(events)} metronome runs; {len(cron_events)} cron runs; "
+        f"lateness of runs on surviving nodes p50 {p50 * 1000:.0f} ms p99 {p99 * 1000:.0f} ms "
+        f"max {lateness[-1] * 1000:.0f} ms"
+    )
 
     # The killed node comes back and converges.
     cluster.start(leader)

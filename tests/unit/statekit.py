@@ -11,7 +11,11 @@ T0 = 1_800_000_000_000
 
 
 def job_spec(job_id: str = "j", **over: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {"id": job_id, "schedule": {"every": 1}, "task": {"type": "shell", "command": ["true"]}}
+    spec: dict[str, Any] = {
+        "id": job_id,
+        "schedule": {"every": 1},
+        "task": {"type": "shell", "command": ["true"]},
+    }
     spec.update(over)
     return spec
 
@@ -30,26 +34,64 @@ class Driver:
 
     def boot(self, nodes: tuple[str, ...] = ("n1", "n2", "n3"), term: int = 1) -> None:
         for n in nodes:
-            self.cmd(CommandType.REGISTER_NODE, node=n, http=f"http://{n}", raft=f"{n}:1", tags={}, capacity=4,
-                     now_ms=T0)
+            self.cmd(
+                CommandType.REGISTER_NODE,
+                node=n,
+                http=f"http://{n}",
+                raft=f"{n}:1",
+                tags={},
+                capacity=4,
+                now_ms=T0,
+            )
         assert self.cmd(CommandType.BEGIN_TERM, term=term, leader=nodes[0], now_ms=T0)["ok"]
 
     def add(self, job_id: str = "j", now_ms: int = T0, **over: Any) -> dict[str, Any]:
-        return self.cmd(CommandType.PUT_JOB, spec=job_spec(job_id, **over), now_ms=now_ms, mode="create",
-                        next_nominal_ms=now_ms + 1000)
+        return self.cmd(
+            CommandType.PUT_JOB,
+            spec=job_spec(job_id, **over),
+            now_ms=now_ms,
+            mode="create",
+            next_nominal_ms=now_ms + 1000,
+        )
 
-    def fire(self, job_id: str, nominal_ms: int, node: str = "n2", term: int = 1, **extra: Any) -> dict[str, Any]:
+    def fire(
+        self, job_id: str, nominal_ms: int, node: str = "n2", term: int = 1, **extra: Any
+    ) -> dict[str, Any]:
         inc = self.state.jobs[job_id].incarnation
-        item = {"job_id": job_id, "incarnation": inc, "nominal_ms": nominal_ms, "due_ms": nominal_ms,
-                "nodes": [node], "next_nominal_ms": nominal_ms + 1000, **extra}
+        item = {
+            "job_id": job_id,
+            "incarnation": inc,
+            "nominal_ms": nominal_ms,
+            "due_ms": nominal_ms,
+            "nodes": [node],
+            "next_nominal_ms": nominal_ms + 1000,
+            **extra,
+        }
         return self.cmd(CommandType.FIRE_RUNS, term=term, now_ms=nominal_ms - 500, fires=[item], skips=[])
 
     def start(self, run_id: str, node: str = "n2", attempt: int = 1, at: int = T0) -> dict[str, Any]:
-        return self.cmd(CommandType.START_RUNS, node=node, now_ms=at,
-                        items=[{"run_id": run_id, "attempt": attempt, "started_ms": at}])
+        return self.cmd(
+            CommandType.START_RUNS,
+            node=node,
+            now_ms=at,
+            items=[{"run_id": run_id, "attempt": attempt, "started_ms": at}],
+        )
 
-    def finish(self, run_id: str, outcome: str = "succeeded", node: str = "n2", attempt: int = 1,
-               at: int = T0) -> dict[str, Any]:
-        return self.cmd(CommandType.FINISH_RUNS, node=node, now_ms=at, items=[{
-            "run_id": run_id, "attempt": attempt, "outcome": outcome, "finished_ms": at, "exit_code": 0,
-            "output": "out"}])
+    def finish(
+        self, run_id: str, outcome: str = "succeeded", node: str = "n2", attempt: int = 1, at: int = T0
+    ) -> dict[str, Any]:
+        return self.cmd(
+            CommandType.FINISH_RUNS,
+            node=node,
+            now_ms=at,
+            items=[
+                {
+                    "run_id": run_id,
+                    "attempt": attempt,
+                    "outcome": outcome,
+                    "finished_ms": at,
+                    "exit_code": 0,
+                    "output": "out",
+                }
+            ],
+        )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from statekit import T0, Driver
+
 from raftsched.commands import CommandType, encode
 from raftsched.model import RunState
 from raftsched.state import State
-
-from statekit import T0, Driver
 
 
 def test_fire_is_idempotent_per_slot_and_run_id_is_deterministic() -> None:
@@ -28,7 +28,12 @@ def test_stale_term_fire_is_rejected() -> None:
     d.add("j")
     assert d.cmd(CommandType.BEGIN_TERM, term=3, leader="n2", now_ms=T0)["ok"]
     result = d.fire("j", T0 + 1000, term=1)
-    assert result == {"ok": False, "code": "stale_term", "message": "term 1 is not the current term 3", "field": None}
+    assert result == {
+        "ok": False,
+        "code": "stale_term",
+        "message": "term 1 is not the current term 3",
+        "field": None,
+    }
     assert not d.state.runs
     assert not d.cmd(CommandType.BEGIN_TERM, term=2, leader="n1", now_ms=T0)["ok"]
 
@@ -104,11 +109,15 @@ def test_reassign_by_delivery_policy() -> None:
     d.fire("a", T0 + 1000)
     d.fire("m", T0 + 1000)
     d.start("a@1800000001000")
-    claim = d.cmd(CommandType.CLAIM_RUNS, node="n2", now_ms=T0, items=[{"run_id": "m@1800000001000", "attempt": 1}])
+    claim = d.cmd(
+        CommandType.CLAIM_RUNS, node="n2", now_ms=T0, items=[{"run_id": "m@1800000001000", "attempt": 1}]
+    )
     assert claim["accepted"] == ["m@1800000001000"]
     d.start("m@1800000001000")
-    moves = [{"run_id": "a@1800000001000", "attempt": 1, "node": "n3"},
-             {"run_id": "m@1800000001000", "attempt": 1, "node": "n3"}]
+    moves = [
+        {"run_id": "a@1800000001000", "attempt": 1, "node": "n3"},
+        {"run_id": "m@1800000001000", "attempt": 1, "node": "n3"},
+    ]
     result = d.cmd(CommandType.REASSIGN_RUNS, term=1, now_ms=T0 + 2000, moves=moves)
     assert result["moved"] == ["a@1800000001000"] and result["lost"] == ["m@1800000001000"]
     moved = d.state.runs["a@1800000001000"]
@@ -132,8 +141,13 @@ def test_pause_cancels_pending_resume_records_skips_delete_forgets() -> None:
     d.cmd(CommandType.PAUSE_JOB, job_id="j", now_ms=T0 + 500)
     assert d.state.runs["j@1800000001000"].state is RunState.CANCELLED
     assert d.fire("j", T0 + 2000)["fired"] == []
-    d.cmd(CommandType.RESUME_JOB, job_id="j", now_ms=T0 + 5500, next_nominal_ms=T0 + 6000,
-          skipped={"from_ms": T0 + 2000, "until_ms": T0 + 5000, "count": 4})
+    d.cmd(
+        CommandType.RESUME_JOB,
+        job_id="j",
+        now_ms=T0 + 5500,
+        next_nominal_ms=T0 + 6000,
+        skipped={"from_ms": T0 + 2000, "until_ms": T0 + 5000, "count": 4},
+    )
     assert d.state.runs["j@1800000002000"].count == 4
     assert d.state.stats["j"]["skipped"] == 4
     assert d.fire("j", T0 + 3000)["fired"] == []  # a slot before resuming never fires
@@ -148,8 +162,11 @@ def test_versions_and_compare_and_set() -> None:
     d.boot()
     d.add("j")
     assert d.add("j")["code"] == "already_exists"
-    put = {"spec": {"id": "j", "schedule": {"every": 2}, "task": {"type": "shell", "command": ["true"]}},
-           "now_ms": T0, "mode": "put"}
+    put = {
+        "spec": {"id": "j", "schedule": {"every": 2}, "task": {"type": "shell", "command": ["true"]}},
+        "now_ms": T0,
+        "mode": "put",
+    }
     assert d.cmd(CommandType.PUT_JOB, **put, if_version=5)["code"] == "version_mismatch"
     assert d.cmd(CommandType.PUT_JOB, **put, if_version=1)["version"] == 2
     bad = {**put, "spec": {"id": "j", "schedule": {}, "task": {}}}
@@ -160,12 +177,18 @@ def test_versions_and_compare_and_set() -> None:
 def test_request_ids_apply_once_and_detect_mismatch() -> None:
     d = Driver()
     d.boot()
-    body = {"spec": {"id": "k", "schedule": {"every": 1}, "task": {"type": "shell", "command": ["true"]}},
-            "now_ms": T0, "mode": "create", "fp": "abc"}
+    body = {
+        "spec": {"id": "k", "schedule": {"every": 1}, "task": {"type": "shell", "command": ["true"]}},
+        "now_ms": T0,
+        "mode": "create",
+        "fp": "abc",
+    }
     first = d.cmd(CommandType.PUT_JOB, rid="idem:1", **body)
     second = d.cmd(CommandType.PUT_JOB, rid="idem:1", **body)
     assert first["ok"] and second["ok"] and second["duplicate"]
-    assert d.cmd(CommandType.PUT_JOB, rid="idem:1", **{**body, "fp": "other"})["code"] == "idempotency_mismatch"
+    assert (
+        d.cmd(CommandType.PUT_JOB, rid="idem:1", **{**body, "fp": "other"})["code"] == "idempotency_mismatch"
+    )
 
 
 def test_history_is_bounded() -> None:
@@ -182,9 +205,14 @@ def test_history_is_bounded() -> None:
 
 def test_malformed_commands_never_raise_and_count_in_digest() -> None:
     state = State()
-    for data in (b"", b"nope", b"[]", b'{"v": 99, "t": "noop", "body": {}}',
-                 b'{"v": 1, "t": "fire_runs", "body": {"term": 5}}',
-                 b'{"v": 1, "t": "put_job", "body": {"spec": 3}}'):
+    for data in (
+        b"",
+        b"nope",
+        b"[]",
+        b'{"v": 99, "t": "noop", "body": {}}',
+        b'{"v": 1, "t": "fire_runs", "body": {"term": 5}}',
+        b'{"v": 1, "t": "put_job", "body": {"spec": 3}}',
+    ):
         result = state.apply(data)
         assert result["ok"] is False, data
     report = encode(CommandType.FINISH_RUNS, {"node": "x", "items": [{"run_id": 1}]})
@@ -205,7 +233,15 @@ def test_same_log_same_digest_and_snapshot_round_trip() -> None:
     restored = State()
     restored.load(d.state.dump())
     assert restored.dump() == d.state.dump()
-    tail = encode(CommandType.FINISH_RUNS, {"node": "n2", "now_ms": T0, "items": [
-        {"run_id": "j@1800000001000", "attempt": 1, "outcome": "succeeded", "finished_ms": T0 + 9}]})
+    tail = encode(
+        CommandType.FINISH_RUNS,
+        {
+            "node": "n2",
+            "now_ms": T0,
+            "items": [
+                {"run_id": "j@1800000001000", "attempt": 1, "outcome": "succeeded", "finished_ms": T0 + 9}
+            ],
+        },
+    )
     assert restored.apply(tail) == d.state.apply(tail)
     assert restored.digest_hex() == d.state.digest_hex()
