@@ -109,7 +109,7 @@ def main() -> int:
         )
         for node_id in cluster.members:
             url = cluster.nodes[node_id].http_url
-            print(f"  {node_id}: dashboard {url}/   API {url}/v1/status")
+            print(f"  {node_id}: {url}/   (API: {url}/v1/status)")
         print(f"\ntry: .venv/bin/raftsched jobs list --url {first}\nCtrl-C stops every node.")
         while not stop and all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)
