@@ -142,14 +142,16 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
 
 
 def make_app(services: Services) -> web.Application:
-    from . import routes  # the route table; imported here so that importing app does nothing
+    # Imported here so that importing this module does nothing.
+    from . import dashboard, metrics, outputs, routes
 
     app = web.Application(
         client_max_size=services.max_body_bytes,
         middlewares=[error_middleware, auth_middleware(services.api_token)],
     )
     app[SERVICES] = services
-    routes.add_routes(app)
+    for module in (routes, outputs, metrics, dashboard):
+        module.add_routes(app)
     return app
 
 
