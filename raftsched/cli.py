@@ -1,6 +1,7 @@
 """`raftsched`: run a node, make a secret, and talk to a cluster over its admin API.
 
 Exit status: 0 success, 1 the server refused, 2 bad usage or config, 3 no node answered.
+The client side uses only the standard library (urllib): a CLI call is one request.
 """
 
 from __future__ import annotations
@@ -8,11 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +30,17 @@ __all__ = ["main"]
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
+class UsageError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- argument parsing
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="raftsched", description=__doc__)
+    p = argparse.ArgumentParser(prog="raftsched", description="A distributed job scheduler on a Raft log.")
     p.add_argument("--version", action="version", version=f"raftsched {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     node = sub.add_parser("node", help="run a node")
     node.add_argument("--config", type=Path, help="cluster .ini (default: a single node on loopback)")
     node.add_argument("--node", help="this node's id in the config")
@@ -39,26 +50,59 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     node.add_argument("--log-format", default="text", choices=["text", "json"])
     sub.add_parser("secret", help="print a new random cluster secret")
-    for name in ("status", "jobs", "runs", "nodes"):
-        c = sub.add_parser(name, help=f"{name} of the cluster")
-        c.add_argument("action", nargs="?", default="list" if name != "status" else None)
-        c.add_argument("args", nargs="*")
-        c.add_argument("--url", default=os.environ.get("RAFTSCHED_URL", "http://127.0.0.1:8101"))
-        c.add_argument("--token", default=os.environ.get("RAFTSCHED_TOKEN"))
-        c.add_argument("--json", action="store_true", help="print JSON for scripts")
+    completion = sub.add_parser("completion", help="print a bash completion script")
+    completion.add_argument("shell", choices=["bash"])
+    _client_parser(sub.add_parser("status", help="this node's view of the cluster"), [])
+    _client_parser(
+        sub.add_parser("jobs", help="list, show, add, edit, remove, pause, resume, trigger jobs"), JOB_ACTIONS
+    )
+    _client_parser(sub.add_parser("runs", help="list, show, read the output of, cancel runs"), RUN_ACTIONS)
+    _client_parser(sub.add_parser("nodes", help="list, add, remove cluster members"), NODE_ACTIONS)
     return p
 
 
+JOB_ACTIONS = ["list", "get", "add", "edit", "rm", "pause", "resume", "trigger", "runs"]
+RUN_ACTIONS = ["list", "get", "output", "cancel"]
+NODE_ACTIONS = ["list", "add", "rm"]
+
+
+def _client_parser(p: argparse.ArgumentParser, actions: list[str]) -> None:
+    if actions:
+        p.add_argument("action", nargs="?", default="list", choices=actions)
+        p.add_argument("args", nargs="*", help="ids, or a JSON file for add/edit")
+    p.add_argument("--url", help="a node's API (default: $RAFTSCHED_URL, else the first node of --config)")
+    p.add_argument("--config", type=Path, help="cluster .ini to find a node in")
+    p.add_argument("--token", default=os.environ.get("RAFTSCHED_TOKEN"), help="API token ($RAFTSCHED_TOKEN)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.add_argument("--limit", type=int, help="list at most this many")
+    p.add_argument("--state", help="runs: only this state")
+    p.add_argument("--job", help="runs: only this job")
+    p.add_argument("--node", dest="node_filter", help="runs: only this node")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help is 0, bad usage is 2
+        return int(exc.code or 0)
     if args.command == "secret":
         from .config import new_secret
 
         print(new_secret())
         return EXIT_OK
+    if args.command == "completion":
+        print(_BASH_COMPLETION)
+        return EXIT_OK
     if args.command == "node":
         return _run_node(args)
-    return _client(args)
+    try:
+        return Client(args).run()
+    except UsageError as exc:
+        print(f"raftsched: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Unreachable as exc:
+        print(f"raftsched: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
 
 
 def _run_node(args: argparse.Namespace) -> int:
@@ -83,88 +127,337 @@ def _run_node(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-# ---------------------------------------------------------------- client
-
-_ROUTES: dict[tuple[str, str | None], tuple[str, str, int]] = {
-    # (command, action): (method, path template, number of positional args)
-    ("status", None): ("GET", "/v1/status", 0),
-    ("jobs", "list"): ("GET", "/v1/jobs", 0),
-    ("jobs", "get"): ("GET", "/v1/jobs/{0}", 1),
-    ("jobs", "add"): ("POST", "/v1/jobs", 1),
-    ("jobs", "edit"): ("PUT", "/v1/jobs/{id}", 1),
-    ("jobs", "rm"): ("DELETE", "/v1/jobs/{0}", 1),
-    ("jobs", "pause"): ("POST", "/v1/jobs/{0}/pause", 1),
-    ("jobs", "resume"): ("POST", "/v1/jobs/{0}/resume", 1),
-    ("jobs", "trigger"): ("POST", "/v1/jobs/{0}/trigger", 1),
-    ("jobs", "runs"): ("GET", "/v1/jobs/{0}/runs", 1),
-    ("runs", "list"): ("GET", "/v1/runs", 0),
-    ("runs", "get"): ("GET", "/v1/runs/{0}", 1),
-    ("runs", "cancel"): ("POST", "/v1/runs/{0}/cancel", 1),
-    ("nodes", "list"): ("GET", "/v1/nodes", 0),
-}
+# ---------------------------------------------------------------- the client
 
 
-def _client(args: argparse.Namespace) -> int:
-    route = _ROUTES.get((args.command, args.action))
-    if route is None:
-        actions = sorted(a or "" for c, a in _ROUTES if c == args.command)
-        print(
-            f"raftsched {args.command}: unknown action {args.action!r} (one of: {', '.join(actions)})",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    method, template, nargs = route
-    if len(args.args) != nargs:
-        print(f"raftsched {args.command} {args.action}: expects {nargs} argument(s)", file=sys.stderr)
-        return EXIT_USAGE
-    body: bytes | None = None
-    if args.action in ("add", "edit"):
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: Any
+    text: str
+
+
+class Client:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.url = _base_url(args).rstrip("/")
+
+    def run(self) -> int:
+        command, action = self.args.command, getattr(self.args, "action", None)
+        handler: Callable[[], int] = getattr(self, f"_{command}_{action}" if action else f"_{command}")
+        return handler()
+
+    # -------------------------------------------------------- helpers
+
+    def _ids(self, n: int) -> list[str]:
+        ids: list[str] = self.args.args
+        if len(ids) != n:
+            what = "one argument" if n == 1 else f"{n} arguments"
+            raise UsageError(f"{self.args.command} {self.args.action}: expects {what}")
+        return ids
+
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Response:
+        data = orjson.dumps(body) if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        for key, value in (headers or {}).items():
+            req.add_header(key, value)
+        if self.args.token:
+            req.add_header("Authorization", f"Bearer {self.args.token}")
         try:
-            spec = orjson.loads(Path(args.args[0]).read_bytes())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            print(f"raftsched: cannot read job file: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        body = orjson.dumps(spec)
-        template = template.replace("{id}", str(spec.get("id", "")) if isinstance(spec, dict) else "")
-    path = template.format(*[urllib.parse.quote(a, safe="") for a in args.args])
-    return _call(args, method, path, body)
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                raw, status, ctype = resp.read(), resp.status, resp.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            raw, status, ctype = exc.read(), exc.code, exc.headers.get("Content-Type", "")
+        except (urllib.error.URLError, OSError) as exc:
+            raise Unreachable(f"no node answered at {self.url}: {exc}") from exc
+        text = raw.decode(errors="replace")
+        parsed = orjson.loads(raw) if raw and "json" in ctype else None
+        return Response(status, parsed, text)
+
+    def show(self, resp: Response, table: Callable[[Any], list[list[str]]] | None = None) -> int:
+        if resp.status >= 400:
+            err = (resp.body or {}).get("error", {}) if isinstance(resp.body, dict) else {}
+            where = f" ({err['field']})" if err.get("field") else ""
+            print(
+                f"error {resp.status} {err.get('code', '')}: {err.get('message', resp.text)}{where}",
+                file=sys.stderr,
+            )
+            return EXIT_REFUSED
+        if resp.body is None:
+            if resp.text:
+                print(resp.text, end="" if resp.text.endswith("\n") else "\n")
+            return EXIT_OK
+        if self.args.json or table is None:
+            print(orjson.dumps(resp.body, option=orjson.OPT_INDENT_2).decode())
+        else:
+            _print_table(table(resp.body))
+        return EXIT_OK
+
+    def _list_query(self, **extra: str | None) -> str:
+        query = {"limit": str(self.args.limit) if self.args.limit else None, **extra}
+        pairs = {k: v for k, v in query.items() if v is not None}
+        return ("?" + urllib.parse.urlencode(pairs)) if pairs else ""
+
+    # -------------------------------------------------------- commands
+
+    def _status(self) -> int:
+        return self.show(self.request("GET", "/v1/status"), _status_table)
+
+    def _jobs_list(self) -> int:
+        return self.show(self.request("GET", "/v1/jobs" + self._list_query()), _jobs_table)
+
+    def _jobs_get(self) -> int:
+        return self.show(self.request("GET", f"/v1/jobs/{_q(self._ids(1)[0])}"))
+
+    def _jobs_add(self) -> int:
+        return self.show(self.request("POST", "/v1/jobs", _read_job_file(self._ids(1)[0])))
+
+    def _jobs_edit(self) -> int:
+        ids: list[str] = self.args.args
+        if len(ids) not in (1, 2):
+            raise UsageError("jobs edit: expects JOB_ID [FILE] (without FILE, opens $EDITOR)")
+        current = self.request("GET", f"/v1/jobs/{_q(ids[0])}")
+        if current.status != 200:
+            return self.show(current)
+        spec = _read_job_file(ids[1]) if len(ids) == 2 else _edit_in_editor(current.body)
+        if spec is None:
+            print("no change", file=sys.stderr)
+            return EXIT_OK
+        headers = {"If-Match": f'"{current.body["version"]}"'}
+        return self.show(self.request("PUT", f"/v1/jobs/{_q(ids[0])}", spec, headers))
+
+    def _jobs_rm(self) -> int:
+        return self.show(self.request("DELETE", f"/v1/jobs/{_q(self._ids(1)[0])}"))
+
+    def _jobs_pause(self) -> int:
+        return self.show(self.request("POST", f"/v1/jobs/{_q(self._ids(1)[0])}/pause"))
+
+    def _jobs_resume(self) -> int:
+        return self.show(self.request("POST", f"/v1/jobs/{_q(self._ids(1)[0])}/resume"))
+
+    def _jobs_trigger(self) -> int:
+        return self.show(self.request("POST", f"/v1/jobs/{_q(self._ids(1)[0])}/trigger", {}))
+
+    def _jobs_runs(self) -> int:
+        path = f"/v1/jobs/{_q(self._ids(1)[0])}/runs" + self._list_query(state=self.args.state)
+        return self.show(self.request("GET", path), _runs_table)
+
+    def _runs_list(self) -> int:
+        query = self._list_query(state=self.args.state, job=self.args.job, node=self.args.node_filter)
+        return self.show(self.request("GET", "/v1/runs" + query), _runs_table)
+
+    def _runs_get(self) -> int:
+        return self.show(self.request("GET", f"/v1/runs/{_q(self._ids(1)[0])}"))
+
+    def _runs_output(self) -> int:
+        return self.show(self.request("GET", f"/v1/runs/{_q(self._ids(1)[0])}/output"))
+
+    def _runs_cancel(self) -> int:
+        return self.show(self.request("POST", f"/v1/runs/{_q(self._ids(1)[0])}/cancel"))
+
+    def _nodes_list(self) -> int:
+        return self.show(self.request("GET", "/v1/nodes"), _nodes_table)
+
+    def _nodes_add(self) -> int:
+        return self.show(self.request("POST", "/v1/nodes", _read_job_file(self._ids(1)[0])))
+
+    def _nodes_rm(self) -> int:
+        return self.show(self.request("DELETE", f"/v1/nodes/{_q(self._ids(1)[0])}"))
 
 
-def _call(args: argparse.Namespace, method: str, path: str, body: bytes | None) -> int:
-    request = urllib.request.Request(args.url.rstrip("/") + path, data=body, method=method)
-    request.add_header("Content-Type", "application/json")
-    if args.token:
-        request.add_header("Authorization", f"Bearer {args.token}")
+class Unreachable(Exception):
+    pass
+
+
+def _q(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def _base_url(args: argparse.Namespace) -> str:
+    if args.url:
+        return str(args.url)
+    if os.environ.get("RAFTSCHED_URL"):
+        return os.environ["RAFTSCHED_URL"]
+    if args.config is not None:
+        from . import config
+
+        try:
+            cluster, _ = config.load(
+                args.config, None if len(_node_ids(args.config)) == 1 else _node_ids(args.config)[0]
+            )
+        except ConfigError as exc:
+            raise UsageError(f"config error: {exc}") from None
+        return cluster.nodes[cluster.members[0]].http_url
+    return "http://127.0.0.1:8101"
+
+
+def _node_ids(path: Path) -> list[str]:
+    import configparser
+
+    parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"), interpolation=None)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw = response.read()
-            code = EXIT_OK
-    except urllib.error.HTTPError as exc:
-        raw, code = exc.read(), EXIT_REFUSED
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"raftsched: no node answered at {args.url}: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    data = orjson.loads(raw) if raw else None
-    _print(data, as_json=args.json or code != EXIT_OK)
-    return code
+        parser.read(path)
+    except configparser.Error as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    return [s.split(None, 1)[1] for s in parser.sections() if s.startswith("node ")]
 
 
-def _print(data: Any, *, as_json: bool) -> None:
-    if data is None:
-        return
-    if as_json or not isinstance(data, dict) or "items" not in data:
-        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
-        return
-    items = data["items"]
-    if not items:
+def _read_job_file(path: str) -> Any:
+    try:
+        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        return orjson.loads(raw)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"{path} is not valid JSON: {exc}") from None
+
+
+_READ_ONLY = (
+    "version",
+    "next_fire_at",
+    "last_fire_at",
+    "created_at",
+    "updated_at",
+    "stats",
+    "incarnation",
+    "updated_by",
+    "audit",
+)
+
+
+def _edit_in_editor(job: dict[str, Any]) -> Any:
+    editable = {k: v for k, v in job.items() if k not in _READ_ONLY}
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as f:
+        f.write(orjson.dumps(editable, option=orjson.OPT_INDENT_2))
+        name = f.name
+    try:
+        if subprocess.call([*editor.split(), name]) != 0:
+            raise UsageError(f"{editor} exited with an error; nothing changed")
+        edited = _read_job_file(name)
+    finally:
+        os.unlink(name)
+    return None if edited == editable else edited
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _print_table(rows: list[list[str]]) -> None:
+    if len(rows) <= 1:
         print("(none)")
         return
-    columns = [k for k, v in items[0].items() if not isinstance(v, dict | list)][:8]
-    rows = [[str(item.get(c, "")) for c in columns] for item in items]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _schedule(job: dict[str, Any]) -> str:
+    s = job.get("schedule", {})
+    tz = f" {s['timezone']}" if s.get("timezone", "UTC") != "UTC" else ""
+    if "cron" in s:
+        return f"cron {s['cron']}{tz}"
+    if "every" in s:
+        return f"every {s['every']:g}s"
+    return f"at {s.get('at')}"
+
+
+def _ratio(stats: dict[str, Any]) -> str:
+    ok, bad = stats.get("succeeded", 0), stats.get("failed", 0) + stats.get("timed_out", 0)
+    return f"{ok}/{ok + bad}" if ok + bad else "-"
+
+
+def _jobs_table(body: Any) -> list[list[str]]:
+    rows = [["ID", "SCHEDULE", "NEXT FIRE", "LAST FIRE", "OK/DONE", "PAUSED", "VERSION"]]
+    rows.extend(
+        [
+            job["id"],
+            _schedule(job),
+            job.get("next_fire_at") or "-",
+            job.get("last_fire_at") or "-",
+            _ratio(job.get("stats", {})),
+            "yes" if job.get("paused") else "no",
+            str(job["version"]),
+        ]
+        for job in body["items"]
+    )
+    return rows
+
+
+def _seconds(value: Any) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s"
+
+
+def _runs_table(body: Any) -> list[list[str]]:
+    rows = [["RUN", "STATE", "ATTEMPT", "NODE", "SCHEDULED", "LATENESS", "DURATION"]]
+    rows.extend(
+        [
+            run["run_id"],
+            run["state"],
+            str(run["attempt"]),
+            run.get("node") or "-",
+            run.get("scheduled_at") or "-",
+            _seconds(run.get("lateness")),
+            _seconds(run.get("duration")),
+        ]
+        for run in body["items"]
+    )
+    return rows
+
+
+def _nodes_table(body: Any) -> list[list[str]]:
+    rows = [["ID", "ALIVE", "LEADER", "LOAD", "TAGS", "HTTP"]]
+    for node in body["items"]:
+        tags = ",".join(f"{k}={v}" for k, v in node.get("tags", {}).items()) or "-"
+        rows.append(
+            [
+                node["id"],
+                "yes" if node.get("alive") else "no",
+                "yes" if node.get("leader") else "",
+                f"{node.get('running', 0)}/{node.get('capacity', 0)}",
+                tags,
+                node.get("http", ""),
+            ]
+        )
+    return rows
+
+
+def _status_table(body: Any) -> list[list[str]]:
+    rows = [["NODE", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED", "DIGEST"]]
+    rows.append(
+        [
+            body["node_id"],
+            body["role"],
+            body.get("leader") or "-",
+            str(body["term"]),
+            str(body["commit_index"]),
+            str(body["applied_index"]),
+            body["digest"],
+        ]
+    )
+    return rows
+
+
+_BASH_COMPLETION = r"""# raftsched bash completion: eval "$(raftsched completion bash)"
+_raftsched() {
+  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[1]}
+  if [ "$COMP_CWORD" -eq 1 ]; then
+    COMPREPLY=($(compgen -W "node secret status jobs runs nodes completion --version --help" -- "$cur"))
+  elif [ "$COMP_CWORD" -eq 2 ]; then
+    case "$prev" in
+      jobs) COMPREPLY=($(compgen -W "list get add edit rm pause resume trigger runs" -- "$cur")) ;;
+      runs) COMPREPLY=($(compgen -W "list get output cancel" -- "$cur")) ;;
+      nodes) COMPREPLY=($(compgen -W "list add rm" -- "$cur")) ;;
+      *) COMPREPLY=($(compgen -f -- "$cur")) ;;
+    esac
+  else
+    COMPREPLY=($(compgen -f -- "$cur"))
+  fi
+}
+complete -F _raftsched raftsched"""
 
 
 if __name__ == "__main__":

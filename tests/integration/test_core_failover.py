@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+
 from cluster import Cluster, Sink
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from statekit import T0, job_spec
 
 from raftsched import triggers
 from raftsched.clock import FakeClock
@@ -20,6 +19,8 @@ from raftsched.model import JobSpec, RunState
 from raftsched.records import Run
 from raftsched.scheduler import Scheduler, SchedulerSettings
 from raftsched.state import State
+
+from statekit import T0, job_spec
 
 S = 1000  # milliseconds per second
 BEGIN, FIRE, SET_NODE, REASSIGN = (CommandType.BEGIN_TERM, CommandType.FIRE_RUNS, CommandType.SET_NODE,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from statekit import T0, Driver
-
 from raftsched.commands import CommandType, encode
 from raftsched.model import RunState
 from raftsched.state import State
+
+from statekit import T0, Driver
 
 
 def test_fire_is_idempotent_per_slot_and_run_id_is_deterministic() -> None:
