@@ -27,6 +27,7 @@ from .model import TaskType
 from .replication import RaftSettings, Replicator
 from .scheduler import Scheduler, SchedulerSettings
 from .state import State
+from .transitions import log_transition
 from .worker import Worker, WorkerSettings
 
 __all__ = ["Node", "run_node"]
@@ -91,7 +92,7 @@ class Node:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.state.listeners.append(self._on_applied)
+        self.state.listeners.extend((self._on_applied, log_transition))
         self.raft.role_listeners.append(self.scheduler_wake.set)
         self.raft.start()
         c, n = self.cluster, self.node
