@@ -1,0 +1,91 @@
+"""Routing is a pure function of the candidates: tables of who gets a slot."""
+
+from __future__ import annotations
+
+import pytest
+
+from raftsched.model import Route, RouteStrategy
+from raftsched.routing import Candidate, eligible, pick_nodes
+
+
+def node(
+    node_id: str, running: int = 0, capacity: int = 4, up: bool = True, draining: bool = False, **tags: str
+) -> Candidate:
+    return Candidate(id=node_id, tags=tags, capacity=capacity, running=running, up=up, draining=draining)
+
+
+NODES = [
+    node("n1", 3, zone="a"),
+    node("n2", 0, zone="b"),
+    node("n3", 1, zone="a"),
+    node("n4", up=False, zone="a"),
+]
+
+
+def route(strategy: str, shards: int = 1, **tags: str) -> Route:
+    return Route(strategy=RouteStrategy(strategy), tags=tags, shards=shards)
+
+
+@pytest.mark.parametrize(
+    ("the_route", "expected"),
+    [
+        (route("least_loaded"), ["n2"]),
+        (route("least_loaded", zone="a"), ["n3"]),
+        (route("least_loaded", zone="c"), []),
+        (route("broadcast"), ["n1", "n2", "n3"]),
+        (route("broadcast", zone="a"), ["n1", "n3"]),
+    ],
+)
+def test_fixed_choices(the_route: Route, expected: list[str]) -> None:
+    assert pick_nodes(the_route, "job", "job@1", NODES) == expected
+
+
+def test_down_and_draining_nodes_never_get_runs() -> None:
+    nodes = [node("n1", draining=True), node("n2", up=False), node("n3")]
+    for strategy in RouteStrategy:
+        picked = pick_nodes(route(strategy.value, shards=3), "job", "s", nodes)
+        assert set(picked) == {"n3"}, strategy
+    assert [c.id for c in eligible(nodes, {})] == ["n3"]
+
+
+def test_full_nodes_are_avoided_while_others_have_room() -> None:
+    nodes = [
+        node("n1", running=4, capacity=4),
+        node("n2", running=1, capacity=1),
+        node("n3", running=9, capacity=10),
+    ]
+    assert pick_nodes(route("least_loaded"), "job", "s", nodes) == ["n3"]
+    assert pick_nodes(route("round_robin"), "job", "s", nodes, counter=0) == ["n3"]
+    full = [node("n1", running=4, capacity=4)]
+    assert pick_nodes(route("least_loaded"), "job", "s", full) == ["n1"]  # all full: still runs (queues)
+
+
+def test_round_robin_cycles_in_id_order() -> None:
+    picks = [pick_nodes(route("round_robin"), "job", "s", NODES, counter=k)[0] for k in range(6)]
+    assert picks == ["n1", "n2", "n3", "n1", "n2", "n3"]
+
+
+def test_hash_is_stable_per_job_and_moves_only_the_departed_nodes_jobs() -> None:
+    jobs = [f"job-{i}" for i in range(200)]
+    before = {j: pick_nodes(route("hash"), j, "any", NODES)[0] for j in jobs}
+    again = {j: pick_nodes(route("hash"), j, "other salt", NODES)[0] for j in jobs}
+    assert before == again
+    assert len(set(before.values())) == 3  # spread over the live nodes
+    without_n2 = [n for n in NODES if n.id != "n2"]
+    after = {j: pick_nodes(route("hash"), j, "any", without_n2)[0] for j in jobs}
+    assert all(after[j] == before[j] for j in jobs if before[j] != "n2")
+
+
+def test_random_is_deterministic_per_salt_and_spreads() -> None:
+    picks = [pick_nodes(route("random"), "job", f"job@{k}", NODES)[0] for k in range(300)]
+    assert picks == [pick_nodes(route("random"), "job", f"job@{k}", NODES)[0] for k in range(300)]
+    assert {p: picks.count(p) for p in set(picks)}.keys() == {"n1", "n2", "n3"}
+
+
+def test_shards_give_n_runs_spread_over_nodes() -> None:
+    picked = pick_nodes(route("shards", shards=5), "job", "job@1", NODES)
+    assert len(picked) == 5 and set(picked) == {"n1", "n2", "n3"}
+    assert pick_nodes(route("shards", shards=2, zone="a"), "job", "job@1", NODES) in (
+        ["n1", "n3"],
+        ["n3", "n1"],
+    )
