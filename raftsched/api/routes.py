@@ -395,9 +395,12 @@ def _decode_cursor(raw: str | None) -> str | None:
     if raw is None:
         return None
     try:
-        return base64.urlsafe_b64decode(raw.encode()).decode()
+        decoded = base64.b64decode(raw.encode(), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
         raise ValidationError("not a valid cursor", field="cursor") from None
+    if not decoded:
+        raise ValidationError("not a valid cursor", field="cursor")
+    return decoded
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,0 +1,64 @@
+"""An admin API over a real State and an in-memory Raft, for fast API tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raftsched.clock import FakeClock
+from raftsched.errors import RaftschedError
+from raftsched.replication import RaftStatus
+from raftsched.state import State
+
+T0 = 1_800_000_000_000
+
+
+class MemoryRaft:
+    """Commits by applying at once; `fail_with` makes the next proposals raise that error."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.fail_with: RaftschedError | None = None
+        self.proposals = 0
+
+    async def propose(self, data: bytes, *, timeout_s: float = 10.0) -> dict[str, Any]:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.proposals += 1
+        return self.state.apply(data)
+
+    def status(self) -> RaftStatus:
+        return RaftStatus(
+            role="leader",
+            leader="127.0.0.1:7101",
+            term=1,
+            commit_index=self.state.applied,
+            applied_index=self.state.applied,
+            log_len=self.state.applied,
+            connected={},
+            match_index={},
+        )
+
+    async def wait_applied(self, index: int, timeout_s: float = 5.0) -> None:
+        return None
+
+    def tick_alive(self) -> bool:
+        return True
+
+
+def boot(state: State, clock: FakeClock) -> None:
+    from raftsched.commands import CommandType, encode
+
+    state.apply(
+        encode(
+            CommandType.REGISTER_NODE,
+            {
+                "node": "n1",
+                "http": "http://127.0.0.1:8101",
+                "raft": "127.0.0.1:7101",
+                "tags": {"zone": "a"},
+                "capacity": 4,
+                "now_ms": clock.now_ms(),
+            },
+        )
+    )
+    state.apply(encode(CommandType.BEGIN_TERM, {"term": 1, "leader": "n1", "now_ms": clock.now_ms()}))
