@@ -69,6 +69,8 @@ class RaftSettings:
     log_compaction_min_entries: int = 5000
     log_compaction_min_time_s: float = 300
     fsync: bool = False
+    # PySyncObj's default of 5 s between dials would delay a restarted node's return that long.
+    connection_retry_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,6 +185,7 @@ class Replicator:
             raftMaxTimeout=s.raft_max_timeout_s,
             leaderFallbackTimeout=s.leader_fallback_timeout_s,
             connectionTimeout=s.connection_timeout_s,
+            connectionRetryTime=s.connection_retry_s,
             commandsWaitLeader=False,
             journalFile=str(s.data_dir / "raft.journal"),
             fullDumpFile=str(s.data_dir / "raft.dump"),  # bug 2: never a journal without a dump
@@ -228,6 +231,12 @@ class Replicator:
         deadline = loop.time() + timeout_s
         uncertain, delay, last_reason = False, 0.02, "no leader"
         while (remaining := deadline - loop.time()) > 0:
+            if self._isolated():
+                # A follower cut off from every peer would forward into the void: surely not applied.
+                last_reason = "not connected to any peer"
+                await asyncio.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.5)
+                continue
             try:
                 result, reason = await asyncio.wait_for(self._submit(data), min(remaining, 3.0))
             except TimeoutError:
@@ -242,6 +251,11 @@ class Replicator:
         if uncertain:
             raise Indeterminate(f"the outcome is unknown ({last_reason}); retry with the same request id")
         raise NoLeader(f"not applied: {last_reason}")
+
+    def _isolated(self) -> bool:
+        if not self.settings.partner_addrs or self.is_leader():
+            return False
+        return not any(self.status().connected.values())
 
     def _submit(self, data: bytes) -> asyncio.Future[tuple[Any, int]]:
         loop = asyncio.get_running_loop()

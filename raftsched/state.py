@@ -32,6 +32,7 @@ __all__ = ["SNAPSHOT_VERSION", "State"]
 
 SNAPSHOT_VERSION = 1
 REQUEST_TTL_MS = 24 * 3600 * 1000
+AUDIT_PER_JOB = 20
 MAX_REQUESTS = 100_000
 TERMINAL = frozenset(
     {
@@ -84,6 +85,7 @@ class State:
         self.stats: dict[str, dict[str, Any]] = {}  # job -> counters and summaries
         self.totals: dict[str, Any] = new_stats()
         self.requests: dict[str, tuple[str, Result, int]] = {}
+        self.audit: dict[str, list[dict[str, Any]]] = {}  # job -> its last mutations, oldest first
         self.next_incarnation = 1
         self.listeners: list[Callable[[Command, Result], None]] = []
 
@@ -138,7 +140,28 @@ class State:
             if not isinstance(term, int) or term != self.term:
                 # Older: a deposed leader. Newer: a leader whose BeginTerm has not committed yet.
                 return reject("stale_term", f"term {term} is not the current term {self.term}")
-        return handler(self, body)
+        result = handler(self, body)
+        if result.get("ok") and cmd.type in _AUDITED:
+            self._audit(cmd, result)
+        return result
+
+    def _audit(self, cmd: Command, result: Result) -> None:
+        """Who changed a job, when, to which version: the last AUDIT_PER_JOB entries per job."""
+        body = cmd.body
+        job_id = body.get("job_id") or result.get("job_id") or str(body.get("run_id", "")).partition("@")[0]
+        if job_id not in self.jobs:
+            return
+        action = _AUDITED[cmd.type]
+        if cmd.type is CommandType.PUT_JOB:
+            action = "created" if result.get("created") else "updated"
+        elif cmd.type is CommandType.CANCEL_RUN:
+            action = f"cancelled run {body.get('run_id')}"
+        elif cmd.type is CommandType.TRIGGER_JOB:
+            action = f"triggered run {result.get('run_id')}"
+        trail = self.audit.setdefault(job_id, [])
+        trail.append({"at_ms": body.get("now_ms"), "actor": str(body.get("actor", "")), "action": action,
+                      "version": self.jobs[job_id].version})
+        del trail[:-AUDIT_PER_JOB]
 
     # ------------------------------------------------------------------ cluster
 
@@ -252,6 +275,7 @@ class State:
         for rid in self.job_runs.pop(job.spec.id, {}):
             self.runs.pop(rid, None)
         del self.jobs[job.spec.id]
+        self.audit.pop(job.spec.id, None)
         self.job_active.pop(job.spec.id, None)
         self.stats.pop(job.spec.id, None)
         return ok(job_id=job.spec.id)
@@ -732,6 +756,7 @@ class State:
                 "stats": {k: _stats_dict(v) for k, v in self.stats.items()},
                 "totals": _stats_dict(self.totals),
                 "requests": [[k, *v] for k, v in self.requests.items()],
+                "audit": self.audit,
             }
         )
 
@@ -759,10 +784,19 @@ class State:
         self.stats = {k: _stats_from(v) for k, v in raw["stats"].items()}
         self.totals = _stats_from(raw["totals"])
         self.requests = {k: (fp, res, ms) for k, fp, res, ms in raw["requests"]}
+        self.audit = raw.get("audit", {})
 
     _HANDLERS: dict[CommandType, Callable[[State, dict[str, Any]], Result]] = {}
     _LEADER_COMMANDS = frozenset({CommandType.FIRE_RUNS, CommandType.REASSIGN_RUNS, CommandType.SET_NODE})
 
+
+_AUDITED = {
+    CommandType.PUT_JOB: "updated",
+    CommandType.PAUSE_JOB: "paused",
+    CommandType.RESUME_JOB: "resumed",
+    CommandType.TRIGGER_JOB: "triggered",
+    CommandType.CANCEL_RUN: "cancelled a run",
+}
 
 State._HANDLERS = {t: getattr(State, f"_apply_{t.value}") for t in CommandType}
 

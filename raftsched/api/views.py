@@ -22,6 +22,9 @@ def job_view(job: JobRecord, state: State) -> dict[str, Any]:
         updated_at=iso_ms(job.updated_ms),
         updated_by=job.actor,
         stats=stats_view(state.stats.get(job.spec.id, {})),
+        audit=[
+            {**entry, "at": iso_ms(entry["at_ms"])} for entry in reversed(state.audit.get(job.spec.id, []))
+        ],
     )
     return out
 
