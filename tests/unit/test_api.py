@@ -93,6 +93,18 @@ async def test_job_lifecycle(api: Api) -> None:
     assert status == 202 and cancelled["state"] == "cancelled"
     status, stats = await api.call("GET", "/v1/stats")
     assert status == 200 and stats["jobs"]["nightly"]["cancelled"] == 1 and stats["cluster"]["cancelled"] == 1
+    status, job = await api.call("GET", "/v1/jobs/nightly")
+    actions = [entry["action"] for entry in job["audit"]]
+    assert actions == [
+        f"cancelled run {run['run_id']}",
+        f"triggered run {run['run_id']}",
+        "resumed",
+        "paused",
+        "updated",
+        "created",
+    ]
+    assert job["audit"][-1]["actor"].startswith("api@") and job["audit"][-1]["version"] == 1
+    assert job["audit"][0]["at"] == "2027-01-15T08:00:00.000Z"
     assert (await api.call("DELETE", "/v1/jobs/nightly"))[0] == 204
     assert error((await api.call("GET", "/v1/jobs/nightly"))[1]) == ("not_found", "id")
 
