@@ -42,6 +42,9 @@ class FakeRaft:
     async def wait_applied(self, index: int, timeout_s: float = 5.0) -> None:
         return None
 
+    async def change_membership(self, kind: str, addr: str, *, timeout_s: float = 10.0) -> None:
+        raise AssertionError("GET /metrics must not change the membership")
+
 
 def raft_status(role: str = "follower") -> RaftStatus:
     return RaftStatus(
