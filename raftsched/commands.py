@@ -25,6 +25,9 @@ class CommandType(StrEnum):
     BEGIN_TERM = "begin_term"  # leader: {term, leader, now_ms}
     REGISTER_NODE = "register_node"  # node:   {node, http, raft, tags, capacity, version, now_ms}
     SET_NODE = "set_node"  # leader: {term, node, up, now_ms}
+    ADD_NODE = "add_node"  # api:    {node, raft, http, tags, now_ms, actor}
+    DRAIN_NODE = "drain_node"  # api:    {node, draining, now_ms, actor}
+    REMOVE_NODE = "remove_node"  # leader: {term, node, now_ms}
     PUT_JOB = "put_job"  # api:    {spec, now_ms, next_nominal_ms, mode, if_version, actor}
     DELETE_JOB = "delete_job"  # api:    {job_id, now_ms, if_version, actor}
     PAUSE_JOB = "pause_job"  # api:    {job_id, now_ms, actor}

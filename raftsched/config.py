@@ -670,3 +670,9 @@ def _set_value(line: str, assignment: str) -> str:
     column = match.start() + 1
     padded = assignment.ljust(column) if len(assignment) < column else assignment + " "
     return padded + body[column:] + newline
+
+
+def raft_address(raw: str) -> str:
+    """Check a Raft `host:port` given at run time (POST /v1/nodes); ValueError says what is wrong."""
+    host, port = _raft_host_port(raw)
+    return f"{host}:{port}"

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from . import __version__
 from .api.app import Services, make_app
+from .api.outputs import OUTPUT_DIR
 from .clock import Clock, SystemClock
 from .commands import Command, CommandType, encode
 from .config import ClusterConfig, NodeConfig
@@ -47,6 +48,12 @@ class _Leadership:
 
     def connected_partners(self) -> dict[str, bool]:
         return self.raft.status().connected
+
+    async def change_membership(self, kind: str, addr: str) -> None:
+        await self.raft.change_membership(kind, addr)
+
+    async def transfer_leadership(self) -> bool:
+        return await self.raft.transfer_leadership()
 
 
 class Node:
@@ -152,6 +159,7 @@ class Node:
             max_body_bytes=self.cluster.max_body_bytes,
         )
         runner = web.AppRunner(make_app(services), access_log=None)
+        runner.app[OUTPUT_DIR] = self.cluster.node_data_dir(self.node.id) / "outputs"
         await runner.setup()
         context = None
         if self.node.tls_cert is not None and self.node.tls_key is not None:
@@ -169,6 +177,11 @@ class Node:
         while True:
             with self.state.lock:
                 record = self.state.nodes.get(n.id)
+                removed = n.id in self.state.removed and record is None
+            if removed:
+                log.warning("node %s was removed from the cluster: stopping", n.id, extra={"node": n.id})
+                self.stopping.set()
+                return
             wanted = (n.http_url, n.raft_addr, n.tags, n.capacity, __version__)
             have = (
                 (record.http, record.raft, record.tags, record.capacity, record.version) if record else None

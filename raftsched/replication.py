@@ -252,6 +252,52 @@ class Replicator:
             raise Indeterminate(f"the outcome is unknown ({last_reason}); retry with the same request id")
         raise NoLeader(f"not applied: {last_reason}")
 
+    async def change_membership(self, kind: str, addr: str, *, timeout_s: float = 10.0) -> None:
+        """Add (`kind="add"`) or remove (`"remove"`) a voter; returns once the change is committed.
+
+        One change at a time (Raft's single-server changes): PySyncObj refuses a second while
+        one is uncommitted, which we retry until `timeout_s`. Idempotent: adding a member or
+        removing a non-member returns at once.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if (addr in self.members()) == (kind == "add"):
+                return
+            future: asyncio.Future[tuple[Any, int]] = loop.create_future()
+
+            def done(result: Any, reason: int, future: asyncio.Future[tuple[Any, int]] = future) -> None:
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(_resolve, future, (result, reason))
+
+            sync = self._require()
+            change = sync.addNodeToCluster if kind == "add" else sync.removeNodeFromCluster
+            change(addr, callback=done)
+            try:
+                _, reason = await asyncio.wait_for(future, min(3.0, max(0.1, deadline - loop.time())))
+            except TimeoutError:
+                continue
+            if reason == FAIL_REASON.SUCCESS:
+                return
+            await asyncio.sleep(0.2)
+        raise Indeterminate(f"membership change ({kind} {addr}) not confirmed in {timeout_s:g}s")
+
+    def members(self) -> set[str]:
+        """The Raft addresses of the current voters, this node included."""
+        status = self.status()
+        return {self.settings.self_addr, *status.connected}
+
+    async def transfer_leadership(self, timeout_s: float = 5.0) -> bool:
+        """Hand leadership to the most caught-up follower; True once another node leads."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if not self.is_leader():
+                return True
+            self._require().transferLeadership(callback=lambda result, reason: None)
+            await asyncio.sleep(0.3)
+        return not self.is_leader()
+
     def _isolated(self) -> bool:
         if not self.settings.partner_addrs or self.is_leader():
             return False

@@ -20,8 +20,8 @@ from . import triggers
 from .clock import Clock
 from .commands import CommandType, encode
 from .errors import RaftschedError
-from .model import MisfirePolicy, Overlap, RouteStrategy
-from .records import JobRecord
+from .model import MisfirePolicy, Overlap, RouteStrategy, RunState
+from .records import JobRecord, Run
 from .routing import Candidate, eligible, pick_nodes
 from .state import State
 
@@ -42,6 +42,10 @@ class Leadership(Protocol):
 
     def connected_partners(self) -> dict[str, bool]: ...
 
+    async def change_membership(self, kind: str, addr: str) -> None: ...
+
+    async def transfer_leadership(self) -> bool: ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SchedulerSettings:
@@ -50,6 +54,7 @@ class SchedulerSettings:
     node_timeout_s: float = 5.0
     tick_s: float = 0.05
     history_per_job: int = 100
+    drain_timeout_s: float = 300.0
     output_tail_bytes: int = 4096
 
 
@@ -230,6 +235,8 @@ class Scheduler:
         await self.watch_nodes()
         if self.active_term:
             await self.fire_due()
+        if self.active_term:
+            await self.finish_drains()
 
     async def _begin_term(self, term: int) -> bool:
         s = self.settings
@@ -328,34 +335,60 @@ class Scheduler:
         self._check_term(result, "set_node")
 
     async def reassign_from_down_nodes(self) -> None:
+        """Move every active run of a node committed down, and the pending runs of a draining node
+        (its running runs too once it has drained for longer than `drain_timeout_s`)."""
+        now_ms = self.clock.now_ms()
         moves: list[dict[str, Any]] = []
         with self.state.lock:
             candidates = self.state.candidates()
             for node in self.state.nodes.values():
-                if node.up:
+                if node.up and not node.draining:
                     continue
+                overdue = node.draining and now_ms - node.updated_ms > self.settings.drain_timeout_s * 1000
                 for run in self.state.active_runs_of(node.id):
-                    job = self.state.jobs.get(run.job_id)
-                    route = job.spec.route if job else None
-                    if route is None:
-                        continue
-                    plain = dataclasses.replace(route, strategy=RouteStrategy.LEAST_LOADED)
-                    picked = pick_nodes(plain, run.job_id, run.run_id, candidates)
-                    if picked:
-                        moves.append({"run_id": run.run_id, "attempt": run.attempt, "node": picked[0]})
-                        candidates = _load(candidates, picked[0])
+                    if node.up and run.state is RunState.RUNNING and not overdue:
+                        continue  # a draining node finishes what it runs
+                    candidates = self._move(run, candidates, moves)
         if moves:
             result = await self.propose(
                 encode(
-                    CommandType.REASSIGN_RUNS,
-                    {
-                        "term": self.active_term,
-                        "now_ms": self.clock.now_ms(),
-                        "moves": moves,
-                    },
+                    CommandType.REASSIGN_RUNS, {"term": self.active_term, "now_ms": now_ms, "moves": moves}
                 )
             )
             self._check_term(result, "reassign")
-            log.warning(
-                "reassigned runs of down nodes: moved %s, lost %s", result.get("moved"), result.get("lost")
+            log.warning("reassigned runs: moved %s, lost %s", result.get("moved"), result.get("lost"))
+
+    def _move(self, run: Run, candidates: list[Candidate], moves: list[dict[str, Any]]) -> list[Candidate]:
+        job = self.state.jobs.get(run.job_id)
+        if job is None:
+            return candidates
+        plain = dataclasses.replace(job.spec.route, strategy=RouteStrategy.LEAST_LOADED)
+        picked = pick_nodes(plain, run.job_id, run.run_id, candidates)
+        if not picked:
+            return candidates
+        moves.append({"run_id": run.run_id, "attempt": run.attempt, "node": picked[0]})
+        return _load(candidates, picked[0])
+
+    async def finish_drains(self) -> None:
+        """Remove each drained node: first from the table (it sees that and stops), then from Raft.
+        A draining leader hands leadership over first; the next leader finishes the drain."""
+        with self.state.lock:
+            drained = [
+                n for n in self.state.nodes.values() if n.draining and not self.state.node_active.get(n.id)
+            ]
+        for node in drained:
+            if node.id == self.settings.node_id:
+                log.warning("this node is drained: handing leadership over", extra={"node": node.id})
+                await self.leadership.transfer_leadership()
+                self.active_term = 0
+                return
+            result = await self.propose(
+                encode(
+                    CommandType.REMOVE_NODE,
+                    {"term": self.active_term, "node": node.id, "now_ms": self.clock.now_ms()},
+                )
             )
+            self._check_term(result, "remove_node")
+            if result.get("ok"):
+                await self.leadership.change_membership("remove", node.raft)
+                log.warning("node %s removed from the cluster", node.id, extra={"node": node.id})

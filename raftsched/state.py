@@ -86,6 +86,9 @@ class State:
         self.totals: dict[str, Any] = new_stats()
         self.requests: dict[str, tuple[str, Result, int]] = {}
         self.audit: dict[str, list[dict[str, Any]]] = {}  # job -> its last mutations, oldest first
+        self.removed: dict[
+            str, int
+        ] = {}  # node id -> when it was removed (a removed node may not re-register)
         self.next_incarnation = 1
         self.listeners: list[Callable[[Command, Result], None]] = []
 
@@ -159,8 +162,14 @@ class State:
         elif cmd.type is CommandType.TRIGGER_JOB:
             action = f"triggered run {result.get('run_id')}"
         trail = self.audit.setdefault(job_id, [])
-        trail.append({"at_ms": body.get("now_ms"), "actor": str(body.get("actor", "")), "action": action,
-                      "version": self.jobs[job_id].version})
+        trail.append(
+            {
+                "at_ms": body.get("now_ms"),
+                "actor": str(body.get("actor", "")),
+                "action": action,
+                "version": self.jobs[job_id].version,
+            }
+        )
         del trail[:-AUDIT_PER_JOB]
 
     # ------------------------------------------------------------------ cluster
@@ -176,7 +185,10 @@ class State:
         return ok(term=term)
 
     def _apply_register_node(self, body: dict[str, Any]) -> Result:
+        """A node announces its address, tags and capacity; it is up from now on."""
         node_id = body["node"]
+        if node_id in self.removed:
+            return reject("removed", f"node {node_id!r} was removed from the cluster", "node")
         old = self.nodes.get(node_id)
         self.nodes[node_id] = NodeRecord(
             id=node_id,
@@ -191,6 +203,50 @@ class State:
         )
         self.node_active.setdefault(node_id, {})
         return ok()
+
+    def _apply_add_node(self, body: dict[str, Any]) -> Result:
+        """An operator adds a member: recorded down until the node itself registers."""
+        node_id, raft = body["node"], body["raft"]
+        old = self.nodes.get(node_id)
+        if old is not None:
+            if old.raft != raft:
+                return reject("already_exists", f"node {node_id!r} exists with raft {old.raft}", "id")
+            return ok(node=node_id, created=False)
+        if any(n.raft == raft for n in self.nodes.values()):
+            return reject("already_exists", f"raft address {raft} is taken", "raft")
+        self.removed.pop(node_id, None)
+        self.nodes[node_id] = NodeRecord(
+            id=node_id,
+            http=body["http"],
+            raft=raft,
+            tags=dict(body.get("tags", {})),
+            capacity=int(body.get("capacity", 8)),
+            up=False,
+            updated_ms=body["now_ms"],
+        )
+        self.node_active.setdefault(node_id, {})
+        return ok(node=node_id, created=True)
+
+    def _apply_drain_node(self, body: dict[str, Any]) -> Result:
+        """Draining: no new runs; the leader moves pending ones and removes the node when idle."""
+        node = self.nodes.get(body["node"])
+        if node is None:
+            return reject("not_found", f"no node {body['node']!r}", "id")
+        draining = bool(body.get("draining", True))
+        self.nodes[node.id] = dataclasses.replace(node, draining=draining, updated_ms=body["now_ms"])
+        return ok(node=node.id, draining=draining)
+
+    def _apply_remove_node(self, body: dict[str, Any]) -> Result:
+        """The end of a drain: the node leaves the table once nothing is active on it."""
+        node = self.nodes.get(body["node"])
+        if node is None:
+            return ok(node=body["node"], removed=False)
+        if not node.draining or self.node_active.get(node.id):
+            return reject("rejected", f"node {node.id!r} is not drained", "id")
+        del self.nodes[node.id]
+        self.node_active.pop(node.id, None)
+        self.removed[node.id] = body["now_ms"]
+        return ok(node=node.id, removed=True)
 
     def _apply_set_node(self, body: dict[str, Any]) -> Result:
         node = self.nodes.get(body["node"])
@@ -757,6 +813,7 @@ class State:
                 "totals": _stats_dict(self.totals),
                 "requests": [[k, *v] for k, v in self.requests.items()],
                 "audit": self.audit,
+                "removed": self.removed,
             }
         )
 
@@ -785,9 +842,12 @@ class State:
         self.totals = _stats_from(raw["totals"])
         self.requests = {k: (fp, res, ms) for k, fp, res, ms in raw["requests"]}
         self.audit = raw.get("audit", {})
+        self.removed = raw.get("removed", {})
 
     _HANDLERS: dict[CommandType, Callable[[State, dict[str, Any]], Result]] = {}
-    _LEADER_COMMANDS = frozenset({CommandType.FIRE_RUNS, CommandType.REASSIGN_RUNS, CommandType.SET_NODE})
+    _LEADER_COMMANDS = frozenset(
+        {CommandType.FIRE_RUNS, CommandType.REASSIGN_RUNS, CommandType.SET_NODE, CommandType.REMOVE_NODE}
+    )
 
 
 _AUDITED = {

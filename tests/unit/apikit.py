@@ -19,6 +19,7 @@ class MemoryRaft:
         self.state = state
         self.fail_with: RaftschedError | None = None
         self.proposals = 0
+        self.membership: list[tuple[str, str]] = []
 
     async def propose(self, data: bytes, *, timeout_s: float = 10.0) -> dict[str, Any]:
         if self.fail_with is not None:
@@ -43,6 +44,9 @@ class MemoryRaft:
 
     def tick_alive(self) -> bool:
         return True
+
+    async def change_membership(self, kind: str, addr: str, *, timeout_s: float = 10.0) -> None:
+        self.membership.append((kind, addr))
 
 
 def boot(state: State, clock: FakeClock) -> None:

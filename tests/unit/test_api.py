@@ -238,3 +238,31 @@ async def test_token_required_except_health() -> None:
         assert (await api.call("GET", "/v1/jobs", Authorization="Bearer s3cret-token"))[0] == 200
         status, _ = await api.call("POST", "/v1/jobs", JOB, Authorization="Bearer s3cret-token")
         assert status == 201 and api.state.jobs["nightly"].actor.endswith("(token)")
+
+
+async def test_add_and_drain_nodes(api: Api) -> None:
+    node = {"id": "n4", "raft": "127.0.0.1:7104", "http": "http://127.0.0.1:8104", "tags": {"zone": "d"}}
+    status, added = await api.call("POST", "/v1/nodes", node)
+    assert (
+        status == 200 and added["id"] == "n4" and added["alive"] is False and added["tags"] == {"zone": "d"}
+    )
+    assert api.raft.membership == [("add", "127.0.0.1:7104")]
+    status, again = await api.call("POST", "/v1/nodes", node)  # idempotent
+    assert status == 200
+    status, err = await api.call("POST", "/v1/nodes", {**node, "raft": "127.0.0.1:7105"})
+    assert status == 409 and error(err) == ("already_exists", "id")
+    status, err = await api.call("POST", "/v1/nodes", {**node, "id": "n5"})
+    assert status == 409 and error(err) == ("already_exists", "raft")
+    for bad, field in (
+        ({**node, "raft": "nope"}, "raft"),
+        ({**node, "http": "ftp://x"}, "http"),
+        ({**node, "id": "-x"}, "id"),
+        ({**node, "extra": 1}, "extra"),
+        ({**node, "capacity": 0}, "capacity"),
+    ):
+        status, err = await api.call("POST", "/v1/nodes", bad)
+        assert status == 400 and error(err) == ("validation_error", field)
+    status, drained = await api.call("DELETE", "/v1/nodes/n4")
+    assert status == 202 and drained["draining"] is True
+    status, err = await api.call("DELETE", "/v1/nodes/n9")
+    assert status == 404 and error(err)[0] == "not_found"

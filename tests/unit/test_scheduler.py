@@ -35,6 +35,8 @@ class FakeLeadership:
         self.leader = leader
         self.current_term = term
         self.connected: dict[str, bool] = dict(connected or {})
+        self.membership: list[tuple[str, str]] = []
+        self.transfers = 0
 
     def is_leader(self) -> bool:
         return self.leader
@@ -44,6 +46,13 @@ class FakeLeadership:
 
     def connected_partners(self) -> dict[str, bool]:
         return dict(self.connected)
+
+    async def change_membership(self, kind: str, addr: str) -> None:
+        self.membership.append((kind, addr))
+
+    async def transfer_leadership(self) -> bool:
+        self.transfers += 1
+        return True
 
 
 class Proposer:
@@ -618,3 +627,34 @@ async def test_no_eligible_node_fires_nothing_then_records_missed_past_grace(pol
     catch_up = [T0 + 4 * S] if policy == "fire_once" else []
     assert rig.fired_slots() == catch_up + slots(5, 13)
     assert {r.node for r in rig.runs().values() if r.attempt} == {"n3"}
+
+
+async def test_drain_moves_pending_runs_waits_for_running_then_removes_the_node() -> None:
+    rig = Rig()
+    rig.add("j", overlap="allow")
+    await rig.tick()
+    on_n2 = rig.state.active_runs_of("n2")
+    assert on_n2, "least_loaded spreads the first fires over the nodes"
+    running = on_n2[0]
+    rig.start(running.run_id)
+    rig.cmd(CommandType.DRAIN_NODE, node="n2", draining=True, now_ms=rig.clock.now_ms())
+    await rig.tick(0.1)
+    active = rig.state.active_runs_of("n2")
+    assert [r.run_id for r in active] == [running.run_id]          # pending moved, running stays
+    assert "n2" in rig.state.nodes and not rig.leadership.membership
+    assert all(r.node != "n2" for r in rig.state.runs.values() if r.state is RunState.PENDING)
+    rig.cmd(CommandType.FINISH_RUNS, node="n2", now_ms=rig.clock.now_ms(), items=[
+        {"run_id": running.run_id, "attempt": running.attempt, "outcome": "succeeded",
+         "finished_ms": rig.clock.now_ms()}])
+    await rig.tick(0.1)
+    assert "n2" not in rig.state.nodes and "n2" in rig.state.removed
+    assert rig.leadership.membership == [("remove", raft("n2"))]
+
+
+async def test_a_draining_leader_hands_over_first() -> None:
+    rig = Rig()
+    await rig.tick()
+    rig.cmd(CommandType.DRAIN_NODE, node="n1", draining=True, now_ms=rig.clock.now_ms())
+    await rig.tick(0.1)
+    assert rig.leadership.transfers == 1 and "n1" in rig.state.nodes
+    assert not rig.leadership.membership

@@ -245,3 +245,31 @@ def test_same_log_same_digest_and_snapshot_round_trip() -> None:
     )
     assert restored.apply(tail) == d.state.apply(tail)
     assert restored.digest_hex() == d.state.digest_hex()
+
+
+def test_membership_add_drain_remove_and_no_return() -> None:
+    d = Driver()
+    d.boot()
+    add = {"node": "n4", "raft": "n4:1", "http": "http://n4", "tags": {}, "now_ms": T0}
+    assert d.cmd(CommandType.ADD_NODE, **add)["created"] is True
+    assert d.state.nodes["n4"].up is False  # down until it registers itself
+    assert d.cmd(CommandType.ADD_NODE, **{**add, "raft": "n4:2"})["code"] == "already_exists"
+    d.add("j")
+    d.fire("j", T0 + 1000, node="n4")
+    remove = {"term": 1, "node": "n4", "now_ms": T0 + 2000}
+    assert d.cmd(CommandType.REMOVE_NODE, **remove)["code"] == "rejected"  # not draining
+    d.cmd(CommandType.DRAIN_NODE, node="n4", draining=True, now_ms=T0 + 1500)
+    assert d.cmd(CommandType.REMOVE_NODE, **remove)["code"] == "rejected"  # a run is still on it
+    d.cmd(
+        CommandType.REASSIGN_RUNS,
+        term=1,
+        now_ms=T0 + 1600,
+        moves=[{"run_id": "j@1800000001000", "attempt": 1, "node": "n2"}],
+    )
+    assert d.cmd(CommandType.REMOVE_NODE, **remove)["removed"] is True
+    assert "n4" not in d.state.nodes and "n4" in d.state.removed
+    register = {"node": "n4", "http": "http://n4", "raft": "n4:1", "now_ms": T0 + 3000}
+    assert d.cmd(CommandType.REGISTER_NODE, **register)["code"] == "removed"
+    assert d.cmd(CommandType.ADD_NODE, **add)["created"] is True  # an operator may add it again
+    assert d.cmd(CommandType.REGISTER_NODE, **register)["ok"]
+    assert d.state.nodes["n4"].up
