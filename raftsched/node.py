@@ -55,6 +55,9 @@ class _Leadership:
     async def transfer_leadership(self) -> bool:
         return await self.raft.transfer_leadership()
 
+    async def wait_replicated(self, addr: str) -> bool:
+        return await self.raft.wait_replicated(addr)
+
 
 class Node:
     def __init__(self, cluster: ClusterConfig, node: NodeConfig, clock: Clock | None = None) -> None:

@@ -282,6 +282,20 @@ class Replicator:
             await asyncio.sleep(0.2)
         raise Indeterminate(f"membership change ({kind} {addr}) not confirmed in {timeout_s:g}s")
 
+    async def wait_replicated(self, addr: str, timeout_s: float = 2.0) -> bool:
+        """On the leader: wait until `addr` holds everything committed so far, plus a few heartbeats
+        for it to learn the commit index (so it applies what was just committed)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        target = self.status().commit_index
+        while loop.time() < deadline:
+            status = self.status()
+            if status.match_index.get(addr, 0) >= target:
+                await asyncio.sleep(4 * self.settings.append_entries_period_s)
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
     def members(self) -> set[str]:
         """The Raft addresses of the current voters, this node included."""
         status = self.status()

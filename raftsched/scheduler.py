@@ -46,6 +46,8 @@ class Leadership(Protocol):
 
     async def transfer_leadership(self) -> bool: ...
 
+    async def wait_replicated(self, addr: str) -> bool: ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SchedulerSettings:
@@ -390,5 +392,6 @@ class Scheduler:
             )
             self._check_term(result, "remove_node")
             if result.get("ok"):
+                await self.leadership.wait_replicated(node.raft)  # so that it sees itself removed and stops
                 await self.leadership.change_membership("remove", node.raft)
                 log.warning("node %s removed from the cluster", node.id, extra={"node": node.id})

@@ -42,6 +42,7 @@ def free_ports(n: int) -> list[int]:
 class Cluster:
     root: Path
     size: int = 3
+    members: int | None = None  # the first N nodes are the initial voters; the rest wait to be added
     cluster_keys: dict[str, Any] = field(default_factory=dict)
     node_keys: dict[str, Any] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -64,6 +65,8 @@ class Cluster:
             "node_timeout_s": 2,
             **self.cluster_keys,
         }
+        if self.members is not None:
+            keys["members"] = ",".join(self.ids[: self.members])
         lines = ["[cluster]", *(f"{k} = {v}" for k, v in keys.items())]
         for node in self.ids:
             raft, http = self.ports[node]
@@ -106,6 +109,17 @@ class Cluster:
 
     def alive(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.poll() is None]
+
+    def node_body(self, node: str) -> dict[str, Any]:
+        """The POST /v1/nodes body that adds `node` as its [node] section describes it."""
+        raft, http = self.ports[node]
+        return {"id": node, "raft": f"127.0.0.1:{raft}", "http": self.url(node)}
+
+    def wait_exit(self, node: str, timeout: float = 30) -> int:
+        """Wait for a node to exit by itself (a removed node stops); returns its status."""
+        code = self.procs[node].wait(timeout)
+        del self.procs[node]
+        return code
 
     def kill(self, node: str) -> None:
         proc = self.procs.pop(node)

@@ -54,6 +54,9 @@ class FakeLeadership:
         self.transfers += 1
         return True
 
+    async def wait_replicated(self, addr: str) -> bool:
+        return True
+
 
 class Proposer:
     """A log that commits at once: applies the bytes to the shared state, records command and result.

@@ -1,0 +1,95 @@
+"""Grow and shrink a live cluster under load: no slot lost, none doubled."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from cluster import Cluster, Sink
+
+pytestmark = pytest.mark.integration
+
+
+def _ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _wait(what: str, check: Any, cluster: Cluster, timeout: float = 40) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}\n{cluster.logs()}")
+
+
+def _nodes(cluster: Cluster, via: str) -> dict[str, dict[str, Any]]:
+    code, body = cluster.api(via, "GET", "/v1/nodes")
+    return {n["id"]: n for n in body["items"]} if code == 200 else {}
+
+
+def test_grow_to_five_and_shrink_back_under_load(make_cluster: Any, sink: Sink) -> None:
+    cluster: Cluster = make_cluster(size=5, members=3)
+    cluster.start("n1", "n2", "n3")
+    cluster.leader()
+    cluster.wait_registered(3)
+    job = {
+        "id": "tick",
+        "schedule": {"every": 0.5},
+        "overlap": "allow",
+        "task": {"type": "http", "method": "POST", "url": f"{sink.url}/tick"},
+        "misfire": {"policy": "fire_all", "grace": 120, "max_catchup": 1000},
+    }
+    code, created = cluster.api("n2", "POST", "/v1/jobs", job)
+    assert code == 201, created
+
+    # n4 and n5 start empty, wait outside the cluster, are added one at a time and catch up.
+    for new in ("n4", "n5"):
+        cluster.start(new)
+        _wait(f"{new}'s API", lambda new=new: cluster.status(new), cluster)
+        time.sleep(1)
+        assert cluster.status(new)["digest"].startswith("0:")  # not a member yet: it has applied nothing
+        code, body = cluster.api("n1", "POST", "/v1/nodes", cluster.node_body(new))
+        assert code == 200, body
+        _wait(f"{new} to register", lambda new=new: _nodes(cluster, "n1").get(new, {}).get("alive"), cluster)
+    cluster.wait_same_digest()
+    _wait(
+        "runs on the new nodes",
+        lambda: {e["x-raftsched-node"] for e in sink.for_job("tick")} >= {"n4", "n5"},
+        cluster,
+    )
+
+    # Shrink back: drain and remove n5 and n4; each stops by itself.
+    for gone in ("n5", "n4"):
+        code, body = cluster.api("n1", "DELETE", f"/v1/nodes/{gone}")
+        assert code == 202 and body["draining"], body
+        _wait(f"{gone} to leave", lambda gone=gone: gone not in _nodes(cluster, "n1"), cluster)
+        assert cluster.wait_exit(gone) == 0
+
+    # Remove the leader: it hands leadership over first, then the new leader removes it.
+    leader = cluster.leader()
+    code, body = cluster.api(leader, "DELETE", f"/v1/nodes/{leader}")
+    assert code == 202, body
+    survivor = next(n for n in ("n1", "n2", "n3") if n != leader)
+    _wait("the old leader to leave", lambda: leader not in _nodes(cluster, survivor), cluster)
+    assert cluster.wait_exit(leader) == 0
+    new_leader = cluster.leader()
+    assert new_leader != leader
+
+    time.sleep(2)
+    code, paused = cluster.api(new_leader, "POST", "/v1/jobs/tick/pause")
+    assert code == 200, paused
+    time.sleep(3)
+    events = sink.for_job("tick")
+    executed = [(e["x-raftsched-run-id"], e["x-raftsched-attempt"]) for e in events]
+    assert len(executed) == len(set(executed)), "a (run, attempt) executed twice"
+    slots = {_ms(e["x-raftsched-scheduled-at"]) for e in events}
+    start, stop = _ms(created["created_at"]), _ms(paused["updated_at"]) - 1000
+    due = [start + k * 500 for k in range(1, 10_000) if start + k * 500 <= stop]
+    missing = [s for s in due if s not in slots]
+    assert not missing, f"slots never executed: {missing}\n{cluster.logs()}"
+    cluster.wait_same_digest()
