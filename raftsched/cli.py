@@ -58,12 +58,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     _client_parser(sub.add_parser("runs", help="list, show, read the output of, cancel runs"), RUN_ACTIONS)
     _client_parser(sub.add_parser("nodes", help="list, add, remove cluster members"), NODE_ACTIONS)
+    backup = sub.add_parser("backup", help="write the job table (and with --runs, run history) to FILE")
+    backup.add_argument("file", help="where to write the backup (- for stdout)")
+    backup.add_argument("--runs", action="store_true", help="include the run history")
+    _client_parser(backup, [])
+    restore = sub.add_parser("restore", help="load the jobs of a backup FILE into the cluster")
+    restore.add_argument("file", help="a file written by `raftsched backup`")
+    restore.add_argument("--dry-run", action="store_true", help="only list what would change")
+    _client_parser(restore, [])
     return p
 
 
 JOB_ACTIONS = ["list", "get", "add", "edit", "rm", "pause", "resume", "trigger", "runs"]
 RUN_ACTIONS = ["list", "get", "output", "cancel"]
 NODE_ACTIONS = ["list", "add", "rm"]
+RESTORE_CHUNK = 200  # jobs per request: a backup may be larger than the API's body limit
 
 
 def _client_parser(p: argparse.ArgumentParser, actions: list[str]) -> None:
@@ -258,6 +267,46 @@ class Client:
     def _runs_cancel(self) -> int:
         return self.show(self.request("POST", f"/v1/runs/{_q(self._ids(1)[0])}/cancel"))
 
+    def _backup(self) -> int:
+        resp = self.request("GET", "/v1/backup" + ("?runs=true" if self.args.runs else ""))
+        if resp.status != 200:
+            return self.show(resp)
+        data = orjson.dumps(resp.body, option=orjson.OPT_INDENT_2)
+        if self.args.file == "-":
+            sys.stdout.write(data.decode() + "\n")
+        else:
+            tmp = Path(self.args.file + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, self.args.file)
+            print(f"{len(resp.body['jobs'])} jobs written to {self.args.file}", file=sys.stderr)
+        return EXIT_OK
+
+    def _restore(self) -> int:
+        doc = _read_job_file(self.args.file)
+        if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), list):
+            raise UsageError(f"{self.args.file} is not a raftsched backup")
+        query = "?dry_run=true" if self.args.dry_run else ""
+        totals: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
+        jobs = doc["jobs"]
+        for start in range(0, max(len(jobs), 1), RESTORE_CHUNK):
+            chunk = {**doc, "jobs": jobs[start : start + RESTORE_CHUNK]}
+            chunk.pop("runs", None)
+            resp = self.request("POST", "/v1/restore" + query, chunk)
+            if resp.status != 200:
+                return self.show(resp)
+            for key in totals:
+                totals[key] += resp.body.get(key, [])
+        if self.args.json:
+            print(orjson.dumps({"dry_run": self.args.dry_run, **totals}, option=orjson.OPT_INDENT_2).decode())
+        else:
+            verb = "would be" if self.args.dry_run else "were"
+            for key, ids in totals.items():
+                print(
+                    f"{len(ids)} jobs {verb} {key}"
+                    + (f": {', '.join(ids[:20])}" if ids and key != "unchanged" else "")
+                )
+        return EXIT_OK
+
     def _nodes_list(self) -> int:
         return self.show(self.request("GET", "/v1/nodes"), _nodes_table)
 
@@ -445,7 +494,8 @@ _BASH_COMPLETION = r"""# raftsched bash completion: eval "$(raftsched completion
 _raftsched() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[1]}
   if [ "$COMP_CWORD" -eq 1 ]; then
-    COMPREPLY=($(compgen -W "node secret status jobs runs nodes completion --version --help" -- "$cur"))
+    local commands="node secret status jobs runs nodes backup restore completion --version --help"
+    COMPREPLY=($(compgen -W "$commands" -- "$cur"))
   elif [ "$COMP_CWORD" -eq 2 ]; then
     case "$prev" in
       jobs) COMPREPLY=($(compgen -W "list get add edit rm pause resume trigger runs" -- "$cur")) ;;

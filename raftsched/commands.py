@@ -33,6 +33,9 @@ class CommandType(StrEnum):
     PAUSE_JOB = "pause_job"  # api:    {job_id, now_ms, actor}
     RESUME_JOB = "resume_job"  # api:    {job_id, now_ms, next_nominal_ms, actor}
     TRIGGER_JOB = "trigger_job"  # api:    {job_id, now_ms, node, env, kwargs, actor}
+    RESTORE_JOBS = (
+        "restore_jobs"  # api: {now_ms, actor, jobs: [{spec, created_ms, last_slot_ms, next_nominal_ms}]}
+    )
     CANCEL_RUN = "cancel_run"  # api:    {run_id, now_ms, actor}
     FIRE_RUNS = "fire_runs"  # leader: {term, now_ms, fires: [...], skips: [...]}
     REASSIGN_RUNS = "reassign_runs"  # leader: {term, now_ms, moves: [{run_id, attempt, node}]}

@@ -313,6 +313,36 @@ class State:
         self.stats[spec.id] = new_stats()
         return ok(job_id=spec.id, version=1, created=True)
 
+    def _apply_restore_jobs(self, body: dict[str, Any]) -> Result:
+        """Recreate jobs from a backup with their own creation time and schedule position, so that
+        `every` phases and next fire times survive; jobs that exist are left to the caller."""
+        restored, existing, invalid = [], [], []
+        for item in body.get("jobs", ()):
+            try:
+                spec = JobSpec.from_dict(item["spec"])
+            except (RaftschedError, KeyError, TypeError):
+                invalid.append(str((item.get("spec") or {}).get("id", "?")))
+                continue
+            if spec.id in self.jobs:
+                existing.append(spec.id)
+                continue
+            self._create_job(spec, {**body, "next_nominal_ms": item.get("next_nominal_ms")})
+            self.jobs[spec.id] = dataclasses.replace(
+                self.jobs[spec.id],
+                created_ms=item.get("created_ms", body["now_ms"]),
+                last_slot_ms=item.get("last_slot_ms"),
+            )
+            self.audit.setdefault(spec.id, []).append(
+                {
+                    "at_ms": body["now_ms"],
+                    "actor": str(body.get("actor", "")),
+                    "action": "restored from a backup",
+                    "version": 1,
+                }
+            )
+            restored.append(spec.id)
+        return ok(restored=restored, existing=existing, invalid=invalid)
+
     def _job_or_reject(self, body: dict[str, Any]) -> JobRecord | Result:
         job = self.jobs.get(body.get("job_id", ""))
         if job is None:

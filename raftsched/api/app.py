@@ -41,6 +41,8 @@ class Raft(Protocol):
 
     def tick_alive(self) -> bool: ...
 
+    async def change_membership(self, kind: str, addr: str, *, timeout_s: float = 10.0) -> None: ...
+
 
 @dataclass(slots=True, kw_only=True)
 class Services:
@@ -59,15 +61,17 @@ class Services:
         return None
 
     async def write(
-        self, request: web.Request, cmd_type: CommandType, body: dict[str, Any]
+        self, request: web.Request, cmd_type: CommandType, body: dict[str, Any], *, part: str = ""
     ) -> dict[str, Any]:
-        """Propose a write; raise the matching error for a rejection. Idempotent by key."""
+        """Propose a write; raise the matching error for a rejection. Idempotent by key.
+
+        `part` tells apart the several commands one request may propose (a restore)."""
         key = request.headers.get("Idempotency-Key")
         raw = await request.read()
         fingerprint = hashlib.sha256(
             request.method.encode() + request.path.encode() + b"\0" + raw
         ).hexdigest()
-        rid = f"idem:{key}" if key else f"req:{uuid.uuid4().hex}"
+        rid = f"idem:{key}{part}" if key else f"req:{uuid.uuid4().hex}"
         body = {
             **body,
             "now_ms": body.get("now_ms", self.clock.now_ms()),
@@ -143,14 +147,14 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
 
 def make_app(services: Services) -> web.Application:
     # Imported here so that importing this module does nothing.
-    from . import dashboard, metrics, outputs, routes
+    from . import backup, dashboard, members, metrics, outputs, routes
 
     app = web.Application(
         client_max_size=services.max_body_bytes,
         middlewares=[error_middleware, auth_middleware(services.api_token)],
     )
     app[SERVICES] = services
-    for module in (routes, outputs, metrics, dashboard):
+    for module in (routes, members, backup, outputs, metrics, dashboard):
         module.add_routes(app)
     return app
 

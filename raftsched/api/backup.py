@@ -1,0 +1,137 @@
+"""Backup and restore of the job table (and optionally run history) over the API.
+
+`GET /v1/backup` exports a consistent, versioned document: it first commits a no-op so that
+this node has applied everything committed before the call, then copies the state under its
+lock. `POST /v1/restore` takes a chunk of that document's jobs: absent jobs are recreated with
+their creation time and schedule position (next fire times survive), existing jobs that differ
+are replaced like a PUT, equal ones are left alone; `?dry_run=true` only reports which is which.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .. import __version__, triggers
+from ..commands import CommandType, encode
+from ..errors import ValidationError
+from ..model import JobSpec, iso_ms, parse_iso_ms
+from .app import SERVICES, Services, json_response, read_json
+from .views import run_view
+
+__all__ = ["BACKUP_FORMAT", "add_routes"]
+
+BACKUP_FORMAT = "raftsched-backup"
+BACKUP_VERSION = 1
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/backup")
+async def backup(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    await svc.raft.propose(encode(CommandType.NOOP, {"now_ms": svc.clock.now_ms()}))
+    with_runs = request.query.get("runs") == "true"
+    with svc.state.lock:
+        jobs = [
+            {
+                "spec": j.spec.to_dict(),
+                "created_at": iso_ms(j.created_ms),
+                "last_slot_at": iso_ms(j.last_slot_ms),
+                "next_fire_at": iso_ms(j.next_nominal_ms),
+                "version": j.version,
+            }
+            for j in svc.state.jobs.values()
+        ]
+        runs = [run_view(r) for r in svc.state.runs.values()] if with_runs else None
+        digest = svc.state.digest_hex()
+    doc: dict[str, Any] = {
+        "format": BACKUP_FORMAT,
+        "version": BACKUP_VERSION,
+        "raftsched": __version__,
+        "created_at": iso_ms(svc.clock.now_ms()),
+        "node": svc.node_id,
+        "digest": digest,
+        "jobs": jobs,
+    }
+    if runs is not None:
+        doc["runs"] = runs
+    return json_response(doc)
+
+
+def _entries(body: Any) -> list[tuple[JobSpec, dict[str, Any]]]:
+    if not isinstance(body, dict) or body.get("format") != BACKUP_FORMAT:
+        raise ValidationError(f"not a {BACKUP_FORMAT} document", field="format")
+    if body.get("version") != BACKUP_VERSION:
+        raise ValidationError(f"unsupported backup version {body.get('version')!r}", field="version")
+    if not isinstance(body.get("jobs"), list):
+        raise ValidationError("must be a list", field="jobs")
+    out = []
+    for i, item in enumerate(body["jobs"]):
+        if not isinstance(item, dict):
+            raise ValidationError("must be an object", field=f"jobs.{i}")
+        try:
+            spec = JobSpec.from_dict(item.get("spec"))
+            triggers.check_schedule(spec.schedule)
+        except ValidationError as exc:
+            raise ValidationError(exc.message, field=f"jobs.{i}.spec.{exc.field}") from None
+        times = {
+            key: parse_iso_ms(item[key], f"jobs.{i}.{key}") if item.get(key) else None
+            for key in ("created_at", "last_slot_at", "next_fire_at")
+        }
+        out.append((spec, times))
+    return out
+
+
+def _plan(svc: Services, entries: list[tuple[JobSpec, dict[str, Any]]]) -> dict[str, list[str]]:
+    plan: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
+    with svc.state.lock:
+        for spec, _ in entries:
+            old = svc.state.jobs.get(spec.id)
+            key = "created" if old is None else "unchanged" if old.spec == spec else "updated"
+            plan[key].append(spec.id)
+    return plan
+
+
+@routes.post("/v1/restore")
+async def restore(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    entries = _entries(await read_json(request))
+    plan = _plan(svc, entries)
+    if request.query.get("dry_run") == "true":
+        return json_response({"dry_run": True, **plan})
+    now_ms = svc.clock.now_ms()
+    by_id = {spec.id: (spec, times) for spec, times in entries}
+    fresh = [
+        {
+            "spec": by_id[jid][0].to_dict(),
+            "created_ms": by_id[jid][1]["created_at"] or now_ms,
+            "last_slot_ms": by_id[jid][1]["last_slot_at"],
+            "next_nominal_ms": by_id[jid][1]["next_fire_at"],
+        }
+        for jid in plan["created"]
+    ]
+    if fresh:
+        await svc.write(request, CommandType.RESTORE_JOBS, {"jobs": fresh}, part=":restore")
+    for jid in plan["updated"]:
+        spec = by_id[jid][0]
+        with svc.state.lock:
+            old = svc.state.jobs.get(jid)
+        after = old.last_slot_ms if old is not None and old.last_slot_ms is not None else now_ms
+        created = old.created_ms if old is not None else now_ms
+        await svc.write(
+            request,
+            CommandType.PUT_JOB,
+            {
+                "spec": spec.to_dict(),
+                "now_ms": now_ms,
+                "mode": "put",
+                "next_nominal_ms": triggers.next_fire_ms(spec.schedule, after, created_ms=created),
+            },
+            part=f":{jid}",
+        )
+    return json_response({"dry_run": False, **plan})
+
+
+def add_routes(app: web.Application) -> None:
+    app.add_routes(routes)
