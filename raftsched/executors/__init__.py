@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..model import TaskType
+from ._reaper import GroupLedger
 from .base import (
     ExecPolicy,
     ExecResult,
@@ -34,6 +35,7 @@ __all__ = [
     "ExecPolicy",
     "ExecResult",
     "Executor",
+    "GroupLedger",
     "HttpExecutor",
     "Outcome",
     "OutputSink",

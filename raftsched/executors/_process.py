@@ -4,7 +4,9 @@ A task is its process group (`start_new_session=True`). On timeout or cancellati
 SIGTERM, then SIGKILL after the policy's grace. When the main process exits on its own, whatever it
 left running in its group is stopped the same way: no task outlives its run, and nothing keeps the
 output pipe open. (A process that leaves the group with setsid escapes the kill; the run stops
-reading its output after a short drain.)
+reading its output after a short drain.) When the node itself dies, the child dies with it
+(parent-death signal, set by an exec wrapper), and the caller may record the group (`on_group`)
+so that the node's next life can kill what is left: see `_reaper`.
 
 stdout and stderr share one pipe that the event loop reads into an `OutputSink` as data arrives,
 so memory stays bounded whatever the task prints.
@@ -20,9 +22,10 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from ._reaper import pdeathsig_argv
 from .base import ExecResult, OutputSink, RunContext, failed, identity_env, timed_out
 
 __all__ = [
@@ -75,10 +78,15 @@ async def run_in_group(
     grace_s: float,
     stdin_data: bytes | None = None,
     pass_fds: Collection[int] = (),
+    on_group: Callable[[int], None] | None = None,
+    die_with_parent: bool = True,
 ) -> GroupExit:
     """Run `argv` in a new session, output into `sink`; raise StartFailed if it cannot start.
 
-    On cancellation the group is stopped and CancelledError propagates.
+    `on_group(pgid)` is called as soon as the group exists; when this returns or raises, the
+    group has been stopped. `die_with_parent=False` is for a child that sets its own
+    parent-death signal (the python runner). On cancellation the group is stopped and
+    CancelledError propagates.
     """
     read_fd, write_fd = os.pipe()
     try:
@@ -88,10 +96,10 @@ async def run_in_group(
         raise
     try:
         try:
-            proc = await _spawn(argv, env, cwd, write_fd, stdin_data, pass_fds)
+            proc = await _spawn(argv, env, cwd, write_fd, stdin_data, pass_fds, die_with_parent)
         finally:
             os.close(write_fd)
-        return await _supervise(proc, eof, timeout_s=timeout_s, grace_s=grace_s)
+        return await _supervise(proc, eof, timeout_s=timeout_s, grace_s=grace_s, on_group=on_group)
     finally:
         transport.close()
 
@@ -130,10 +138,12 @@ async def _spawn(
     out_fd: int,
     stdin_data: bytes | None,
     pass_fds: Collection[int],
+    die_with_parent: bool,
 ) -> asyncio.subprocess.Process:
     try:
+        command = pdeathsig_argv(argv, env, cwd) if die_with_parent else list(argv)
         proc = await asyncio.create_subprocess_exec(
-            *argv,
+            *command,
             stdin=asyncio.subprocess.PIPE if stdin_data is not None else asyncio.subprocess.DEVNULL,
             stdout=out_fd,
             stderr=out_fd,
@@ -152,9 +162,16 @@ async def _spawn(
 
 
 async def _supervise(
-    proc: asyncio.subprocess.Process, eof: asyncio.Future[None], *, timeout_s: float | None, grace_s: float
+    proc: asyncio.subprocess.Process,
+    eof: asyncio.Future[None],
+    *,
+    timeout_s: float | None,
+    grace_s: float,
+    on_group: Callable[[int], None] | None,
 ) -> GroupExit:
     try:
+        if on_group is not None:
+            on_group(proc.pid)
         expired = await _wait_leader(proc, timeout_s)
         await stop_group(proc, grace_s)  # all of it after a timeout; leftovers after an exit
         await asyncio.wait([eof], timeout=DRAIN_S)

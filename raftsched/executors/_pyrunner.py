@@ -1,6 +1,9 @@
 """Child-process entry point for python tasks::
 
-    python -P -u -m raftsched.executors._pyrunner TARGET RESULT_FD
+    python -P -u -m raftsched.executors._pyrunner TARGET RESULT_FD [NODE_PID]
+
+With NODE_PID, the runner first asks to be killed when its parent (the node) dies, and exits at
+once if the node has already died (see `_reaper`).
 
 stdin carries one JSON object `{"kwargs": {...}, "context": {...}, "allow": [...]}`. What the
 callable prints is the run's output, followed by its return value (`[raftsched] returned: <JSON
@@ -23,6 +26,7 @@ from typing import NoReturn
 import orjson
 
 from ._pycall import Report, run_target
+from ._reaper import set_parent_death_signal
 
 __all__ = ["RESULT_MAX", "encode_outcome", "main"]
 
@@ -41,7 +45,10 @@ def encode_outcome(report: Report) -> bytes:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    target, fd_text = (sys.argv[1:] if argv is None else argv)[:2]
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) > 2:
+        set_parent_death_signal(int(args[2]))
+    target, fd_text = args[:2]
     result_fd = int(fd_text)
     os.set_inheritable(result_fd, False)  # processes the task starts must not hold it
     payload = orjson.loads(sys.stdin.buffer.read())

@@ -7,6 +7,7 @@ comes from the executing node's own config (DESIGN.md §5), never from the job.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
@@ -77,7 +78,13 @@ class Executor(Protocol):
     """Runs one kind of task. Called from the event loop; one instance serves many runs at once."""
 
     async def run(
-        self, task: TaskSpec, ctx: RunContext, *, timeout_s: float | None, output_path: Path | None
+        self,
+        task: TaskSpec,
+        ctx: RunContext,
+        *,
+        timeout_s: float | None,
+        output_path: Path | None,
+        on_group: Callable[[int], None] | None = None,
     ) -> ExecResult:
         """Run `task` once and say how it ended.
 
@@ -88,6 +95,10 @@ class Executor(Protocol):
         CancelledError is re-raised. The full output is appended to `output_path` when given (the
         caller owns retention); `output_tail` is its last `output_tail_bytes` bytes, decoded
         UTF-8 with errors="replace". Raises OSError only when `output_path` cannot be opened.
+        `on_group(pgid)` is called, on the event loop, with the id of each process group the run
+        starts, as soon as it exists (never for runs without processes); when `run` returns or
+        raises, those groups have been stopped. A started process dies with the node (see
+        `_reaper`).
         """
         ...
 

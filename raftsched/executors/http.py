@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 
@@ -123,7 +123,13 @@ class HttpExecutor:
         self._session: aiohttp.ClientSession | None = None
 
     async def run(
-        self, task: TaskSpec, ctx: RunContext, *, timeout_s: float | None, output_path: Path | None
+        self,
+        task: TaskSpec,
+        ctx: RunContext,
+        *,
+        timeout_s: float | None,
+        output_path: Path | None,
+        on_group: Callable[[int], None] | None = None,
     ) -> ExecResult:
         try:
             url = check_url(task.url, self._policy.http_allow)

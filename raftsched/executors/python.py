@@ -1,7 +1,8 @@
 """Python tasks: `pkg.module:function` under the node's python_allow, in a child process by default.
 
 The child (`python -P -u -m raftsched.executors._pyrunner`) runs in its own process group, so it
-is killed with everything it started on timeout or cancellation. Its environment is the scrubbed
+is killed with everything it started on timeout or cancellation; it sets its own parent-death
+signal first thing, so it also dies with the node (see `_reaper`). Its environment is the scrubbed
 node environment, plus `PYTHONPATH` set to the node's own `sys.path` (so the child imports exactly
 what the node would, in the same order), plus the task's env, plus the identity variables. A task's
 env may not set `PYTHON*` variables: the node, not the job, decides what code python loads.
@@ -19,7 +20,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,13 @@ class PythonExecutor:
         self._policy = policy
 
     async def run(
-        self, task: TaskSpec, ctx: RunContext, *, timeout_s: float | None, output_path: Path | None
+        self,
+        task: TaskSpec,
+        ctx: RunContext,
+        *,
+        timeout_s: float | None,
+        output_path: Path | None,
+        on_group: Callable[[int], None] | None = None,
     ) -> ExecResult:
         try:
             target = self._check(task)
@@ -51,7 +58,7 @@ class PythonExecutor:
         with OutputSink(self._policy.output_tail_bytes, output_path) as sink:
             if task.in_process:
                 return await self._run_in_thread(target, task, ctx, timeout_s, sink)
-            return await self._run_in_child(target, task, ctx, timeout_s, sink)
+            return await self._run_in_child(target, task, ctx, timeout_s, sink, on_group)
 
     async def close(self) -> None:
         """Nothing to release: every run owns its process (threads of in-process runs are daemons)."""
@@ -70,7 +77,13 @@ class PythonExecutor:
     # ------------------------------------------------------------ child process
 
     async def _run_in_child(
-        self, target: str, task: TaskSpec, ctx: RunContext, timeout_s: float | None, sink: OutputSink
+        self,
+        target: str,
+        task: TaskSpec,
+        ctx: RunContext,
+        timeout_s: float | None,
+        sink: OutputSink,
+        on_group: Callable[[int], None] | None,
     ) -> ExecResult:
         try:
             payload = self._payload(task, ctx)
@@ -80,7 +93,7 @@ class PythonExecutor:
         os.set_blocking(read_fd, False)
         try:
             ended = await run_in_group(
-                [sys.executable, "-P", "-u", "-m", RUNNER, target, str(write_fd)],
+                [sys.executable, "-P", "-u", "-m", RUNNER, target, str(write_fd), str(os.getpid())],
                 env=child_env(task.env, ctx, PYTHONPATH=node_pythonpath()),
                 cwd=None,
                 sink=sink,
@@ -88,6 +101,8 @@ class PythonExecutor:
                 grace_s=self._policy.kill_grace_s,
                 stdin_data=payload,
                 pass_fds=(write_fd,),
+                on_group=on_group,
+                die_with_parent=False,  # the runner sets its own parent-death signal
             )
             outcome = None if ended.timed_out else _read_outcome(read_fd)
         except StartFailed as exc:

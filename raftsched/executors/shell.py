@@ -2,11 +2,12 @@
 
 An argv list needs no shell and so cannot be re-interpreted by one; a string goes to `/bin/sh -c`
 only on nodes whose own config says `allow_shell = true` (DESIGN.md §5). The process runs in its
-own process group with a scrubbed environment (see `_process`).
+own process group with a scrubbed environment (see `_process`), and dies with the node (`_reaper`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ..model import TaskSpec
@@ -23,7 +24,13 @@ class ShellExecutor:
         self._policy = policy
 
     async def run(
-        self, task: TaskSpec, ctx: RunContext, *, timeout_s: float | None, output_path: Path | None
+        self,
+        task: TaskSpec,
+        ctx: RunContext,
+        *,
+        timeout_s: float | None,
+        output_path: Path | None,
+        on_group: Callable[[int], None] | None = None,
     ) -> ExecResult:
         try:
             argv = self._argv(task)
@@ -39,6 +46,7 @@ class ShellExecutor:
                     sink=sink,
                     timeout_s=timeout_s,
                     grace_s=self._policy.kill_grace_s,
+                    on_group=on_group,
                 )
             except StartFailed as exc:
                 return failed(str(exc), output_tail=sink.tail_text())

@@ -1,0 +1,740 @@
+"""The worker on a real State, a fake clock, an in-memory proposer and fake executors.
+
+Plus its disk: output retention and names, the process group ledger and the reaping of what a
+dead node left running, and the parent-death signal of real task processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from raftsched.clock import FakeClock
+from raftsched.commands import Command, CommandType, decode
+from raftsched.errors import NoLeader, RaftschedError
+from raftsched.executors import (
+    ExecPolicy,
+    ExecResult,
+    Executor,
+    GroupLedger,
+    RunContext,
+    _reaper,
+    executor_for,
+)
+from raftsched.executors._reaper import boot_id, start_ticks
+from raftsched.executors.outputs import output_file_name, prune_outputs
+from raftsched.model import RunState, TaskSpec, TaskType
+from raftsched.worker import Worker, WorkerSettings
+
+from statekit import T0, Driver
+
+NODE = "n2"
+DUE = T0 + 1000
+
+
+def rid(job: str, nominal_ms: int = DUE) -> str:
+    return f"{job}@{nominal_ms}"
+
+
+# ---------------------------------------------------------------- fakes
+
+
+class Proposer:
+    """Commits by applying to the driver's State at once; `fail` makes proposals raise instead."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.commands: list[Command] = []
+        self.fail: RaftschedError | None = None
+        self.gate: asyncio.Event | None = None  # when set: each proposal waits for it
+
+    async def __call__(self, data: bytes) -> dict[str, Any]:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        self.commands.append(decode(data))
+        return self.driver.state.apply(data)
+
+    def of(self, cmd_type: CommandType) -> list[list[dict[str, Any]]]:
+        """The items of each committed command of `cmd_type`."""
+        return [c.body["items"] for c in self.commands if c.type is cmd_type]
+
+
+class FakeExecutor:
+    """Every run waits until the test releases it (or finishes at once with `auto`)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.started: list[tuple[str, int, int]] = []  # (run id, attempt, wall ms at start)
+        self.cancelled: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        self.auto = False
+        self.running = 0
+        self.peak = 0
+
+    def gate(self, run_id: str) -> asyncio.Event:
+        return self.gates.setdefault(run_id, asyncio.Event())
+
+    def release(self, *run_ids: str) -> None:
+        for run_id in run_ids:
+            self.gate(run_id).set()
+
+    def started_ids(self) -> list[str]:
+        return [run_id for run_id, _, _ in self.started]
+
+    async def run(
+        self,
+        task: TaskSpec,
+        ctx: RunContext,
+        *,
+        timeout_s: float | None,
+        output_path: Path | None,
+        on_group: Callable[[int], None] | None = None,
+    ) -> ExecResult:
+        self.started.append((ctx.run_id, ctx.attempt, self.clock.now_ms()))
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            if output_path is not None:
+                output_path.write_text(f"output of {ctx.run_id}\n")  # noqa: ASYNC240 - as the real sink does
+            if not self.auto:
+                await self.gate(ctx.run_id).wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(ctx.run_id)
+            raise
+        finally:
+            self.running -= 1
+        return ExecResult(outcome="succeeded", exit_code=0, output_tail=f"ok {ctx.run_id}")
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class Rig:
+    driver: Driver
+    clock: FakeClock
+    proposer: Proposer
+    executor: FakeExecutor
+    worker: Worker
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def settle(self, rounds: int = 20) -> None:
+        for _ in range(rounds):
+            await asyncio.sleep(0)
+
+    async def tick(self) -> None:
+        """One reconciliation, then let every woken task run."""
+        self.worker.reconcile()
+        await self.settle()
+
+    async def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        await self.tick()
+
+    def run_state(self, run_id: str) -> RunState:
+        return self.driver.state.runs[run_id].state
+
+
+def make_rig(node: str = NODE, executor: Executor | None = None, **settings: Any) -> Rig:
+    driver = Driver()
+    driver.boot()
+    clock = FakeClock(T0)
+    proposer = Proposer(driver)
+    fake = FakeExecutor(clock)
+    chosen: Executor = executor if executor is not None else fake
+    worker = Worker(
+        WorkerSettings(node_id=node, **settings),
+        driver.state,
+        proposer,
+        clock,
+        lambda _: chosen,
+        asyncio.Event(),
+    )
+    return Rig(driver, clock, proposer, fake, worker)
+
+
+@pytest.fixture
+async def rigs() -> AsyncIterator[Callable[..., Rig]]:
+    """A factory of rigs whose run tasks are all stopped at teardown."""
+    made: list[Rig] = []
+
+    def factory(**kwargs: Any) -> Rig:
+        made.append(make_rig(**kwargs))
+        return made[-1]
+
+    yield factory
+    for one in made:
+        await one.worker._stop_runs()
+
+
+@pytest.fixture
+def rig(rigs: Callable[..., Rig]) -> Rig:
+    return rigs()
+
+
+def fire(rig: Rig, job: str, due_ms: int = DUE, node: str = NODE, **job_fields: Any) -> str:
+    if job not in rig.driver.state.jobs:
+        assert rig.driver.add(job, **job_fields)["ok"]
+    result = rig.driver.fire(job, due_ms, node=node)
+    assert result["ok"] and result["fired"] == [rid(job, due_ms)], result
+    return rid(job, due_ms)
+
+
+# ---------------------------------------------------------------- timing and batching
+
+
+async def test_run_starts_at_its_due_time_by_the_clock_not_before(rig: Rig) -> None:
+    run_id = fire(rig, "j")
+    fire(rig, "other", node="n3")  # not ours: never started here
+    await rig.tick()
+    assert rig.executor.started == []
+    await rig.advance(0.999)
+    assert rig.executor.started == []
+    await rig.advance(0.001)
+    assert rig.executor.started == [(run_id, 1, DUE)]
+
+
+async def test_starts_and_finishes_of_one_tick_are_one_command_each(rig: Rig) -> None:
+    run_ids = [fire(rig, job) for job in ("a", "b", "c")]
+    await rig.advance(1)
+    assert sorted(rig.executor.started_ids()) == sorted(run_ids)
+    rig.executor.release(*run_ids)
+    await rig.settle()
+    assert await rig.worker.flush_reports()
+    starts, finishes = rig.proposer.of(CommandType.START_RUNS), rig.proposer.of(CommandType.FINISH_RUNS)
+    assert len(starts) == 1 and sorted(i["run_id"] for i in starts[0]) == sorted(run_ids)
+    assert len(finishes) == 1 and sorted(i["run_id"] for i in finishes[0]) == sorted(run_ids)
+    assert all(i["started_ms"] == DUE and i["output"] == f"ok {i['run_id']}" for i in finishes[0])
+    assert [rig.run_state(r) for r in run_ids] == [RunState.SUCCEEDED] * 3
+    assert await rig.worker.flush_reports()  # nothing left: no empty commands
+    assert len(rig.proposer.commands) == 2
+
+
+async def test_capacity_limits_concurrent_executions(rigs: Callable[..., Rig]) -> None:
+    rig = rigs(capacity=2)
+    run_ids = [fire(rig, job) for job in ("a", "b", "c", "d")]
+    await rig.advance(1)
+    assert rig.executor.running == 2
+    first = rig.executor.started_ids()
+    rig.executor.release(first[0])
+    await rig.settle()
+    assert len(rig.executor.started) == 3 and rig.executor.running == 2
+    rig.executor.release(*run_ids)
+    await rig.settle()
+    assert sorted(rig.executor.started_ids()) == sorted(run_ids)
+    assert rig.executor.peak == 2
+
+
+# ---------------------------------------------------------------- fencing: cancel and reassign
+
+
+async def test_cancelled_run_is_killed_locally_and_not_reported(rig: Rig) -> None:
+    running, pending = fire(rig, "a"), fire(rig, "b", due_ms=DUE + 5000)
+    await rig.advance(1)
+    assert rig.executor.started_ids() == [running]
+    for run_id in (running, pending):
+        assert rig.driver.cmd(CommandType.CANCEL_RUN, run_id=run_id, now_ms=DUE, actor="t")["ok"]
+    await rig.tick()
+    assert rig.executor.cancelled == [running]
+    await rig.advance(10)
+    assert rig.executor.started_ids() == [running]  # the cancelled pending run never started
+    assert await rig.worker.flush_reports()
+    assert rig.proposer.of(CommandType.FINISH_RUNS) == []
+    assert rig.run_state(running) is RunState.CANCELLED
+
+
+async def test_reassigned_run_is_killed_locally(rig: Rig) -> None:
+    run_id = fire(rig, "a")
+    await rig.advance(1)
+    assert await rig.worker.flush_reports()
+    moved = rig.driver.cmd(
+        CommandType.REASSIGN_RUNS,
+        term=1,
+        now_ms=DUE + 100,
+        moves=[{"run_id": run_id, "attempt": 1, "node": "n3"}],
+    )
+    assert moved["moved"] == [run_id]
+    await rig.tick()
+    assert rig.executor.cancelled == [run_id]
+    assert rig.driver.state.runs[run_id].attempt == 2
+    rig.executor.release(run_id)
+    assert await rig.worker.flush_reports()
+    assert rig.proposer.of(CommandType.FINISH_RUNS) == []
+
+
+# ---------------------------------------------------------------- at_most_once
+
+
+async def test_at_most_once_is_claimed_ahead_and_never_started_unclaimed(rig: Rig) -> None:
+    run_id = fire(rig, "once", delivery="at_most_once")
+    rig.proposer.fail = NoLeader("no leader")
+    await rig.tick()
+    assert not await rig.worker.flush_reports()
+    await rig.advance(5)  # long past due: unclaimed, so not started
+    assert rig.executor.started == []
+    rig.proposer.fail = None
+    assert await rig.worker.flush_reports()
+    claims = rig.proposer.of(CommandType.CLAIM_RUNS)
+    assert claims == [[{"run_id": run_id, "attempt": 1}]]
+    assert rig.driver.state.runs[run_id].claimed
+    await rig.tick()
+    assert rig.executor.started_ids() == [run_id]
+    assert await rig.worker.flush_reports()
+    assert rig.run_state(run_id) is RunState.RUNNING
+
+
+async def test_at_most_once_claim_is_sent_before_the_due_time(rig: Rig) -> None:
+    run_id = fire(rig, "once", delivery="at_most_once")
+    await rig.tick()
+    assert await rig.worker.flush_reports()
+    assert rig.driver.state.runs[run_id].claimed
+    await rig.tick()
+    assert rig.executor.started == []
+    await rig.advance(1)
+    assert rig.executor.started == [(run_id, 1, DUE)]
+
+
+async def test_restarted_node_reports_runs_its_last_life_had_started_or_claimed(rig: Rig) -> None:
+    running = fire(rig, "a")
+    claimed = fire(rig, "once", delivery="at_most_once")
+    assert rig.driver.start(running, node=NODE, at=DUE)["ok"]
+    claim = [{"run_id": claimed, "attempt": 1}]
+    assert rig.driver.cmd(CommandType.CLAIM_RUNS, node=NODE, now_ms=T0, items=claim)["ok"]
+    await rig.advance(1)  # this worker is the node's new life
+    assert rig.executor.started == []
+    assert await rig.worker.flush_reports()
+    (finishes,) = rig.proposer.of(CommandType.FINISH_RUNS)
+    errors = {i["run_id"]: i["error"] for i in finishes}
+    assert "restarted while the run was in flight" in errors[running]
+    assert "not started again" in errors[claimed]
+    assert rig.run_state(running) is RunState.FAILED and rig.run_state(claimed) is RunState.FAILED
+
+
+# ---------------------------------------------------------------- reports
+
+
+async def test_failed_report_is_retried_without_losing_items(rig: Rig) -> None:
+    first, second = fire(rig, "a"), fire(rig, "b", due_ms=DUE + 1000)
+    await rig.advance(1)
+    rig.executor.release(first)
+    await rig.settle()
+    rig.proposer.fail = NoLeader("no leader")
+    assert not await rig.worker.flush_reports()
+    await rig.advance(1)  # another run starts and ends while the cluster has no leader
+    rig.executor.release(second)
+    await rig.settle()
+    assert not await rig.worker.flush_reports()
+    assert rig.proposer.commands == []
+    rig.proposer.fail = None
+    assert await rig.worker.flush_reports()
+    (starts,) = rig.proposer.of(CommandType.START_RUNS)
+    (finishes,) = rig.proposer.of(CommandType.FINISH_RUNS)
+    assert [i["run_id"] for i in starts] == [first, second]
+    assert [i["run_id"] for i in finishes] == [first, second]
+    assert rig.run_state(first) is RunState.SUCCEEDED and rig.run_state(second) is RunState.SUCCEEDED
+
+
+async def test_concurrent_flushes_send_each_item_once(rig: Rig) -> None:
+    first, second = fire(rig, "a"), fire(rig, "b")
+    rig.executor.auto = True
+    await rig.advance(1)
+    rig.proposer.gate = asyncio.Event()
+    flushes = [asyncio.create_task(rig.worker.flush_reports()) for _ in range(2)]
+    await rig.settle()
+    rig.proposer.gate.set()
+    assert await asyncio.gather(*flushes) == [True, True]
+    sent = [i["run_id"] for items in rig.proposer.of(CommandType.FINISH_RUNS) for i in items]
+    assert sorted(sent) == sorted([first, second])
+
+
+# ---------------------------------------------------------------- drain
+
+
+async def test_drain_stops_taking_runs_waits_for_running_ones_then_reports(rig: Rig) -> None:
+    quick, slow = fire(rig, "quick"), fire(rig, "slow")
+    later = fire(rig, "later", due_ms=DUE + 2000)
+    await rig.advance(1)
+    assert sorted(rig.executor.started_ids()) == sorted([quick, slow])
+    began = time.monotonic()
+    drain = asyncio.create_task(rig.worker.drain(0.3))
+    await asyncio.sleep(0.05)
+    rig.executor.release(quick)
+    await rig.advance(5)  # `later` falls due while draining: not started
+    assert not drain.done()
+    await drain
+    assert time.monotonic() - began >= 0.29
+    assert rig.executor.cancelled == [slow]
+    assert later not in rig.executor.started_ids()
+    assert rig.run_state(quick) is RunState.SUCCEEDED  # reported before drain returned
+    assert rig.run_state(slow) is RunState.RUNNING  # killed, left to the delivery policy
+    assert rig.run_state(later) is RunState.PENDING
+    fire(rig, "new", due_ms=DUE + 9000)
+    await rig.advance(10)
+    assert len(rig.executor.started) == 2
+
+
+# ---------------------------------------------------------------- outputs: names and retention
+
+
+@pytest.mark.parametrize(
+    "run_id",
+    [
+        "j@1800000000000",
+        "nightly-report.v2_x@manual-1800000000123",
+        "fan@1800000000000~3",
+        "../../etc/passwd",
+        ".hidden@1",
+        "..",
+        "a/b",
+        "a%2Fb",
+        "%41",
+        "A",
+        "é@1",
+        "nul\0byte",
+        "x" * 400,
+        "x" * 399 + "y",
+    ],
+)
+def test_output_file_names_are_safe(run_id: str) -> None:
+    name = output_file_name(run_id, 3)
+    assert name.endswith(".3.log")
+    assert "/" not in name and "\0" not in name and not name.startswith(".")
+    assert len(name.encode()) <= 255
+    assert name.isascii()
+
+
+def test_output_file_names_keep_plain_ids_and_never_collide() -> None:
+    assert output_file_name("j@1800000000000~2", 1) == "j@1800000000000~2.1.log"
+    assert output_file_name("j@manual-5", 12) == "j@manual-5.12.log"
+    ids = ["a/b", "a%2Fb", "a_b", "A", "a", ".a", "%2Ea", "x" * 400, "x" * 399 + "y", "a.1", "a"]
+    names = {output_file_name(i, a) for i in set(ids) for a in (1, 11)}
+    assert len(names) == 2 * len(set(ids))
+    assert output_file_name("a.1", 1) != output_file_name("a", 11)
+
+
+def _outputs(directory: Path, sizes: list[int]) -> list[str]:
+    """Files 0..n-1, oldest first, with the given sizes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i, size in enumerate(sizes):
+        path = directory / output_file_name(f"job@{i}", 1)
+        path.write_bytes(b"x" * size)
+        os.utime(path, ns=(1_000_000_000 * (i + 1), 1_000_000_000 * (i + 1)))
+        names.append(path.name)
+    return names
+
+
+def test_prune_keeps_the_newest_files_within_count_and_bytes(tmp_path: Path) -> None:
+    names = _outputs(tmp_path, [10] * 6)
+    (tmp_path / "notes.txt").write_text("not an output")
+    result = prune_outputs(tmp_path, keep_files=4, keep_bytes=1000)
+    assert (result.removed_files, result.kept_files) == (2, 4)
+    assert sorted(p.name for p in tmp_path.glob("*.log")) == sorted(names[2:])
+    result = prune_outputs(tmp_path, keep_files=100, keep_bytes=25)
+    assert sorted(p.name for p in tmp_path.glob("*.log")) == sorted(names[4:])
+    assert (result.kept_bytes, result.removed_bytes) == (20, 20)
+    assert (tmp_path / "notes.txt").exists()
+    assert prune_outputs(tmp_path / "missing", keep_files=0, keep_bytes=0).kept_files == 0
+
+
+def test_prune_never_deletes_a_busy_file(tmp_path: Path) -> None:
+    names = _outputs(tmp_path, [10] * 4)
+    prune_outputs(tmp_path, keep_files=2, keep_bytes=1000, busy={names[0]})
+    assert sorted(p.name for p in tmp_path.glob("*.log")) == sorted([names[0], names[3]])
+    result = prune_outputs(tmp_path, keep_files=0, keep_bytes=0, busy={names[0]})
+    assert [p.name for p in tmp_path.glob("*.log")] == [names[0]]
+    assert result.kept_files == 1  # over the limit only by what is busy
+
+
+async def test_worker_prunes_at_start_and_every_n_runs_but_not_a_running_one(
+    tmp_path: Path, rigs: Callable[..., Rig]
+) -> None:
+    out = tmp_path / "n2" / "outputs"
+    old = _outputs(out, [10] * 5)
+    rig = rigs(
+        output_dir=out,
+        output_keep_files=2,
+        output_prune_every_runs=2,
+        output_prune_min_interval_s=0,
+        output_prune_period_s=3600,
+    )
+    worker_task = asyncio.create_task(rig.worker.run())
+    try:
+        await _until(lambda: len(list(out.glob("*.log"))) == 2)
+        assert sorted(p.name for p in out.glob("*.log")) == sorted(old[3:])
+        run_ids = [fire(rig, job) for job in ("a", "b", "c")]
+        await rig.advance(1)
+        await _until(lambda: len(rig.executor.started) == 3)
+        assert len(list(out.glob("*.log"))) == 5  # no prune per run: only every 2 runs
+        rig.executor.release(run_ids[0], run_ids[1])  # two runs end: a prune, while `c` still runs
+        await _until(lambda: not any((out / name).exists() for name in old))
+        await _until(lambda: len(list(out.glob("*.log"))) == 2)
+        assert (out / output_file_name(run_ids[2], 1)).exists()  # busy: kept whatever its age
+    finally:
+        worker_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await worker_task
+
+
+async def _until(check: Callable[[], bool], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
+# ---------------------------------------------------------------- no orphans: ledger and reaper
+
+
+def _pid_dead(pid: int) -> bool:
+    """Gone, or a zombie nobody reaps (some containers' PID 1)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rfind(b")") + 2 :].split()[0] in (b"Z", b"X")
+
+
+async def _wait_dead(pid: int, within_s: float = 3.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while not _pid_dead(pid):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def _wait_dead_sync(pid: int, within_s: float = 3.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while not _pid_dead(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _task_env(run_id: str, attempt: int = 1, node: str = NODE) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "RAFTSCHED_RUN_ID": run_id,
+        "RAFTSCHED_ATTEMPT": str(attempt),
+        "RAFTSCHED_NODE": node,
+    }
+
+
+@pytest.fixture
+def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts; killed and reaped at teardown whatever happens."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+
+
+def _sleeper(procs: list[subprocess.Popen[bytes]], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+    procs.append(proc)
+    return proc
+
+
+needs_proc = pytest.mark.skipif(boot_id() is None, reason="needs Linux /proc")
+
+
+@needs_proc
+def test_new_life_kills_groups_the_last_one_recorded(
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    out = tmp_path / "n2" / "outputs"
+    ours = _sleeper(spawned, _task_env("j@1"))
+    stranger = _sleeper(spawned, {"PATH": os.environ.get("PATH", os.defpath)})
+    last_life = make_rig(output_dir=out).worker
+    assert last_life.groups is not None
+    last_life.groups.add(ours.pid, "j@1", 1)
+    last_life.groups.flush()
+    ledger = orjson.loads((tmp_path / "n2" / "running-pgids.json").read_bytes())
+    assert [g["pgid"] for g in ledger["groups"]] == [ours.pid]
+    # A recorded group whose id now belongs to someone else (other start time, no identity): spared.
+    ledger["groups"].append({"pgid": stranger.pid, "start": 1, "run_id": "j@2", "attempt": 1})
+    (tmp_path / "n2" / "running-pgids.json").write_bytes(orjson.dumps(ledger))
+
+    new_life = make_rig(output_dir=out).worker
+    assert new_life.reap_orphans() == [ours.pid]
+    assert ours.wait(5) == -signal.SIGKILL
+    assert stranger.poll() is None
+    ledger = orjson.loads((tmp_path / "n2" / "running-pgids.json").read_bytes())
+    assert ledger["groups"] == []
+
+
+@needs_proc
+def test_reaper_finds_a_group_whose_leader_is_gone_by_identity(tmp_path: Path) -> None:
+    """The leader died (its death signal); a grandchild it started lives on in the group."""
+    pidfile = tmp_path / "grandchild"
+    leader = subprocess.Popen(
+        ["sh", "-c", f"sleep 60 & echo $! > {pidfile}"],
+        env=_task_env("j@1", attempt=2),
+        start_new_session=True,
+    )
+    started = start_ticks(leader.pid)
+    leader.wait(5)
+    grandchild = int(pidfile.read_text())
+    try:
+        assert not _pid_dead(grandchild)
+        ledger = GroupLedger(tmp_path / "running-pgids.json", NODE)
+        recorded = {"pgid": leader.pid, "start": started, "run_id": "j@1", "attempt": 2}
+        raw = {"v": 1, "node": NODE, "boot_id": boot_id(), "groups": [recorded]}
+        (tmp_path / "running-pgids.json").write_bytes(orjson.dumps(raw))
+        assert GroupLedger(tmp_path / "running-pgids.json", "n3").reap() == []  # another node's identity
+        (tmp_path / "running-pgids.json").write_bytes(orjson.dumps(raw))
+        assert ledger.reap() == [leader.pid]
+        assert _wait_dead_sync(grandchild)
+    finally:
+        if not _pid_dead(grandchild):
+            os.kill(grandchild, signal.SIGKILL)
+
+
+@needs_proc
+def test_a_ledger_from_another_boot_kills_nothing(
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    proc = _sleeper(spawned, _task_env("j@1"))
+    raw = {
+        "v": 1,
+        "node": NODE,
+        "boot_id": "another-boot",
+        "groups": [{"pgid": proc.pid, "start": start_ticks(proc.pid), "run_id": "j@1", "attempt": 1}],
+    }
+    (tmp_path / "running-pgids.json").write_bytes(orjson.dumps(raw))
+    assert GroupLedger(tmp_path / "running-pgids.json", NODE).reap() == []
+    assert proc.poll() is None
+
+
+@needs_proc
+async def test_worker_records_the_groups_of_running_tasks(tmp_path: Path) -> None:
+    out = tmp_path / "n2" / "outputs"
+    real = executor_for(TaskType.SHELL, ExecPolicy(kill_grace_s=0.5))
+    rig = make_rig(output_dir=out, executor=real)
+    ledger_file = tmp_path / "n2" / "running-pgids.json"
+    run_id = fire(rig, "sleepy", task={"type": "shell", "command": ["sh", "-c", "echo started; sleep 30"]})
+    worker_task = asyncio.create_task(rig.worker.run())
+    try:
+        rig.clock.advance(1)
+
+        def recorded() -> list[dict[str, Any]]:
+            if not ledger_file.exists():
+                return []
+            groups: list[dict[str, Any]] = orjson.loads(ledger_file.read_bytes())["groups"]
+            return groups
+
+        await _until(lambda: len(recorded()) == 1)
+        (group,) = recorded()
+        assert (group["run_id"], group["attempt"]) == (run_id, 1)
+        assert start_ticks(group["pgid"]) == group["start"]
+        output = out / output_file_name(run_id, 1)
+        await _until(lambda: output.exists() and output.read_text() == "started\n")
+        assert rig.driver.cmd(CommandType.CANCEL_RUN, run_id=run_id, now_ms=DUE, actor="t")["ok"]
+        rig.worker.wake.set()
+        assert await _wait_dead(group["pgid"])
+        await _until(lambda: recorded() == [])
+    finally:
+        worker_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await worker_task
+
+
+# A stand-in node: runs one task through a real executor, prints the task's pid, then waits to die.
+_NODE_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from raftsched.executors import ExecPolicy, RunContext, executor_for
+    from raftsched.model import TaskSpec, TaskType
+
+    kind, pidfile = sys.argv[1], sys.argv[2]
+    ctx = RunContext(job_id="j", run_id="j@1", attempt=1, scheduled_ms=0, node_id="n2")
+    if kind == "shell":
+        task = TaskSpec(type=TaskType.SHELL, command=["sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"])
+    else:
+        task = TaskSpec(type=TaskType.PYTHON, callable="pytasks_sample:sleep",
+                        kwargs={"seconds": 60, "pidfile": pidfile})
+    policy = ExecPolicy(python_allow=("pytasks_sample",))
+    asyncio.run(executor_for(kind, policy).run(task, ctx, timeout_s=120, output_path=None))
+    """
+)
+
+
+@needs_proc
+@pytest.mark.parametrize("kind", ["shell", "python"])
+def test_task_dies_with_its_node_killed_by_sigkill(kind: str, tmp_path: Path) -> None:
+    pidfile = tmp_path / "task.pid"
+    node = subprocess.Popen(
+        [sys.executable, "-c", _NODE_SCRIPT, kind, str(pidfile)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])},
+    )
+    task_pid = None
+    try:
+        deadline = time.monotonic() + 15
+        while task_pid is None:
+            text = pidfile.read_text().strip() if pidfile.exists() else ""
+            task_pid = int(text) if text.isdigit() else None
+            assert time.monotonic() < deadline and node.poll() is None, "the task never started"
+            time.sleep(0.02)
+        assert not _pid_dead(task_pid)
+        node.kill()
+        node.wait(5)
+        assert _wait_dead_sync(task_pid), "the task outlived its node"
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait(5)
+        if task_pid is not None and not _pid_dead(task_pid):
+            os.kill(task_pid, signal.SIGKILL)
+
+
+_PRINT_PDEATHSIG = (
+    "import ctypes; v = ctypes.c_int(); ctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0); print(v.value)"
+)
+
+
+@needs_proc
+@pytest.mark.parametrize("wrapper", ["setpriv", "python shim"])
+async def test_shell_tasks_get_the_parent_death_signal(
+    wrapper: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if wrapper == "setpriv" and _reaper._setpriv() is None:
+        pytest.skip("no setpriv --pdeathsig on this host")
+    if wrapper == "python shim":
+        monkeypatch.setattr(_reaper, "_setpriv", lambda: None)
+    shell = executor_for(TaskType.SHELL, ExecPolicy())
+    ctx = RunContext(job_id="j", run_id="j@1", attempt=1, scheduled_ms=0, node_id=NODE)
+    task = TaskSpec(type=TaskType.SHELL, command=[sys.executable, "-c", _PRINT_PDEATHSIG])
+    result = await shell.run(task, ctx, timeout_s=10, output_path=None)
+    assert (result.outcome, result.output_tail) == ("succeeded", f"{int(signal.SIGKILL)}\n"), result
+    missing = TaskSpec(type=TaskType.SHELL, command=[str(tmp_path / "nope")])
+    result = await shell.run(missing, ctx, timeout_s=10, output_path=None)
+    assert result.outcome == "failed" and result.error is not None
+    assert result.error.startswith("cannot start"), result.error
+    not_executable = tmp_path / "data.txt"
+    not_executable.write_text("")
+    result = await shell.run(
+        TaskSpec(type=TaskType.SHELL, command=["./data.txt"], cwd=str(tmp_path)),
+        ctx,
+        timeout_s=10,
+        output_path=None,
+    )
+    assert result.error is not None and result.error.startswith("cannot start"), result.error
