@@ -95,6 +95,12 @@ class Node:
             self._executors[task_type] = executor_for(task_type, self.policy)
         return self._executors[task_type]
 
+    def _caught_up(self) -> bool:
+        """A leader is known and this node has applied everything committed (after a restart,
+        the log replays first)."""
+        status = self.raft.status()
+        return status.leader is not None and status.applied_index >= status.commit_index
+
     async def propose(self, data: bytes) -> dict[str, Any]:
         return await self.raft.propose(data)
 
@@ -126,12 +132,14 @@ class Node:
                 capacity=n.capacity,
                 shutdown_grace_s=n.shutdown_grace_s,
                 output_dir=c.node_data_dir(n.id) / "outputs",
+                fsync=c.fsync,
             ),
             self.state,
             self.propose,
             self.clock,
             self._executor,
             self.worker_wake,
+            ready=self._caught_up,
         )
         runner = await self._start_http()
         log.warning("node %s up: api %s, raft %s", n.id, n.http_url, n.raft_addr)

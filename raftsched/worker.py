@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .attempts import AttemptJournal
 from .clock import Clock
 from .commands import CommandType, encode
 from .errors import RaftschedError
@@ -65,6 +66,14 @@ class WorkerSettings:
     reconcile_period_s: float = 0.05
     shutdown_grace_s: float = 30.0
 
+    fsync: bool = False
+    attempts_compact_every: int = 10_000  # appends between rewrites of the attempt journal
+
+    @property
+    def attempts_path(self) -> Path | None:
+        """This node's record of the attempts it started (see `attempts`)."""
+        return None if self.output_dir is None else self.output_dir.parent / "attempts.jsonl"
+
     @property
     def groups_path(self) -> Path | None:
         """The process group ledger, beside the outputs directory (in the node's data directory)."""
@@ -87,6 +96,7 @@ class Worker:
         clock: Clock,
         executor_for: ExecutorFor,
         wake: asyncio.Event,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -94,7 +104,11 @@ class Worker:
         self.clock = clock
         self.executor_for = executor_for
         self.wake = wake
+        self.ready = ready  # True once this node has applied what the cluster had committed
         self.draining = False
+        attempts = settings.attempts_path
+        self.attempts = AttemptJournal(attempts, fsync=settings.fsync) if attempts is not None else None
+        self._appends = 0
         groups = settings.groups_path
         self.groups = GroupLedger(groups, settings.node_id) if groups is not None else None
         self._local: dict[str, _Local] = {}
@@ -127,6 +141,15 @@ class Worker:
             await self._stop_runs()
 
     async def _reconcile_loop(self) -> None:
+        # A restarted node replays the log: acting on a half-replayed state would start runs
+        # that its last life already reported. Wait until it has caught up with the cluster.
+        if self.attempts is not None:
+            self.attempts.load()
+        while not self.ready():
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.settings.reconcile_period_s)
+        self._compact_attempts()
         while True:
             self.reconcile()
             self.wake.clear()
@@ -193,7 +216,28 @@ class Worker:
             if (run := mine.get(key[0])) is not None and run.attempt == key[1]
         }
 
+    def _compact_attempts(self) -> None:
+        if self.attempts is None:
+            return
+        with self.state.lock:
+            active = {(r.run_id, r.attempt) for r in self.state.active_runs_of(self.settings.node_id)}
+        self.attempts.keep_only(active)
+        self._appends = 0
+
     def _adopt(self, run: Run, spec: JobSpec) -> None:
+        recorded = self.attempts.get(run.run_id, run.attempt) if self.attempts is not None else None
+        if recorded is not None:
+            # This node started that attempt before (its reports were not committed): never again.
+            if recorded.finish is None:
+                self._abandon(run, "the node stopped while the run was in flight (outcome unknown)")
+                return
+            if run.state is RunState.PENDING:
+                self._starts.append(
+                    {"run_id": run.run_id, "attempt": run.attempt, "started_ms": recorded.started_ms}
+                )
+            self._finishes.append(recorded.finish)
+            self._local[run.run_id] = _Local(run, None)
+            return
         if run.state is RunState.RUNNING:
             # Running in the log but not here: this node restarted mid-run. Report it failed.
             self._abandon(run, "the node restarted while the run was in flight")
@@ -240,11 +284,21 @@ class Worker:
 
     async def _run_task(self, run: Run, spec: JobSpec) -> None:
         started_ms = self.clock.now_ms()
+        self._record(lambda journal: journal.started(run.run_id, run.attempt, started_ms))
         self._starts.append({"run_id": run.run_id, "attempt": run.attempt, "started_ms": started_ms})
         result = await self._call_executor(run, spec)
         item = self._finish_item(run, result)
         item["started_ms"] = started_ms
+        self._record(lambda journal: journal.finished(item))
         self._finishes.append(item)
+
+    def _record(self, write: Callable[[AttemptJournal], None]) -> None:
+        if self.attempts is None:
+            return
+        write(self.attempts)
+        self._appends += 1
+        if self._appends >= self.settings.attempts_compact_every:
+            self._compact_attempts()
 
     async def _call_executor(self, run: Run, spec: JobSpec) -> ExecResult:
         task = _with_overrides(spec.task, run)

@@ -738,3 +738,80 @@ async def test_shell_tasks_get_the_parent_death_signal(
         output_path=None,
     )
     assert result.error is not None and result.error.startswith("cannot start"), result.error
+
+
+# ---------------------------------------------------------------- the attempt journal across restarts
+
+
+def restarted(rig: Rig, tmp_path: Path) -> Rig:
+    """The same node's next life: the same state and disk, a new worker and executor."""
+    fake = FakeExecutor(rig.clock)
+    worker = Worker(
+        WorkerSettings(node_id=NODE, output_dir=tmp_path / "outputs"),
+        rig.driver.state,
+        rig.proposer,
+        rig.clock,
+        lambda _: fake,
+        asyncio.Event(),
+    )
+    assert worker.attempts is not None
+    worker.attempts.load()
+    return Rig(rig.driver, rig.clock, rig.proposer, fake, worker)
+
+
+async def test_an_attempt_run_before_a_restart_is_reported_not_run_again(
+    rigs: Callable[..., Rig], tmp_path: Path
+) -> None:
+    rig = rigs(output_dir=tmp_path / "outputs")
+    run_id = fire(rig, "a")
+    rig.executor.auto = True
+    rig.proposer.fail = NoLeader("the leader is away")
+    await rig.advance(1)
+    assert rig.executor.started_ids() == [run_id]
+    assert not await rig.worker.flush_reports()  # ran, but nothing reached the log
+    await rig.worker._stop_runs()
+    assert rig.run_state(run_id) is RunState.PENDING
+
+    rig.proposer.fail = None
+    again = restarted(rig, tmp_path)
+    await again.tick()
+    await again.advance(5)
+    assert again.executor.started == []  # never the same (run, attempt) twice
+    assert await again.worker.flush_reports()
+    assert rig.run_state(run_id) is RunState.SUCCEEDED
+    assert rig.driver.state.runs[run_id].started_ms == DUE  # the first life's start, reported
+
+
+async def test_an_attempt_cut_short_by_a_restart_is_failed_and_retried(
+    rigs: Callable[..., Rig], tmp_path: Path
+) -> None:
+    rig = rigs(output_dir=tmp_path / "outputs")
+    run_id = fire(rig, "a", retries={"max": 1, "initial_delay": 1, "jitter": 0})
+    rig.proposer.fail = NoLeader("the leader is away")
+    await rig.advance(1)
+    assert rig.executor.started_ids() == [run_id]
+    await rig.worker._stop_runs()  # the node dies mid-run: a start recorded, no finish
+
+    rig.proposer.fail = None
+    again = restarted(rig, tmp_path)
+    await again.tick()
+    assert await again.worker.flush_reports()
+    run = rig.driver.state.runs[run_id]
+    assert run.attempt == 2 and run.state is RunState.PENDING  # the outcome is unknown: a new attempt
+    assert again.executor.started == []
+
+
+async def test_no_run_starts_before_the_node_has_caught_up(tmp_path: Path) -> None:
+    rig = make_rig()
+    caught_up = False
+    rig.worker.ready = lambda: caught_up
+    fire(rig, "a")
+    rig.clock.advance(2)
+    loop = asyncio.create_task(rig.worker._reconcile_loop())
+    await asyncio.sleep(0.2)
+    assert rig.executor.started == []
+    caught_up = True
+    await asyncio.sleep(0.2)
+    assert rig.executor.started_ids() == [rid("a")]
+    loop.cancel()
+    await rig.worker._stop_runs()
