@@ -49,6 +49,7 @@ class Cluster:
     ports: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.token = self.cluster_keys.get("api_token")  # sent by api() unless a call says otherwise
         self.root.mkdir(parents=True, exist_ok=True)
         ports = free_ports(2 * self.size)
         self.ids = [f"n{i + 1}" for i in range(self.size)]
@@ -175,7 +176,7 @@ class Cluster:
             self.url(node) + path,
             data=data,
             method=method,
-            headers={"Content-Type": "application/json", **(headers or {})},
+            headers={"Content-Type": "application/json", **self._auth(headers), **(headers or {})},
         )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -183,6 +184,11 @@ class Cluster:
         except urllib.error.HTTPError as exc:
             raw, status = exc.read(), exc.code
         return status, (json.loads(raw) if raw else None)
+
+    def _auth(self, headers: dict[str, str] | None) -> dict[str, str]:
+        if self.token and "Authorization" not in (headers or {}):
+            return {"Authorization": f"Bearer {self.token}"}
+        return {}
 
     def status(self, node: str) -> dict[str, Any] | None:
         try:
