@@ -145,13 +145,15 @@ class Node:
         log.warning("node %s up: api %s, raft %s", n.id, n.http_url, n.raft_addr)
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(scheduler.run()), group.create_task(self._register_loop())]
+                scheduler_task = group.create_task(scheduler.run())
+                register_task = group.create_task(self._register_loop())
                 worker_task = group.create_task(worker.run())
                 await self.stopping.wait()
                 log.warning("node %s stopping: draining runs for up to %ss", n.id, n.shutdown_grace_s)
-                for task in tasks:
-                    task.cancel()
+                register_task.cancel()
+                await self._hand_over()
                 await worker.drain(n.shutdown_grace_s)
+                scheduler_task.cancel()
                 worker_task.cancel()
         finally:
             await runner.cleanup()
@@ -181,6 +183,26 @@ class Node:
         )
         await site.start()
         return runner
+
+    async def _hand_over(self) -> None:
+        """Before draining: take no new runs (committed, so the leader moves the pending ones) and,
+        if leading, hand leadership over, so that the cluster keeps firing during the drain."""
+        with contextlib.suppress(RaftschedError):
+            await self.raft.propose(
+                encode(
+                    CommandType.DRAIN_NODE,
+                    {
+                        "node": self.node.id,
+                        "draining": True,
+                        "now_ms": self.clock.now_ms(),
+                        "actor": "shutdown",
+                    },
+                ),
+                timeout_s=2.0,
+            )
+        if self.raft.is_leader() and self.raft.settings.partner_addrs:
+            handed = await self.raft.transfer_leadership(timeout_s=3.0)
+            log.warning("leadership %s", "handed over" if handed else "not handed over (no caught-up peer)")
 
     async def _register_loop(self) -> None:
         """Keep this node's record (address, tags, capacity, version) current in the state."""

@@ -99,7 +99,8 @@ class NodeRecord:
     tags: dict[str, str] = field(default_factory=dict)
     capacity: int = 8
     up: bool = True
-    draining: bool = False
+    draining: bool = False  # takes no new runs (shutting down, or leaving)
+    leaving: bool = False  # an operator removes it: once drained, it leaves the cluster
     version: str = ""
     updated_ms: int = 0
 

@@ -376,7 +376,7 @@ class Scheduler:
         A draining leader hands leadership over first; the next leader finishes the drain."""
         with self.state.lock:
             drained = [
-                n for n in self.state.nodes.values() if n.draining and not self.state.node_active.get(n.id)
+                n for n in self.state.nodes.values() if n.leaving and not self.state.node_active.get(n.id)
             ]
         for node in drained:
             if node.id == self.settings.node_id:

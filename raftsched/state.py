@@ -197,7 +197,9 @@ class State:
             tags=dict(body.get("tags", {})),
             capacity=int(body.get("capacity", 8)),
             up=True,
-            draining=old.draining if old else False,
+            # A node that starts again takes runs again, unless an operator is removing it.
+            draining=old.leaving if old else False,
+            leaving=old.leaving if old else False,
             version=str(body.get("version", "")),
             updated_ms=body["now_ms"],
         )
@@ -233,15 +235,17 @@ class State:
         if node is None:
             return reject("not_found", f"no node {body['node']!r}", "id")
         draining = bool(body.get("draining", True))
-        self.nodes[node.id] = dataclasses.replace(node, draining=draining, updated_ms=body["now_ms"])
-        return ok(node=node.id, draining=draining)
+        leaving = draining and (bool(body.get("leaving", False)) or node.leaving)
+        self.nodes[node.id] = dataclasses.replace(node, draining=draining, leaving=leaving,
+                                                  updated_ms=body["now_ms"])
+        return ok(node=node.id, draining=draining, leaving=leaving)
 
     def _apply_remove_node(self, body: dict[str, Any]) -> Result:
         """The end of a drain: the node leaves the table once nothing is active on it."""
         node = self.nodes.get(body["node"])
         if node is None:
             return ok(node=body["node"], removed=False)
-        if not node.draining or self.node_active.get(node.id):
+        if not node.leaving or self.node_active.get(node.id):
             return reject("rejected", f"node {node.id!r} is not drained", "id")
         del self.nodes[node.id]
         self.node_active.pop(node.id, None)

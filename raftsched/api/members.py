@@ -75,7 +75,7 @@ async def add_node(request: web.Request) -> web.Response:
 async def remove_node(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     node_id = request.match_info["id"]
-    await svc.write(request, CommandType.DRAIN_NODE, {"node": node_id, "draining": True})
+    await svc.write(request, CommandType.DRAIN_NODE, {"node": node_id, "draining": True, "leaving": True})
     return json_response(_view(request, node_id), status=202)
 
 

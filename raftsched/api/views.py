@@ -77,6 +77,7 @@ def node_view(node: NodeRecord, state: State, connected: bool | None) -> dict[st
         "alive": node.up,
         "connected": connected,
         "draining": node.draining,
+        "leaving": node.leaving,
         "voter": True,
         "version": node.version,
         "leader": state.leader == node.id,

@@ -486,12 +486,6 @@ def _drain_node_running_a_job(cluster: Cluster, victim: str, gt: Path) -> tuple[
     return signalled, exited
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a SIGTERM'd leader cancels its scheduler at once but keeps Raft leadership for its whole "
-    "drain (node.py Node.run; no hand-over): no slot is fired until it exits and a new leader is elected",
-)
 def test_sigterm_leader_keeps_the_cluster_scheduling(cluster3: Cluster, tmp_path: Path) -> None:
     cluster, gt, metro = cluster3, tmp_path / "short.jsonl", tmp_path / "metro.jsonl"
     leader = cluster.leader()
@@ -512,12 +506,6 @@ def test_sigterm_leader_keeps_the_cluster_scheduling(cluster3: Cluster, tmp_path
     cluster.wait_same_digest()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="SIGTERM never commits the node draining (only DELETE /v1/nodes does), so the leader keeps "
-    "routing new runs to it; it does not start them and they run late as attempt 2 once it is down",
-)
 def test_sigterm_node_takes_no_new_runs_while_draining(cluster3: Cluster, tmp_path: Path) -> None:
     cluster, gt, metro = cluster3, tmp_path / "short.jsonl", tmp_path / "metro.jsonl"
     leader = cluster.leader()

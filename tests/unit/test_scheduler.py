@@ -640,7 +640,7 @@ async def test_drain_moves_pending_runs_waits_for_running_then_removes_the_node(
     assert on_n2, "least_loaded spreads the first fires over the nodes"
     running = on_n2[0]
     rig.start(running.run_id)
-    rig.cmd(CommandType.DRAIN_NODE, node="n2", draining=True, now_ms=rig.clock.now_ms())
+    rig.cmd(CommandType.DRAIN_NODE, node="n2", draining=True, leaving=True, now_ms=rig.clock.now_ms())
     await rig.tick(0.1)
     active = rig.state.active_runs_of("n2")
     assert [r.run_id for r in active] == [running.run_id]          # pending moved, running stays
@@ -657,7 +657,7 @@ async def test_drain_moves_pending_runs_waits_for_running_then_removes_the_node(
 async def test_a_draining_leader_hands_over_first() -> None:
     rig = Rig()
     await rig.tick()
-    rig.cmd(CommandType.DRAIN_NODE, node="n1", draining=True, now_ms=rig.clock.now_ms())
+    rig.cmd(CommandType.DRAIN_NODE, node="n1", draining=True, leaving=True, now_ms=rig.clock.now_ms())
     await rig.tick(0.1)
     assert rig.leadership.transfers == 1 and "n1" in rig.state.nodes
     assert not rig.leadership.membership

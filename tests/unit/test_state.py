@@ -258,7 +258,7 @@ def test_membership_add_drain_remove_and_no_return() -> None:
     d.fire("j", T0 + 1000, node="n4")
     remove = {"term": 1, "node": "n4", "now_ms": T0 + 2000}
     assert d.cmd(CommandType.REMOVE_NODE, **remove)["code"] == "rejected"  # not draining
-    d.cmd(CommandType.DRAIN_NODE, node="n4", draining=True, now_ms=T0 + 1500)
+    d.cmd(CommandType.DRAIN_NODE, node="n4", draining=True, leaving=True, now_ms=T0 + 1500)
     assert d.cmd(CommandType.REMOVE_NODE, **remove)["code"] == "rejected"  # a run is still on it
     d.cmd(
         CommandType.REASSIGN_RUNS,
