@@ -1,0 +1,216 @@
+"""The replicated data, and the bookkeeping that every command shares.
+
+See `machine` for the contract: deterministic, never raises, one lock for readers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..commands import Command
+from ..model import Delivery, RunState
+from ..records import JobRecord, NodeRecord, Run, new_stats
+from ..routing import Candidate, pick_nodes
+
+__all__ = ["OUTCOME_COUNTER", "TERMINAL", "Result", "StateData", "ok", "reject"]
+
+TERMINAL = frozenset(
+    {
+        RunState.SUCCEEDED,
+        RunState.FAILED,
+        RunState.TIMED_OUT,
+        RunState.CANCELLED,
+        RunState.LOST,
+        RunState.SKIPPED,
+        RunState.MISSED,
+    }
+)
+OUTCOME_COUNTER = {
+    RunState.SUCCEEDED: "succeeded",
+    RunState.FAILED: "failed",
+    RunState.TIMED_OUT: "timed_out",
+    RunState.CANCELLED: "cancelled",
+    RunState.LOST: "lost",
+    RunState.SKIPPED: "skipped",
+    RunState.MISSED: "missed",
+}
+
+Result = dict[str, Any]
+
+
+def ok(**fields: Any) -> Result:
+    return {"ok": True, **fields}
+
+
+def reject(code: str, message: str, field: str | None = None) -> Result:
+    return {"ok": False, "code": code, "message": message, "field": field}
+
+
+class StateData:
+    """All replicated data. Mutated only through `State.apply`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.applied = 0
+        self.digest = b"\0" * 16
+        self.term = 0
+        self.leader: str | None = None
+        self.settings: dict[str, int] = {"history_per_job": 100, "output_tail_bytes": 4096}
+        self.jobs: dict[str, JobRecord] = {}
+        self.runs: dict[str, Run] = {}
+        self.nodes: dict[str, NodeRecord] = {}
+        self.job_runs: dict[str, dict[str, None]] = {}  # job -> its run ids, oldest first
+        self.job_active: dict[str, dict[str, None]] = {}  # job -> pending/running run ids
+        self.node_active: dict[str, dict[str, None]] = {}  # node -> pending/running run ids
+        self.stats: dict[str, dict[str, Any]] = {}  # job -> counters and summaries
+        self.totals: dict[str, Any] = new_stats()
+        self.requests: dict[str, tuple[str, Result, int]] = {}
+        self.audit: dict[str, list[dict[str, Any]]] = {}  # job -> its last mutations, oldest first
+        self.removed: dict[
+            str, int
+        ] = {}  # node id -> when it was removed (a removed node may not re-register)
+        self.next_incarnation = 1
+        self.listeners: list[Callable[[Command, Result], None]] = []
+
+    def _add_run(self, run: Run) -> None:
+        self.runs[run.run_id] = run
+        self.job_runs.setdefault(run.job_id, {})[run.run_id] = None
+        if run.state.active:
+            self.job_active.setdefault(run.job_id, {})[run.run_id] = None
+            if run.node is not None:
+                self.node_active.setdefault(run.node, {})[run.run_id] = None
+
+    def _move(self, old: Run, new: Run) -> None:
+        if old.node is not None:
+            self.node_active.get(old.node, {}).pop(old.run_id, None)
+        self.runs[new.run_id] = new
+        if new.node is not None:
+            self.node_active.setdefault(new.node, {})[new.run_id] = None
+
+    def _finish(self, run: Run, state: RunState, now_ms: int, *, reason: str | None = None) -> None:
+        self.runs[run.run_id] = dataclasses.replace(
+            run, state=state, finished_ms=now_ms, waiting=False, reason=reason or run.reason
+        )
+        self.job_active.get(run.job_id, {}).pop(run.run_id, None)
+        if run.node is not None:
+            self.node_active.get(run.node, {}).pop(run.run_id, None)
+        self._count(run.job_id, OUTCOME_COUNTER[state])
+        self._release_queued(run.job_id, now_ms)
+        self._trim_history(run.job_id)
+
+    def _release_queued(self, job_id: str, now_ms: int) -> None:
+        active = [self.runs[r] for r in self.job_active.get(job_id, {})]
+        if any(not r.waiting for r in active if not r.manual):
+            return
+        for run in active:
+            if run.waiting:
+                self.runs[run.run_id] = dataclasses.replace(
+                    run, waiting=False, due_ms=max(run.due_ms, now_ms)
+                )
+                return
+
+    def _trim_history(self, job_id: str) -> None:
+        ids = self.job_runs.get(job_id)
+        if ids is None:
+            return
+        excess = len(ids) - len(self.job_active.get(job_id, {})) - self.settings["history_per_job"]
+        for rid in list(ids):
+            if excess <= 0:
+                return
+            if self.runs[rid].state in TERMINAL:
+                del ids[rid]
+                del self.runs[rid]
+                excess -= 1
+
+    def _count(self, job_id: str, counter: str, n: int = 1) -> None:
+        self.totals[counter] += n
+        if job_id in self.stats:
+            self.stats[job_id][counter] += n
+
+    def _observe(self, job_id: str, summary: str, value_ms: int) -> None:
+        self.totals[summary].add(value_ms)
+        if job_id in self.stats:
+            self.stats[job_id][summary].add(value_ms)
+
+    def _delivery(self, run: Run) -> Delivery:
+        job = self.jobs.get(run.job_id)
+        return job.spec.delivery if job else Delivery.AT_LEAST_ONCE
+
+    def _pick_node(self, job: JobRecord, salt: str, exclude: str | None = None) -> str | None:
+        candidates = self.candidates()
+        others = [c for c in candidates if c.id != exclude]
+        picked = pick_nodes(
+            dataclasses.replace(job.spec.route, strategy=job.spec.route.strategy.LEAST_LOADED),
+            job.spec.id,
+            salt,
+            others or candidates,
+        )
+        return picked[0] if picked else None
+
+    def _record(
+        self,
+        job: JobRecord,
+        state: RunState,
+        nominal_ms: int,
+        now_ms: int,
+        reason: str,
+        *,
+        until_ms: int | None = None,
+        count: int = 1,
+    ) -> None:
+        rid = f"{job.spec.id}@{nominal_ms}"
+        if rid in self.runs:
+            return
+        run = Run(
+            run_id=rid,
+            job_id=job.spec.id,
+            incarnation=job.incarnation,
+            attempt=0,
+            nominal_ms=nominal_ms,
+            due_ms=nominal_ms,
+            node=None,
+            state=state,
+            created_ms=now_ms,
+            finished_ms=now_ms,
+            reason=reason,
+            until_ms=until_ms,
+            count=count,
+        )
+        self._add_run(run)
+        self._count(job.spec.id, OUTCOME_COUNTER[state], count)
+        self._trim_history(job.spec.id)
+
+    def _cancel_pending(self, job_id: str, now_ms: int, reason: str) -> None:
+        for rid in list(self.job_active.get(job_id, {})):
+            run = self.runs[rid]
+            if run.state is RunState.PENDING:
+                self._finish(run, RunState.CANCELLED, now_ms, reason=reason)
+
+    # ------------------------------------------------------------------ reads (hold `lock`)
+
+    def candidates(self) -> list[Candidate]:
+        """Routing's view of the nodes: tags, capacity and active runs per node."""
+        return [
+            Candidate(
+                id=n.id,
+                tags=n.tags,
+                capacity=n.capacity,
+                running=len(self.node_active.get(n.id, {})),
+                up=n.up,
+                draining=n.draining,
+            )
+            for n in self.nodes.values()
+        ]
+
+    def active_runs_of(self, node_id: str) -> list[Run]:
+        return [self.runs[r] for r in self.node_active.get(node_id, {})]
+
+    def runs_newest_first(self, job_id: str | None = None) -> Iterator[Run]:
+        ids = reversed(self.job_runs.get(job_id, {})) if job_id is not None else reversed(self.runs)
+        return (self.runs[r] for r in ids)
+
+    def digest_hex(self) -> str:
+        return f"{self.applied}:{self.digest.hex()}"

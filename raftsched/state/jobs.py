@@ -1,0 +1,203 @@
+"""Commands about jobs: create, replace, restore, delete, pause, resume, trigger; cancel a run."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..errors import RaftschedError
+from ..model import JobSpec, RunState
+from ..records import JobRecord, Run, new_stats
+from .data import Result, StateData, ok, reject
+
+__all__ = ["JobCommands"]
+
+
+class JobCommands(StateData):
+    def _apply_put_job(self, body: dict[str, Any]) -> Result:
+        try:
+            spec = JobSpec.from_dict(body["spec"])
+        except RaftschedError as exc:
+            return reject(exc.code, exc.message, exc.field)
+        old = self.jobs.get(spec.id)
+        if body.get("mode") == "create" and old is not None:
+            return reject("already_exists", f"job {spec.id!r} exists", "id")
+        if_version = body.get("if_version")
+        if if_version is not None and (old is None or old.version != if_version):
+            have = old.version if old else None
+            return reject("version_mismatch", f"job version is {have}, not {if_version}")
+        now_ms = body["now_ms"]
+        if old is None:
+            return self._create_job(spec, body)
+        keep = set(body.get("keep_slots") or ())
+        for rid in list(self.job_active.get(spec.id, {})):
+            run = self.runs[rid]
+            if run.state is RunState.PENDING and not run.manual and run.nominal_ms not in keep:
+                self._finish(run, RunState.CANCELLED, now_ms, reason="job edited")
+        if spec.paused and not old.spec.paused:
+            self._cancel_pending(spec.id, now_ms, "job paused")
+        record = dataclasses.replace(
+            old,
+            spec=spec,
+            version=old.version + 1,
+            updated_ms=now_ms,
+            next_nominal_ms=body.get("next_nominal_ms"),
+            actor=str(body.get("actor", "")),
+            paused_ms=(old.paused_ms or now_ms) if spec.paused else None,
+        )
+        self.jobs[spec.id] = record
+        return ok(job_id=spec.id, version=record.version, created=False)
+
+    def _create_job(self, spec: JobSpec, body: dict[str, Any]) -> Result:
+        now_ms = body["now_ms"]
+        record = JobRecord(
+            spec=spec,
+            version=1,
+            incarnation=self.next_incarnation,
+            created_ms=now_ms,
+            updated_ms=now_ms,
+            next_nominal_ms=body.get("next_nominal_ms"),
+            paused_ms=now_ms if spec.paused else None,
+            actor=str(body.get("actor", "")),
+        )
+        self.next_incarnation += 1
+        self.jobs[spec.id] = record
+        self.job_runs[spec.id] = {}
+        self.job_active[spec.id] = {}
+        self.stats[spec.id] = new_stats()
+        return ok(job_id=spec.id, version=1, created=True)
+
+    def _apply_restore_jobs(self, body: dict[str, Any]) -> Result:
+        """Recreate jobs from a backup with their own creation time and schedule position, so that
+        `every` phases and next fire times survive; jobs that exist are left to the caller."""
+        restored, existing, invalid = [], [], []
+        for item in body.get("jobs", ()):
+            try:
+                spec = JobSpec.from_dict(item["spec"])
+            except (RaftschedError, KeyError, TypeError):
+                invalid.append(str((item.get("spec") or {}).get("id", "?")))
+                continue
+            if spec.id in self.jobs:
+                existing.append(spec.id)
+                continue
+            self._create_job(spec, {**body, "next_nominal_ms": item.get("next_nominal_ms")})
+            self.jobs[spec.id] = dataclasses.replace(
+                self.jobs[spec.id],
+                created_ms=item.get("created_ms", body["now_ms"]),
+                last_slot_ms=item.get("last_slot_ms"),
+            )
+            self.audit.setdefault(spec.id, []).append(
+                {
+                    "at_ms": body["now_ms"],
+                    "actor": str(body.get("actor", "")),
+                    "action": "restored from a backup",
+                    "version": 1,
+                }
+            )
+            restored.append(spec.id)
+        return ok(restored=restored, existing=existing, invalid=invalid)
+
+    def _job_or_reject(self, body: dict[str, Any]) -> JobRecord | Result:
+        job = self.jobs.get(body.get("job_id", ""))
+        if job is None:
+            return reject("not_found", f"no job {body.get('job_id')!r}", "job_id")
+        if_version = body.get("if_version")
+        if if_version is not None and job.version != if_version:
+            return reject("version_mismatch", f"job version is {job.version}, not {if_version}")
+        return job
+
+    def _apply_delete_job(self, body: dict[str, Any]) -> Result:
+        job = self._job_or_reject(body)
+        if not isinstance(job, JobRecord):
+            return job
+        for rid in list(self.job_active.get(job.spec.id, {})):
+            self._finish(self.runs[rid], RunState.CANCELLED, body["now_ms"], reason="job deleted")
+        for rid in self.job_runs.pop(job.spec.id, {}):
+            self.runs.pop(rid, None)
+        del self.jobs[job.spec.id]
+        self.audit.pop(job.spec.id, None)
+        self.job_active.pop(job.spec.id, None)
+        self.stats.pop(job.spec.id, None)
+        return ok(job_id=job.spec.id)
+
+    def _apply_pause_job(self, body: dict[str, Any]) -> Result:
+        job = self._job_or_reject(body)
+        if not isinstance(job, JobRecord):
+            return job
+        now_ms = body["now_ms"]
+        if not job.spec.paused:
+            self._cancel_pending(job.spec.id, now_ms, "job paused")
+            job = dataclasses.replace(
+                job,
+                spec=dataclasses.replace(job.spec, paused=True),
+                version=job.version + 1,
+                updated_ms=now_ms,
+                paused_ms=now_ms,
+                actor=str(body.get("actor", "")),
+            )
+            self.jobs[job.spec.id] = job
+        return ok(job_id=job.spec.id, version=job.version)
+
+    def _apply_resume_job(self, body: dict[str, Any]) -> Result:
+        job = self._job_or_reject(body)
+        if not isinstance(job, JobRecord):
+            return job
+        now_ms = body["now_ms"]
+        if job.spec.paused:
+            skipped = body.get("skipped")
+            if isinstance(skipped, dict) and skipped.get("count", 0) > 0:
+                self._record(
+                    job,
+                    RunState.SKIPPED,
+                    skipped["from_ms"],
+                    now_ms,
+                    "job paused",
+                    until_ms=skipped["until_ms"],
+                    count=skipped["count"],
+                )
+            last = max(job.last_slot_ms or 0, now_ms)
+            job = dataclasses.replace(
+                job,
+                spec=dataclasses.replace(job.spec, paused=False),
+                version=job.version + 1,
+                updated_ms=now_ms,
+                paused_ms=None,
+                next_nominal_ms=body.get("next_nominal_ms"),
+                last_slot_ms=last,
+                actor=str(body.get("actor", "")),
+            )
+            self.jobs[job.spec.id] = job
+        return ok(job_id=job.spec.id, version=job.version)
+
+    def _apply_trigger_job(self, body: dict[str, Any]) -> Result:
+        job = self._job_or_reject(body)
+        if not isinstance(job, JobRecord):
+            return job
+        now_ms = body["now_ms"]
+        rid = f"{job.spec.id}@manual-{now_ms}"
+        if rid not in self.runs:
+            self._add_run(
+                Run(
+                    run_id=rid,
+                    job_id=job.spec.id,
+                    incarnation=job.incarnation,
+                    attempt=1,
+                    nominal_ms=now_ms,
+                    due_ms=now_ms,
+                    node=body.get("node"),
+                    state=RunState.PENDING,
+                    created_ms=now_ms,
+                    manual=True,
+                    env=body.get("env"),
+                    kwargs=body.get("kwargs"),
+                )
+            )
+        return ok(run_id=rid)
+
+    def _apply_cancel_run(self, body: dict[str, Any]) -> Result:
+        run = self.runs.get(str(body.get("run_id")))
+        if run is None:
+            return reject("not_found", f"no run {body.get('run_id')!r}", "run_id")
+        if run.state.active:
+            self._finish(run, RunState.CANCELLED, body["now_ms"], reason=f"cancelled by {body.get('actor')}")
+        return ok(run_id=run.run_id, state=self.runs[run.run_id].state.value)

@@ -1,0 +1,206 @@
+"""The replicated state machine: jobs, runs, nodes, the leader's term.
+
+Contract (as hashicorp/raft's FSM): `apply(data)` is deterministic. It reads no clock,
+environment, file or random source; time and ids come in the command. It iterates in
+insertion order only. It never raises: a bad or stale command returns a rejection value
+`{"ok": False, "code", "message", "field"}`. Every node applies the same bytes in the same
+order and reports the same `digest` (count of applied entries + rolling hash of their bytes).
+
+Threads: `apply` runs on PySyncObj's tick thread; readers on the event loop. Both hold
+`lock` (an RLock) for the duration of one apply or one read, so a reader never iterates a
+dict that is being changed. Records are frozen, so a reference taken under the lock stays
+valid after it is released.
+
+The data and its bookkeeping are in `data`; the commands, one `_apply_<command>` each, in
+`nodes`, `jobs` and `runs`; this module holds the entry point, request de-duplication, the
+audit trail and snapshots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ..commands import Command, CommandType, DecodeError, decode
+from ..records import JobRecord, NodeRecord, Run, Summary, new_stats
+from .data import Result, reject
+from .jobs import JobCommands
+from .nodes import NodeCommands
+from .runs import RunCommands
+
+__all__ = ["SNAPSHOT_VERSION", "State"]
+
+SNAPSHOT_VERSION = 1
+REQUEST_TTL_MS = 24 * 3600 * 1000
+AUDIT_PER_JOB = 20
+MAX_REQUESTS = 100_000
+
+
+class State(NodeCommands, JobCommands, RunCommands):
+    """The replicated state machine. Mutated only by `apply`; see the module docstring."""
+
+    def apply(self, data: bytes) -> Result:
+        """Apply one log entry. Never raises; the result goes back to the proposer."""
+        with self.lock:
+            self.applied += 1
+            self.digest = hashlib.blake2b(self.digest + data, digest_size=16).digest()
+            try:
+                cmd = decode(data)
+            except DecodeError as exc:
+                return reject("bad_command", str(exc))
+            try:
+                result = self._apply_deduplicated(cmd)
+            except Exception as exc:  # noqa: BLE001 - a bug must not wedge the log (PYSYNCOBJ.md bug 1)
+                result = reject("internal", f"{type(exc).__name__}: {exc}")
+        for listener in self.listeners:
+            listener(cmd, result)
+        return result
+
+    def _apply_deduplicated(self, cmd: Command) -> Result:
+        now_ms = cmd.body.get("now_ms")
+        if cmd.rid is not None:
+            seen = self.requests.get(cmd.rid)
+            fingerprint = str(cmd.body.get("fp", ""))
+            if seen is not None:
+                if seen[0] != fingerprint:
+                    return reject("idempotency_mismatch", "request id reused with another body")
+                return {**seen[1], "duplicate": True}
+        result = self._dispatch(cmd)
+        if cmd.rid is not None and isinstance(now_ms, int):
+            self.requests[cmd.rid] = (str(cmd.body.get("fp", "")), result, now_ms)
+            self._trim_requests(now_ms)
+        return result
+
+    def _trim_requests(self, now_ms: int) -> None:
+        while self.requests:
+            oldest = next(iter(self.requests))
+            if self.requests[oldest][2] >= now_ms - REQUEST_TTL_MS and len(self.requests) <= MAX_REQUESTS:
+                return
+            del self.requests[oldest]
+
+    def _dispatch(self, cmd: Command) -> Result:
+        handler = self._HANDLERS.get(cmd.type)
+        if handler is None:
+            return reject("bad_command", f"no handler for {cmd.type}")
+        body = cmd.body
+        if cmd.type in self._LEADER_COMMANDS:
+            term = body.get("term")
+            if not isinstance(term, int) or term != self.term:
+                # Older: a deposed leader. Newer: a leader whose BeginTerm has not committed yet.
+                return reject("stale_term", f"term {term} is not the current term {self.term}")
+        result = handler(self, body)
+        if result.get("ok") and cmd.type in _AUDITED:
+            self._audit(cmd, result)
+        return result
+
+    def _audit(self, cmd: Command, result: Result) -> None:
+        """Who changed a job, when, to which version: the last AUDIT_PER_JOB entries per job."""
+        body = cmd.body
+        job_id = body.get("job_id") or result.get("job_id") or str(body.get("run_id", "")).partition("@")[0]
+        if job_id not in self.jobs:
+            return
+        action = _AUDITED[cmd.type]
+        if cmd.type is CommandType.PUT_JOB:
+            action = "created" if result.get("created") else "updated"
+        elif cmd.type is CommandType.CANCEL_RUN:
+            action = f"cancelled run {body.get('run_id')}"
+        elif cmd.type is CommandType.TRIGGER_JOB:
+            action = f"triggered run {result.get('run_id')}"
+        trail = self.audit.setdefault(job_id, [])
+        trail.append(
+            {
+                "at_ms": body.get("now_ms"),
+                "actor": str(body.get("actor", "")),
+                "action": action,
+                "version": self.jobs[job_id].version,
+            }
+        )
+        del trail[:-AUDIT_PER_JOB]
+
+    # ------------------------------------------------------------------ snapshots
+
+    def dump(self, *, locked: bool = True) -> bytes:
+        """The whole state as orjson bytes.
+
+        `locked=False` is for the forked compaction child only: it is single-threaded, and a
+        lock copied while the loop thread held it would never be released there.
+        """
+        if locked:
+            with self.lock:
+                return self.dump(locked=False)
+        return orjson.dumps(
+            {
+                "v": SNAPSHOT_VERSION,
+                "applied": self.applied,
+                "digest": self.digest.hex(),
+                "term": self.term,
+                "leader": self.leader,
+                "settings": self.settings,
+                "next_incarnation": self.next_incarnation,
+                "jobs": [j.to_dict() for j in self.jobs.values()],
+                "runs": [r.to_dict() for r in self.runs.values()],
+                "nodes": [n.to_dict() for n in self.nodes.values()],
+                "stats": {k: _stats_dict(v) for k, v in self.stats.items()},
+                "totals": _stats_dict(self.totals),
+                "requests": [[k, *v] for k, v in self.requests.items()],
+                "audit": self.audit,
+                "removed": self.removed,
+            }
+        )
+
+    def load(self, data: bytes) -> None:
+        raw = orjson.loads(data)
+        if raw.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported snapshot version {raw.get('v')!r}")
+        with self.lock:
+            self.__init_data(raw)
+
+    def __init_data(self, raw: dict[str, Any]) -> None:
+        listeners = self.listeners
+        State.__init__(self)
+        self.listeners = listeners
+        self.applied, self.digest = raw["applied"], bytes.fromhex(raw["digest"])
+        self.term, self.leader, self.settings = raw["term"], raw["leader"], raw["settings"]
+        self.next_incarnation = raw["next_incarnation"]
+        for d in raw["jobs"]:
+            job = JobRecord.from_dict(d)
+            self.jobs[job.spec.id] = job
+            self.job_runs[job.spec.id], self.job_active[job.spec.id] = {}, {}
+        self.nodes = {n["id"]: NodeRecord.from_dict(n) for n in raw["nodes"]}
+        for d in raw["runs"]:
+            self._add_run(Run.from_dict(d))
+        self.stats = {k: _stats_from(v) for k, v in raw["stats"].items()}
+        self.totals = _stats_from(raw["totals"])
+        self.requests = {k: (fp, res, ms) for k, fp, res, ms in raw["requests"]}
+        self.audit = raw.get("audit", {})
+        self.removed = raw.get("removed", {})
+
+    _HANDLERS: dict[CommandType, Callable[[State, dict[str, Any]], Result]] = {}
+    _LEADER_COMMANDS = frozenset(
+        {CommandType.FIRE_RUNS, CommandType.REASSIGN_RUNS, CommandType.SET_NODE, CommandType.REMOVE_NODE}
+    )
+
+
+_AUDITED = {
+    CommandType.PUT_JOB: "updated",
+    CommandType.PAUSE_JOB: "paused",
+    CommandType.RESUME_JOB: "resumed",
+    CommandType.TRIGGER_JOB: "triggered",
+    CommandType.CANCEL_RUN: "cancelled a run",
+}
+
+State._HANDLERS = {t: getattr(State, f"_apply_{t.value}") for t in CommandType}
+
+
+def _stats_dict(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.to_dict() if isinstance(v, Summary) else v for k, v in stats.items()}
+
+
+def _stats_from(raw: dict[str, Any]) -> dict[str, Any]:
+    out = new_stats()
+    for key, value in raw.items():
+        out[key] = Summary(**value) if isinstance(value, dict) else value
+    return out
