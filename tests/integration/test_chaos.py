@@ -1,0 +1,175 @@
+"""The CI chaos tier (TESTING.md): real 3-node clusters with every workload running, one fault
+each, then the ten checkers over the recorded history. The long runs are scripts/chaos.py.
+
+Partitions need root and iptables (scripts/install-chaos-tools installs it; CI runs as root):
+the isolation test skips with the reason otherwise. Regression tests for what the chaos found
+are at the end, marked xfail(strict) while raftsched still has the bug.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from chaoskit.checkers import Result
+from chaoskit.figures import table
+from chaoskit.groundtruth import shell_task
+from chaoskit.harness import ChaosCluster, make_root, partition_unavailable
+from chaoskit.history import page_all
+from chaoskit.scenario import ChaosRun
+
+pytestmark = pytest.mark.integration
+
+MakeRun = Callable[..., ChaosRun]
+
+
+@pytest.fixture
+def chaos() -> Iterator[MakeRun]:
+    runs: list[ChaosRun] = []
+
+    def make(**kwargs: Any) -> ChaosRun:
+        # Admin updates keep the schedule in CI: a schedule edit hits the known bug pinned below.
+        run = ChaosRun(size=3, seed=kwargs.pop("seed", 1), reschedule=False, **kwargs)
+        runs.append(run)
+        return run
+
+    yield make
+    for run in runs:
+        run.close()
+
+
+def verdict(run: ChaosRun) -> tuple[list[Result], dict[str, Any]]:
+    history, results, report = run.finish()
+    print("\n" + table(report))
+    bad = {r.name: r.violations[:5] for r in results if r.violations}
+    assert not bad, f"invariants violated: {bad}\n{run.cluster.logs()}"
+    assert report["executed"] > 20 and report["slots_due"] > 20, report
+    return results, report
+
+
+def test_leader_kill_9(chaos: MakeRun) -> None:
+    run = chaos()
+    run.start()
+    time.sleep(6)
+    run.fault("kill", "leader", duration_s=3)
+    time.sleep(6)
+    _, report = verdict(run)
+    assert report["failover_s"]["n"] >= 1
+
+
+def test_leader_pause_past_the_election_timeout(chaos: MakeRun) -> None:
+    run = chaos(seed=2)
+    run.start()
+    time.sleep(6)
+    old = run.leader()
+    run.fault("pause", old, duration_s=3)  # the election timeout is at most 1.5 s
+    time.sleep(6)
+    _, report = verdict(run)
+    assert any(
+        e["old_leader"] == old and e["new_leader"] not in (None, old) for e in report["failover_s"]["events"]
+    ), report["failover_s"]
+
+
+def test_leader_isolation(chaos: MakeRun) -> None:
+    reason = partition_unavailable()
+    if reason:
+        pytest.skip(reason)
+    run = chaos(seed=3)
+    run.start()
+    time.sleep(6)
+    old = run.leader()
+    run.fault("isolate", old, duration_s=4)
+    time.sleep(6)
+    _, report = verdict(run)
+    assert any(e["old_leader"] == old for e in report["failover_s"]["events"]), report["failover_s"]
+
+
+def test_full_cluster_restart_keeps_every_job_and_run(chaos: MakeRun) -> None:
+    run = chaos(seed=4)
+    run.start()
+    time.sleep(6)
+    node = run.leader()
+    before_jobs = {j["id"]: j for j in page_all(run.cluster, node, "/v1/jobs?consistent=true")}
+    before_runs = {r["run_id"]: r for r in page_all(run.cluster, node, "/v1/runs")}
+    run.fault("restart_all", duration_s=1)
+    run.cluster.leader(timeout=60)
+    run.cluster.wait_healthy(timeout=60)
+    node = run.leader()
+    after_jobs = {j["id"]: j for j in page_all(run.cluster, node, "/v1/jobs?consistent=true")}
+    after_runs = {r["run_id"]: r for r in page_all(run.cluster, node, "/v1/runs")}
+    deleted = {op.job for op in run.log.ops if op.kind == "delete" and op.status != "failed"}
+    missing_jobs = [j for j in before_jobs if j not in after_jobs and j not in deleted]
+    assert not missing_jobs, missing_jobs
+    for job_id, job in before_jobs.items():
+        if job_id in after_jobs:
+            assert after_jobs[job_id]["version"] >= job["version"], (job, after_jobs[job_id])
+    kept = [r for r in before_runs.values() if r["job_id"] not in deleted]
+    assert all(r["run_id"] in after_runs for r in kept), [
+        r["run_id"] for r in kept if r["run_id"] not in after_runs
+    ]
+    time.sleep(5)
+    verdict(run)
+
+
+# ---------------------------------------------------------------- regressions: what the chaos found
+
+
+def _ms(iso: str) -> int:
+    return round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+@pytest.fixture
+def plain() -> Iterator[ChaosCluster]:
+    cluster = ChaosCluster(make_root(), 3, cluster_keys={"lookahead_s": 2, "node_timeout_s": 2})
+    cluster.start()
+    cluster.leader()
+    cluster.wait_registered()
+    yield cluster
+    cluster.close()
+    import shutil
+
+    shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: an edit that cancels the runs fired ahead plans the new schedule from the old last "
+    "slot, so the new schedule's slots up to it are neither run nor recorded (invariant 1)",
+)
+def test_a_schedule_edit_loses_no_slot_of_the_new_schedule(plain: ChaosCluster) -> None:
+    """Found by scripts/chaos.py (churn clients editing `every`): with lookahead 2 s a job every
+    1 s has slots C+1000 and C+2000 committed at once; an edit to every 1.5 s at C+300 cancels
+    both (neither is a 1.5 s slot) but the job's last slot stays C+2000, so C+1500, a slot of the
+    new schedule after the edit, is never fired and no skipped record says why."""
+    job = {"id": "edited", "schedule": {"every": 1}, "overlap": "allow", "task": shell_task(plain.gt_dir)}
+    code, created = plain.api("n1", "POST", "/v1/jobs", job)
+    assert code == 201, created
+    start = _ms(created["created_at"])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        runs = plain.api("n1", "GET", "/v1/jobs/edited/runs")[1]["items"]
+        if len(runs) >= 2:
+            break
+        time.sleep(0.02)
+    assert time.time() * 1000 < start + 1200, "too slow to edit before the new schedule's first slot"
+    code, body = plain.api(
+        "n1",
+        "PUT",
+        "/v1/jobs/edited",
+        {**job, "schedule": {"every": 1.5}},
+        headers={"If-Match": str(created["version"])},
+    )
+    assert code == 200, body
+    edited_ms = time.time() * 1000
+    time.sleep(4.5)
+    plain.api("n1", "POST", "/v1/jobs/edited/pause")
+    runs = plain.api("n1", "GET", "/v1/jobs/edited/runs?limit=1000")[1]["items"]
+    slots = {_ms(r["scheduled_at"]): r for r in runs}
+    new_slots = [start + k * 1500 for k in range(1, 4) if start + k * 1500 > edited_ms]
+    unaccounted = [s - start for s in new_slots if s not in slots]
+    assert not unaccounted, (
+        f"slots (ms after creation) of the new schedule with no run or record: {unaccounted}"
+    )

@@ -1,0 +1,506 @@
+"""Each chaos checker on hand-made histories: a clean one passes every checker, and each
+violation is caught by the checker that owns it (a checker that cannot fail proves nothing)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from chaoskit.checkers import (
+    CHECKERS,
+    History,
+    Op,
+    check_acknowledged_writes,
+    check_bad_input,
+    check_convergence,
+    check_duplicate_executions,
+    check_fencing,
+    check_liveness,
+    check_no_duplicate_fire,
+    check_no_lost_fire,
+    check_no_run_after_stop,
+    check_overlap,
+    slots_in,
+)
+from chaoskit.groundtruth import Execution, executions
+
+BASE = 1_800_000_000_000  # wall ms at mono 0
+
+
+def iso(ms: float) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def wall(t: float) -> float:
+    return BASE + t * 1000
+
+
+def task(sleep: float) -> dict[str, Any]:
+    return {"type": "shell", "command": ["python", "-S", "/x/gt_task.py", "/gt", str(sleep)]}
+
+
+def spec(job: str, every: float = 1, sleep: float = 0.0, **extra: Any) -> dict[str, Any]:
+    return {"id": job, "schedule": {"every": every}, "task": task(sleep), "overlap": "allow", **extra}
+
+
+def op(kind: str, job: str, t0: float, t1: float, status: str = "ok", **extra: Any) -> Op:
+    return Op(
+        id=int(t0 * 1000),
+        kind=kind,
+        job=job,
+        node="n1",
+        invoke_mono=t0,
+        invoke_wall_ms=wall(t0),
+        complete_mono=t1,
+        complete_wall_ms=wall(t1),
+        status=status,
+        **extra,
+    )
+
+
+def job_view(
+    job: str, version: int, paused: bool = False, description: str = "", inc: int = 1
+) -> dict[str, Any]:
+    return {
+        "id": job,
+        "version": version,
+        "incarnation": inc,
+        "paused": paused,
+        "description": description,
+        "created_at": iso(BASE),
+    }
+
+
+def ex(
+    job: str,
+    k: int,
+    attempt: int = 1,
+    node: str = "n1",
+    start: float | None = None,
+    length: float = 0.01,
+    ended: bool = True,
+) -> Execution:
+    slot = BASE + k * 1000
+    t = k + 0.01 if start is None else start
+    return Execution(
+        run_id=f"{job}@{slot}",
+        job=job,
+        slot=slot,
+        node=node,
+        attempt=attempt,
+        pid=int(t * 1000) + attempt * 7 + hash(node) % 5,
+        start_mono=t,
+        start_wall_ms=wall(t),
+        end_mono=t + length if ended else None,
+        end_wall_ms=wall(t + length) if ended else None,
+        rc=0 if ended else None,
+    )
+
+
+def rec(
+    job: str, k: int, state: str = "succeeded", attempt: int = 1, node: str = "n1", **extra: Any
+) -> dict[str, Any]:
+    slot = BASE + k * 1000
+    return {
+        "run_id": f"{job}@{slot}",
+        "job_id": job,
+        "scheduled_at": iso(slot),
+        "state": state,
+        "attempt": attempt,
+        "node": node,
+        "started_at": iso(slot + 10),
+        "created_at": iso(slot - 2000),
+        "reason": None,
+        "manual": False,
+        "shard": 0,
+        **extra,
+    }
+
+
+def clean() -> History:
+    """Job `m`, every second from BASE, created at t=0, paused at t=10.5: slots 1..10 ran once."""
+    records = [rec("m", k) for k in range(1, 11)]
+    return History(
+        executions=[ex("m", k) for k in range(1, 11)],
+        ops=[
+            op(
+                "create",
+                "m",
+                -0.05,
+                0.0,
+                spec=spec("m"),
+                result=job_view("m", 1),
+                read_after=job_view("m", 1),
+            ),
+            op("pause", "m", 10.5, 10.55, result=job_view("m", 2, paused=True)),
+        ],
+        records={"n1": records, "n2": copy.deepcopy(records)},
+        digests={"n1": "50:ab", "n2": "50:ab"},
+        samples=[
+            {"mono": t / 2, "node": "n1", "ok": True, "role": "leader", "term": 3, "scheduler_term": 3}
+            for t in range(0, 30)
+        ],
+        faults=[],
+        probes=[
+            {
+                "kind": "bad_input",
+                "name": "id",
+                "status": 400,
+                "field": "id",
+                "expect_field": "id",
+                "changed": False,
+                "alive": True,
+            }
+        ],
+        final_jobs={"m": job_view("m", 2, paused=True)},
+        end_mono=20.0,
+        end_wall_ms=wall(20.0),
+    )
+
+
+def names(history: History) -> set[str]:
+    return {c.__name__ for c in CHECKERS if c(history).violations}
+
+
+def test_the_clean_history_passes_every_checker() -> None:
+    h = clean()
+    failing = {c.__name__: c(h).violations for c in CHECKERS if c(h).violations}
+    assert not failing
+    assert check_no_lost_fire(h).counts["slots_due"] == 10
+
+
+def test_slots_are_computed_independently() -> None:
+    assert slots_in({"every": 0.5}, BASE, BASE, BASE + 2000) == [
+        BASE + 500,
+        BASE + 1000,
+        BASE + 1500,
+        BASE + 2000,
+    ]
+    assert slots_in({"cron": "*/2 * * * * *"}, BASE, BASE, BASE + 5000) == [BASE + 2000, BASE + 4000]
+    assert slots_in({"at": iso(BASE + 3000)}, BASE, BASE, BASE + 5000) == [BASE + 3000]
+
+
+# ---------------------------------------------------------------- 1
+
+
+def test_a_slot_neither_run_nor_recorded_is_lost() -> None:
+    h = clean()
+    h.executions = [e for e in h.executions if e.slot != BASE + 5000]
+    for items in h.records.values():
+        items[:] = [r for r in items if r["scheduled_at"] != iso(BASE + 5000)]
+    v = check_no_lost_fire(h).violations
+    assert [x["slot"] for x in v] == [BASE + 5000]
+    assert names(h) == {"check_no_lost_fire"}
+
+
+def test_a_skip_record_accounts_for_a_slot_only_with_a_reason() -> None:
+    h = clean()
+    h.executions = [e for e in h.executions if e.slot not in (BASE + 5000, BASE + 6000)]
+    for items in h.records.values():
+        items[:] = [r for r in items if r["scheduled_at"] not in (iso(BASE + 5000), iso(BASE + 6000))]
+        items.append(
+            rec("m", 5, "missed", attempt=0, reason="missed its grace", until=iso(BASE + 6000), count=2)
+        )
+    assert check_no_lost_fire(h).ok
+    for items in h.records.values():
+        items[-1]["reason"] = None
+    assert not check_no_lost_fire(h).ok
+
+
+def test_slots_while_paused_are_not_due() -> None:
+    h = clean()
+    h.ops.insert(1, op("pause", "m", 3.5, 3.55, result=job_view("m", 2, paused=True)))
+    h.ops.insert(2, op("resume", "m", 7.5, 7.55, result=job_view("m", 3)))
+    h.executions = [e for e in h.executions if not BASE + 4000 <= e.slot <= BASE + 7000]  # type: ignore[operator]
+    for items in h.records.values():
+        items[:] = [r for r in items if not iso(BASE + 4000) <= r["scheduled_at"] <= iso(BASE + 7000)]
+    assert check_no_lost_fire(h).ok
+
+
+# ---------------------------------------------------------------- 2
+
+
+def test_attempt_one_of_a_slot_on_two_nodes_is_two_fire_decisions() -> None:
+    h = clean()
+    h.executions.append(ex("m", 4, node="n2", start=4.02))
+    assert not check_no_duplicate_fire(h).ok
+
+
+def test_two_runs_for_one_slot_on_a_node_are_two_fire_decisions() -> None:
+    h = clean()
+    h.records["n1"].append({**rec("m", 4), "run_id": f"m@{BASE + 4000}~0"})
+    assert not check_no_duplicate_fire(h).ok
+
+
+# ---------------------------------------------------------------- 3
+
+
+def test_one_run_attempt_executed_twice() -> None:
+    h = clean()
+    h.executions.append(ex("m", 4, node="n2", start=4.5))
+    v = check_duplicate_executions(h).violations
+    assert v and v[0]["what"] == "one (run, attempt) executed twice"
+
+
+def test_at_most_once_never_executes_twice() -> None:
+    h = clean()
+    h.ops[0].spec = spec("m", delivery="at_most_once")
+    h.executions.append(ex("m", 4, attempt=2, node="n2", start=4.5))
+    for items in h.records.values():
+        items[3] = rec("m", 4, attempt=2, node="n2")
+    assert [x["what"] for x in check_duplicate_executions(h).violations] == [
+        "an at_most_once run executed more than once"
+    ]
+
+
+def test_at_least_once_re_executes_only_with_a_committed_higher_attempt() -> None:
+    h = clean()
+    h.executions.append(ex("m", 4, attempt=2, node="n2", start=4.5))
+    for items in h.records.values():
+        items[3] = rec("m", 4, attempt=2, node="n2")
+    result = check_duplicate_executions(h)
+    assert result.ok and result.counts["duplicate_executions"] == 1
+    for items in h.records.values():
+        items[3] = rec("m", 4, attempt=1)
+    assert not check_duplicate_executions(h).ok
+
+
+# ---------------------------------------------------------------- 4
+
+
+def test_an_execution_without_a_committed_fire() -> None:
+    h = clean()
+    h.executions.append(Execution("m@999", "m", 999, "n1", 1, 4242, 3.0, wall(3.0), 3.1, wall(3.1), 0))
+    assert [x["what"] for x in check_fencing(h).violations] == ["executed without a committed fire"]
+
+
+def test_a_result_of_an_attempt_that_did_not_run_there_is_stale() -> None:
+    h = clean()
+    for items in h.records.values():
+        items[3] = rec("m", 4, attempt=2, node="n2")  # attempt 2 on n2 "succeeded", but only attempt 1 ran
+    assert any("did not run there" in x["what"] for x in check_fencing(h).violations)
+
+
+# ---------------------------------------------------------------- 5
+
+
+def overlap_history(policy: str) -> History:
+    h = clean()
+    h.ops[0].spec = spec("m", sleep=2.5, overlap=policy)
+    h.executions = [ex("m", 1, length=2.5), ex("m", 2, length=2.5)]  # slot 2 starts while slot 1 runs
+    for items in h.records.values():
+        items[:] = [rec("m", 1), rec("m", 2)] + [
+            rec("m", k, "skipped", attempt=0, reason="overlap") for k in range(3, 11)
+        ]
+    return h
+
+
+@pytest.mark.parametrize("policy", ["forbid", "queue", "replace"])
+def test_overlap_is_caught_under_exclusive_policies(policy: str) -> None:
+    assert not check_overlap(overlap_history(policy)).ok
+
+
+def test_replace_allows_only_the_kill_of_the_replaced_run() -> None:
+    h = overlap_history("replace")
+    h.executions[0].end_mono, h.executions[0].signal = 2.3, 15  # killed 0.3 s after slot 2 started
+    assert check_overlap(h).ok
+
+
+def test_overlap_is_fine_under_allow_and_for_a_superseded_attempt() -> None:
+    assert check_overlap(overlap_history("allow")).ok
+    h = overlap_history("forbid")
+    h.executions.append(ex("m", 1, attempt=2, node="n2", start=1.5, length=0.1))  # attempt 1 was superseded
+    h.executions.sort(key=lambda e: e.start_mono)
+    for items in h.records.values():
+        items[0] = rec("m", 1, attempt=2, node="n2")
+    result = check_overlap(h)
+    assert result.ok and result.counts["overlap_superseded"] == 1
+
+
+# ---------------------------------------------------------------- 6
+
+
+def test_a_start_after_a_pause_was_acknowledged() -> None:
+    h = clean()
+    h.ops.append(op("pause", "m", 4.0, 4.05, result=job_view("m", 2, paused=True)))
+    h.ops.sort(key=lambda o: o.invoke_mono)
+    assert [x["run"] for x in check_no_run_after_stop(h).violations][:1] == [f"m@{BASE + 5000}"]
+
+
+def test_a_start_just_after_the_ack_or_on_a_cut_off_worker_is_allowed() -> None:
+    h = clean()
+    h.ops.append(op("pause", "m", 9.0, 9.3, result=job_view("m", 2, paused=True)))  # slot 10 at 10.01 is late
+    h.ops.sort(key=lambda o: o.invoke_mono)
+    assert not check_no_run_after_stop(h).ok
+    h.faults = [
+        {"kind": "isolate", "node": "n1", "mono": 8.5, "wall_ms": wall(8.5)},
+        {"kind": "heal", "mono": 12.0, "wall_ms": wall(12.0)},
+    ]
+    result = check_no_run_after_stop(h)
+    assert result.ok and result.counts["cut_off_starts"] == 1
+
+
+def test_a_delete_kills_what_runs() -> None:
+    h = clean()
+    h.ops.append(op("delete", "m", 5.0, 5.05))
+    h.ops.sort(key=lambda o: o.invoke_mono)
+    h.executions = [e for e in h.executions if e.start_mono < 5] + [ex("m", 5, start=4.9, length=10)]
+    h.final_jobs = {}
+    assert [x["what"] for x in check_no_run_after_stop(h).violations] == [
+        "still running after the delete was acknowledged"
+    ]
+
+
+# ---------------------------------------------------------------- 7
+
+
+def test_two_cas_updates_from_one_version() -> None:
+    h = clean()
+    h.ops += [
+        op("update", "m", 2.0, 2.1, if_match=1, spec=spec("m", description="a"), result=job_view("m", 2)),
+        op("update", "m", 2.05, 2.2, if_match=1, spec=spec("m", description="b"), result=job_view("m", 2)),
+    ]
+    assert any(
+        "compare" in x["what"] or "one version" in x["what"] for x in check_acknowledged_writes(h).violations
+    )
+
+
+def test_an_acknowledged_write_that_went_back_is_lost() -> None:
+    h = clean()
+    h.final_jobs = {"m": job_view("m", 1)}  # the pause acknowledged version 2
+    result = check_acknowledged_writes(h)
+    assert not result.ok and result.counts["lost_writes"] >= 1
+
+
+def test_an_acknowledged_delete_undone_and_a_create_lost() -> None:
+    h = clean()
+    h.ops.append(op("delete", "m", 11.0, 11.1))
+    assert not check_acknowledged_writes(h).ok  # the job still exists
+    h2 = clean()
+    h2.final_jobs = {}
+    assert not check_acknowledged_writes(h2).ok  # created, never deleted, gone
+
+
+def test_the_last_update_must_be_what_the_job_holds() -> None:
+    h = clean()
+    h.ops.insert(
+        1,
+        op(
+            "update",
+            "m",
+            2.0,
+            2.1,
+            if_match=1,
+            spec=spec("m", description="mine"),
+            result=job_view("m", 2, description="mine"),
+        ),
+    )
+    h.ops[-1].result = job_view("m", 3, paused=True, description="mine")
+    h.final_jobs = {"m": job_view("m", 3, paused=True, description="mine")}
+    assert check_acknowledged_writes(h).ok
+    h.final_jobs = {"m": job_view("m", 3, paused=True, description="someone else")}
+    assert not check_acknowledged_writes(h).ok
+
+
+def test_a_read_right_after_a_write_must_see_it() -> None:
+    h = clean()
+    h.ops[0].read_after = {"version": None}
+    assert not check_acknowledged_writes(h).ok
+
+
+def test_indeterminate_ops_are_not_acknowledged() -> None:
+    h = clean()
+    h.ops.append(op("delete", "m", 11.0, 11.1, status="indeterminate"))
+    assert check_acknowledged_writes(h).ok  # may or may not have applied: either final state is fine
+    assert check_acknowledged_writes(h).counts["admin_ops"] == {"ok": 2, "indeterminate": 1}
+
+
+# ---------------------------------------------------------------- 8
+
+
+def test_divergent_digests_and_records() -> None:
+    h = clean()
+    h.digests["n2"] = "50:cd"
+    assert not check_convergence(h).ok
+    h = clean()
+    h.records["n2"][0]["state"] = "failed"
+    assert not check_convergence(h).ok
+    h = clean()
+    h.digests["n3"] = None  # a node that does not answer has not converged
+    assert not check_convergence(h).ok
+
+
+# ---------------------------------------------------------------- 9
+
+
+def test_no_leader_after_a_recovery() -> None:
+    h = clean()
+    h.samples = [s for s in h.samples if s["mono"] < 3]
+    h.faults = [{"kind": "heal", "mono": 4.0, "wall_ms": wall(4.0)}]
+    assert not check_liveness(h).ok
+
+
+def test_a_run_stuck_active_after_its_execution_ended() -> None:
+    h = clean()
+    for items in h.records.values():
+        items[0] = rec("m", 1, state="running")
+    assert not check_liveness(h).ok
+
+
+# ---------------------------------------------------------------- 10
+
+
+@pytest.mark.parametrize(
+    "change", [{"status": 500}, {"status": 200}, {"field": None}, {"changed": True}, {"alive": False}]
+)
+def test_bad_input_must_get_a_4xx_naming_the_field_and_change_nothing(change: dict[str, Any]) -> None:
+    h = clean()
+    h.probes[0].update(change)
+    assert not check_bad_input(h).ok
+
+
+# ---------------------------------------------------------------- ground truth
+
+
+def test_ground_truth_pairs_start_and_end_by_node_and_pid() -> None:
+    events = [
+        {
+            "ev": "start",
+            "run_id": "m@1",
+            "job": "m",
+            "slot": 1,
+            "node": "n1",
+            "attempt": 1,
+            "pid": 7,
+            "wall_ms": 10.0,
+            "mono": 1.0,
+        },
+        {
+            "ev": "start",
+            "run_id": "m@1",
+            "job": "m",
+            "slot": 1,
+            "node": "n2",
+            "attempt": 2,
+            "pid": 7,
+            "wall_ms": 20.0,
+            "mono": 2.0,
+        },
+        {
+            "ev": "end",
+            "run_id": "m@1",
+            "job": "m",
+            "slot": 1,
+            "node": "n1",
+            "attempt": 1,
+            "pid": 7,
+            "wall_ms": 30.0,
+            "mono": 3.0,
+            "rc": 143,
+            "signal": 15,
+        },
+    ]
+    out = executions(events)
+    assert [(e.node, e.end_mono, e.signal) for e in out] == [("n1", 3.0, 15), ("n2", None, None)]
