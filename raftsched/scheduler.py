@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import triggers
 from .clock import Clock
 from .commands import CommandType, encode
 from .errors import RaftschedError
-from .model import MisfirePolicy, Overlap, RouteStrategy, RunState
+from .model import RouteStrategy, RunState
+from .planning import Plan, add_load, next_key, plan_job
 from .records import JobRecord, Run
-from .routing import Candidate, eligible, pick_nodes
+from .routing import Candidate, pick_nodes
 from .state import State
 
-__all__ = ["Leadership", "Scheduler", "SchedulerSettings", "plan_job"]
+__all__ = ["Leadership", "Scheduler", "SchedulerSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -60,135 +60,6 @@ class SchedulerSettings:
     output_tail_bytes: int = 4096
 
 
-@dataclass(slots=True)
-class Plan:
-    fires: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    skips: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-
-
-def _load(candidates: list[Candidate], node_id: str) -> list[Candidate]:
-    return [dataclasses.replace(c, running=c.running + 1) if c.id == node_id else c for c in candidates]
-
-
-def plan_job(
-    job: JobRecord, active: bool, candidates: list[Candidate], now_ms: int, lookahead_ms: int, plan: Plan
-) -> list[Candidate]:
-    """Add to `plan` the fires and skip/missed records of one job that are due by now + lookahead.
-
-    Pure: reads the replicated job record, the job's activity (pending or running scheduled
-    runs) and the node view; returns the node view updated with the runs it assigned, so one
-    batch spreads its load.
-    """
-    spec = job.spec
-    if spec.paused:
-        return candidates
-    horizon = now_ms + lookahead_ms
-    after = job.last_slot_ms if job.last_slot_ms is not None else job.created_ms - 1
-    nxt = job.next_nominal_ms
-    if nxt is None or nxt <= after:
-        nxt = triggers.next_fire_ms(spec.schedule, after, created_ms=job.created_ms)
-    if nxt is None or nxt > horizon:
-        return candidates
-    base = {"job_id": spec.id, "incarnation": job.incarnation}
-    boundary = now_ms - int(spec.misfire.grace * 1000)  # a slot before this can no longer start in grace
-    has_node = bool(eligible(candidates, spec.route.tags))
-    catch_up, after = _misfire(job, after, boundary, has_node, base, plan)
-    if catch_up is None:
-        return candidates  # a long gap is being recorded, chunk by chunk, over several ticks
-    live = triggers.slots_between(spec.schedule, after, horizon, created_ms=job.created_ms, limit=64)
-    exclusive = spec.overlap is not Overlap.ALLOW
-    for slot in catch_up + live:
-        due = slot + triggers.jitter_ms(spec.id, slot, spec.jitter)
-        if exclusive and (active or plan_has(plan, spec.id)) and due > now_ms:
-            break  # overlap decided at the due time, by the state (DESIGN.md §2.4)
-        salt = f"{spec.id}@{slot}"
-        nodes = pick_nodes(spec.route, spec.id, salt, candidates, counter=job.fired + len(plan.fires))
-        if not nodes:
-            break  # no eligible node yet: retried next tick, recorded missed once past grace
-        nxt_after = triggers.next_fire_ms(spec.schedule, slot, created_ms=job.created_ms)
-        plan.fires.append(
-            {**base, "nominal_ms": slot, "due_ms": due, "nodes": nodes, "next_nominal_ms": nxt_after}
-        )
-        for node in nodes:
-            candidates = _load(candidates, node)
-        active = active or exclusive
-    return candidates
-
-
-def plan_has(plan: Plan, job_id: str) -> bool:
-    return any(f["job_id"] == job_id for f in plan.fires)
-
-
-MAX_MISSED_WALK = 100_000  # slots examined per job per tick when recording a long gap
-
-
-def _misfire(
-    job: JobRecord, after: int, boundary: int, has_node: bool, base: dict[str, Any], plan: Plan
-) -> tuple[list[int] | None, int]:
-    """Record the slots in (after, boundary) as missed per the job's policy.
-
-    Returns the slots still to fire late (None while a gap longer than MAX_MISSED_WALK is still
-    being recorded) and the slot after which live planning continues. However long the gap,
-    the policy applies once: `fire_once` keeps the newest missed slot, `fire_all` the newest
-    `max_catchup`, `skip` none; the rest become one `missed` range record.
-    """
-    spec = job.spec
-    keep_n = {MisfirePolicy.FIRE_ALL: spec.misfire.max_catchup, MisfirePolicy.FIRE_ONCE: 1}.get(
-        spec.misfire.policy, 0
-    )
-    kept: deque[int] = deque()
-    first = last_dropped = None
-    dropped = walked = 0
-    cursor, complete = after, False
-    while walked < MAX_MISSED_WALK:
-        chunk = triggers.slots_between(
-            spec.schedule, cursor, boundary - 1, created_ms=job.created_ms, limit=4096
-        )
-        if not chunk:
-            complete = True
-            break
-        walked += len(chunk)
-        cursor = chunk[-1]
-        for slot in chunk:
-            kept.append(slot)
-            if len(kept) > keep_n:
-                evicted = kept.popleft()
-                first = evicted if first is None else first
-                last_dropped, dropped = evicted, dropped + 1
-    if not complete:  # too long to finish now: record what was walked, fire nothing yet
-        while kept:
-            evicted = kept.popleft()
-            first = evicted if first is None else first
-            last_dropped, dropped = evicted, dropped + 1
-    if dropped and first is not None and last_dropped is not None:
-        plan.skips.append(
-            {
-                **base,
-                "state": "missed",
-                "nominal_ms": first,
-                "until_ms": last_dropped,
-                "count": dropped,
-                "reason": _missed_reason(spec.misfire.policy, spec.misfire.max_catchup, has_node),
-                "next_nominal_ms": triggers.next_fire_ms(
-                    spec.schedule, last_dropped, created_ms=job.created_ms
-                ),
-            }
-        )
-    if not complete:
-        return None, after
-    return list(kept), (kept[-1] if kept else cursor)
-
-
-def _missed_reason(policy: MisfirePolicy, max_catchup: int, has_node: bool) -> str:
-    if not has_node:
-        return "no eligible node (route tags, capacity, liveness) within the grace period"
-    if policy is MisfirePolicy.FIRE_ALL:
-        return f"more than max_catchup={max_catchup} slots missed their grace period"
-    if policy is MisfirePolicy.FIRE_ONCE:
-        return "missed its grace period; coalesced into one catch-up run (fire_once)"
-    return "missed its grace period (misfire policy skip)"
-
-
 class Scheduler:
     """Runs on every node; acts only while this node leads and its term has begun."""
 
@@ -209,6 +80,9 @@ class Scheduler:
         self.wake = wake
         self.active_term = 0
         self._last_seen: dict[str, float] = {}
+        self._queue: list[tuple[int, str]] = []  # (next slot ms, job id): a heap
+        self._queue_generation = -1
+        self._queue_dirty = True
 
     async def run(self) -> None:
         while True:
@@ -256,6 +130,7 @@ class Scheduler:
         )
         if result.get("ok") or (self.state.term == term and self.state.leader == s.node_id):
             self.active_term = term
+            self._queue_dirty = True  # a new term plans from the replicated state only
             self._last_seen.clear()  # every node gets a full node_timeout_s from the new term
             log.info("leading term %d", term, extra={"term": term, "node": s.node_id})
             return True
@@ -263,23 +138,57 @@ class Scheduler:
         return False
 
     def plan(self, now_ms: int) -> Plan:
+        """Plan the jobs whose next slot falls within the lookahead, taken from the due queue."""
         plan = Plan()
         lookahead_ms = int(self.settings.lookahead_s * 1000)
+        horizon = now_ms + lookahead_ms
         with self.state.lock:
+            if self._queue_generation != self.state.generation or self._queue_dirty:
+                self._rebuild_queue()
             candidates = self.state.candidates()
-            for job in list(self.state.jobs.values()):
-                runs = self.state.job_active.get(job.spec.id, {})
-                active = any(not self.state.runs[r].manual for r in runs)  # as the state's overlap rule
-                candidates = plan_job(job, active, candidates, now_ms, lookahead_ms, plan)
-                if len(plan.fires) >= MAX_FIRES_PER_COMMAND:
+            due: list[tuple[int, str]] = []
+            while self._queue and self._queue[0][0] <= horizon:
+                due.append(heapq.heappop(self._queue))
+            for index, (_, job_id) in enumerate(due):
+                if len(plan.fires) >= MAX_FIRES_PER_COMMAND:  # the rest wait for the next command
+                    for entry in due[index:]:
+                        heapq.heappush(self._queue, entry)
                     break
+                job = self.state.jobs.get(job_id)
+                if job is None:
+                    continue
+                runs = self.state.job_active.get(job_id, {})
+                active = any(not self.state.runs[r].manual for r in runs)  # as the state's overlap rule
+                planned = len(plan.fires) + len(plan.skips)
+                candidates = plan_job(job, active, candidates, now_ms, lookahead_ms, plan)
+                self._requeue(job, plan, planned)
         return plan
+
+    def _rebuild_queue(self) -> None:
+        """Every job by its next slot: after a job-table change, a new term, or a failed proposal."""
+        self._queue = [
+            (key, jid) for jid, job in self.state.jobs.items() if (key := next_key(job)) is not None
+        ]
+        heapq.heapify(self._queue)
+        self._queue_generation, self._queue_dirty = self.state.generation, False
+
+    def _requeue(self, job: JobRecord, plan: Plan, planned: int) -> None:
+        """Put a planned job back by the slot after what this plan fires or records; a job that
+        is still due but waits (overlap, no node) comes back on the next tick."""
+        items = [i for i in (*plan.fires, *plan.skips)[planned:] if i["job_id"] == job.spec.id]
+        if items:
+            key = max(items, key=lambda i: i.get("until_ms") or i["nominal_ms"]).get("next_nominal_ms")
+        else:
+            key = next_key(job)
+        if key is not None:
+            heapq.heappush(self._queue, (key, job.spec.id))
 
     async def fire_due(self) -> None:
         now_ms = self.clock.now_ms()
         plan = self.plan(now_ms)
         if not plan.fires and not plan.skips:
             return
+        self._queue_dirty = True  # until the fire is committed: the queue assumed it was
         result = await self.propose(
             encode(
                 CommandType.FIRE_RUNS,
@@ -292,6 +201,7 @@ class Scheduler:
             )
         )
         self._check_term(result, "fire")
+        self._queue_dirty = not result.get("ok")
         if result.get("ok") and log.isEnabledFor(logging.DEBUG):
             log.debug("fired %s", result.get("fired"))
 
@@ -369,7 +279,7 @@ class Scheduler:
         if not picked:
             return candidates
         moves.append({"run_id": run.run_id, "attempt": run.attempt, "node": picked[0]})
-        return _load(candidates, picked[0])
+        return add_load(candidates, picked[0])
 
     async def finish_drains(self) -> None:
         """Remove each drained node: first from the table (it sees that and stops), then from Raft.

@@ -74,6 +74,9 @@ class StateData:
         ] = {}  # node id -> when it was removed (a removed node may not re-register)
         self.next_incarnation = 1
         self.listeners: list[Callable[[Command, Result], None]] = []
+        # Bumped whenever the job table changes other than by a fire (not replicated data: the
+        # leader's due-time queue compares it to know when to rebuild).
+        self.generation = 0
 
     def _add_run(self, run: Run) -> None:
         self.runs[run.run_id] = run

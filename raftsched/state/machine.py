@@ -92,8 +92,11 @@ class State(NodeCommands, JobCommands, RunCommands):
                 # Older: a deposed leader. Newer: a leader whose BeginTerm has not committed yet.
                 return reject("stale_term", f"term {term} is not the current term {self.term}")
         result = handler(self, body)
-        if result.get("ok") and cmd.type in _AUDITED:
-            self._audit(cmd, result)
+        if result.get("ok"):
+            if cmd.type in _AUDITED:
+                self._audit(cmd, result)
+            if cmd.type in _JOB_TABLE:
+                self.generation += 1
         return result
 
     def _audit(self, cmd: Command, result: Result) -> None:
@@ -156,7 +159,9 @@ class State(NodeCommands, JobCommands, RunCommands):
         if raw.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {raw.get('v')!r}")
         with self.lock:
+            generation = self.generation
             self.__init_data(raw)
+            self.generation = generation + 1
 
     def __init_data(self, raw: dict[str, Any]) -> None:
         listeners = self.listeners
@@ -183,6 +188,10 @@ class State(NodeCommands, JobCommands, RunCommands):
         {CommandType.FIRE_RUNS, CommandType.REASSIGN_RUNS, CommandType.SET_NODE, CommandType.REMOVE_NODE}
     )
 
+
+# Commands that change a job's schedule position other than by firing it: the leader re-plans.
+_JOB_TABLE = frozenset({CommandType.PUT_JOB, CommandType.DELETE_JOB, CommandType.PAUSE_JOB,
+                        CommandType.RESUME_JOB, CommandType.RESTORE_JOBS})
 
 _AUDITED = {
     CommandType.PUT_JOB: "updated",
