@@ -147,14 +147,14 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
 
 def make_app(services: Services) -> web.Application:
     # Imported here so that importing this module does nothing.
-    from . import backup, dashboard, members, metrics, outputs, routes
+    from . import backup, dashboard, members, metrics, openapi, outputs, routes
 
     app = web.Application(
         client_max_size=services.max_body_bytes,
         middlewares=[error_middleware, auth_middleware(services.api_token)],
     )
     app[SERVICES] = services
-    for module in (routes, members, backup, outputs, metrics, dashboard):
+    for module in (routes, members, backup, outputs, metrics, dashboard, openapi):
         module.add_routes(app)
     return app
 

@@ -14,6 +14,7 @@ from ..errors import NotFound, ValidationError
 from ..model import JobSpec, RunState
 from ..records import JobRecord, Run
 from ..routing import pick_nodes
+from . import schemas
 from .app import SERVICES, Services, json_response, read_json, version
 from .views import job_view, node_view, run_view, stats_view
 
@@ -145,7 +146,9 @@ async def list_jobs(request: web.Request) -> web.Response:
     return json_response({"items": items, "next_cursor": cursor})
 
 
-def _parse_spec(body: Any, job_id: str | None = None) -> JobSpec:
+def _parse_spec(body: Any, schema: str, job_id: str | None = None) -> JobSpec:
+    """The body's shape against `schemas` first, then the semantic checks of the model and triggers."""
+    schemas.validate(schema, body)
     spec = JobSpec.from_dict(body, job_id=job_id)
     triggers.check_schedule(spec.schedule)
     return spec
@@ -158,7 +161,7 @@ def _first_slot(spec: JobSpec, now_ms: int, after_ms: int | None = None) -> int 
 @routes.post("/v1/jobs")
 async def create_job(request: web.Request) -> web.Response:
     svc = _svc(request)
-    spec = _parse_spec(await read_json(request))
+    spec = _parse_spec(await read_json(request), "JobCreate")
     now_ms = svc.clock.now_ms()
     await svc.write(
         request,
@@ -183,7 +186,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def put_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     job_id = request.match_info["id"]
-    spec = _parse_spec(await read_json(request), job_id)
+    spec = _parse_spec(await read_json(request), "JobReplace", job_id)
     now_ms = svc.clock.now_ms()
     with svc.state.lock:
         old = svc.state.jobs.get(job_id)
@@ -215,7 +218,8 @@ def _if_match(request: web.Request) -> int | None:
     if raw is None:
         return None
     value = raw.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    # ASCII: int() refuses some Unicode digits ('²'); 18 digits: a command carries 64-bit integers.
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
         raise ValidationError("If-Match must be a job version", field="If-Match")
     return int(value)
 
@@ -268,7 +272,8 @@ async def trigger_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     job_id = request.match_info["id"]
     body = await read_json(request, optional=True)
-    overrides = _trigger_overrides(body)
+    schemas.validate("TriggerBody", body)
+    overrides = {"env": body.get("env"), "kwargs": body.get("kwargs")}
     with svc.state.lock:
         job = _job(svc, job_id)
         nodes = pick_nodes(job.spec.route, job_id, f"{job_id}@manual", svc.state.candidates())
@@ -278,23 +283,6 @@ async def trigger_job(request: web.Request) -> web.Response:
         request, CommandType.TRIGGER_JOB, {"job_id": job_id, "node": nodes[0], **overrides}
     )
     return _run_response(svc, result["run_id"], 201)
-
-
-def _trigger_overrides(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ValidationError("must be an object", field=None)
-    for key in body:
-        if key not in ("env", "kwargs"):
-            raise ValidationError(f"unknown field {key!r}", field=key)
-    env = body.get("env")
-    if env is not None and not (
-        isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
-    ):
-        raise ValidationError("must be an object of strings", field="env")
-    kwargs = body.get("kwargs")
-    if kwargs is not None and not isinstance(kwargs, dict):
-        raise ValidationError("must be an object", field="kwargs")
-    return {"env": env, "kwargs": kwargs}
 
 
 # ---------------------------------------------------------------- runs

@@ -1,0 +1,695 @@
+"""JSON Schemas (draft 2020-12) of the admin API's bodies: one source for two readers.
+
+The handlers validate request bodies with `validate(name, body)` before the semantic checks of
+`model.JobSpec.from_dict` (cron syntax, time zones, ranges between fields), and `openapi.py`
+publishes the very same dicts as `components.schemas` of `GET /v1/openapi.json`. References
+between schemas are `{"$ref": "#/components/schemas/<Name>"}`, which resolve both inside the
+OpenAPI document and in the validators here (whose root document carries the same
+`components.schemas`).
+
+Request schemas are strict (`additionalProperties: false`) and arranged so that the first error
+names the deepest field (`task.command.2`): discriminated unions are `if`/`then` on `type`, and
+"a string or a list of strings" is one schema with both types, not an `anyOf` whose errors would
+all stop at the union. Response schemas list every field the views write and require the ones that
+are always there; they allow more, since API.md lets answers gain fields.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any, Final
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as SchemaError
+
+from ..errors import ValidationError
+from ..model import (
+    READ_ONLY_JOB_FIELDS,
+    Delivery,
+    MisfirePolicy,
+    Overlap,
+    RouteStrategy,
+    RunState,
+    TaskType,
+)
+
+__all__ = [
+    "JOB_READ_ONLY",
+    "SCHEMAS",
+    "check_schemas",
+    "error_field",
+    "ref",
+    "validate",
+    "validator",
+]
+
+Schema = dict[str, Any]
+
+DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
+HTTP_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+# Fields a job answer carries that a PUT may send back (as a GET returned them): they are ignored.
+JOB_READ_ONLY: Final = READ_ONLY_JOB_FIELDS
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _values(enum: Iterable[Any]) -> list[str]:
+    return [str(m.value) for m in enum]
+
+
+def _nullable(schema: Schema) -> Schema:
+    kind = schema["type"]
+    kinds = kind if isinstance(kind, list) else [kind]
+    return {**schema, "type": [*kinds, "null"]}
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+TIME: Final[Schema] = {
+    "type": "string",
+    "format": "date-time",
+    "description": "ISO 8601 UTC with milliseconds: `2026-11-25T16:30:00.123Z`",
+}
+# Times in requests: the years are bounded so that every time, and the first slot of an `every`
+# schedule (at most 1e8 s later), stays inside what `model.iso_ms` can render: outside, it raises
+# (a 500, and a job whose next slot cannot be rendered breaks every GET /v1/jobs after it), and
+# years < 1000 come out without their leading zeros, which the state then cannot parse back.
+TIME_INPUT: Final[Schema] = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": "^(?:19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2})-",
+    "description": "an ISO 8601 time with `Z` or an offset, in the years 1970 to 9899",
+}
+SECONDS: Final[Schema] = {"type": "number", "minimum": 0}
+COUNT: Final[Schema] = {"type": "integer", "minimum": 0}
+
+# ---------------------------------------------------------------- requests (and the spec part of answers)
+
+_STRING_MAP: Schema = {
+    "type": "object",
+    "description": "string keys (at most 256 characters) to string values",
+    "propertyNames": {"maxLength": 256},
+    "additionalProperties": {"type": "string", "maxLength": 4096},
+}
+
+_SCHEDULE: Schema = {
+    "type": "object",
+    "description": "exactly one of `cron`, `every`, `at`",
+    "additionalProperties": False,
+    "properties": {
+        "cron": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 256,
+            "description": "5 fields, or 6 with seconds first, or @hourly/@daily/@weekly/@monthly/@yearly",
+        },
+        "every": {"type": "number", "minimum": 0.1, "maximum": 100_000_000, "description": "seconds"},
+        "at": TIME_INPUT,
+        "start_at": {
+            **TIME_INPUT,
+            "description": "`every` only (default: when the job was created); " + TIME_INPUT["description"],
+        },
+        "end_at": {**TIME_INPUT, "description": "not with `at`; " + TIME_INPUT["description"]},
+        "timezone": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "default": "UTC",
+            "description": "IANA name; applies to cron",
+        },
+    },
+    "oneOf": [{"required": ["cron"]}, {"required": ["every"]}, {"required": ["at"]}],
+}
+
+_STATUS_RANGE = r"^[1-5]\d\d-[1-5]\d\d$"
+_EXPECT_ONE: Schema = {
+    "type": ["integer", "string"],
+    "minimum": 100,
+    "maximum": 599,
+    "pattern": _STATUS_RANGE,
+}
+
+_SHELL_TASK: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type", "command"],
+    "properties": {
+        "type": {"const": TaskType.SHELL.value},
+        "command": {
+            "type": ["array", "string"],
+            "description": "an argv list, or a string run by `/bin/sh -c` where the node allows shell",
+            "minItems": 1,
+            "items": {"type": "string", "maxLength": 65536},
+            "minLength": 1,
+            "maxLength": 65536,
+        },
+        "env": _STRING_MAP,
+        "cwd": {"type": ["string", "null"], "maxLength": 4096},
+    },
+}
+
+_HTTP_TASK: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type", "url"],
+    "properties": {
+        "type": {"const": TaskType.HTTP.value},
+        "method": {
+            "type": "string",
+            "maxLength": 16,
+            "default": "GET",
+            "description": "any case of " + ", ".join(HTTP_METHODS),
+            "pattern": "^(?:" + "|".join(_any_case(m) for m in HTTP_METHODS) + ")$",
+        },
+        "url": {"type": "string", "minLength": 1, "maxLength": 8192, "pattern": r"^https?://[^/\s]+"},
+        "headers": _STRING_MAP,
+        "body": {"description": "a string is sent as is; any other JSON value is sent as JSON"},
+        "expect_status": {
+            "type": ["array", "integer", "string"],
+            "description": "status codes or ranges like `200-299` (default `200-299`)",
+            "minItems": 1,
+            "items": _EXPECT_ONE,
+            "minimum": 100,
+            "maximum": 599,
+            "pattern": _STATUS_RANGE,
+        },
+    },
+}
+
+_PYTHON_TASK: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type", "callable"],
+    "properties": {
+        "type": {"const": TaskType.PYTHON.value},
+        "callable": {"type": "string", "maxLength": 512, "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"},
+        "kwargs": {"type": "object"},
+        "env": _STRING_MAP,
+        "in_process": {"type": "boolean", "default": False},
+    },
+}
+
+_TASK_BY_TYPE = {TaskType.SHELL: "ShellTask", TaskType.HTTP: "HttpTask", TaskType.PYTHON: "PythonTask"}
+_TASK: Schema = {
+    "type": "object",
+    "description": "by `type`: " + ", ".join(f"{t.value} ({name})" for t, name in _TASK_BY_TYPE.items()),
+    "required": ["type"],
+    "properties": {"type": {"enum": _values(TaskType)}},
+    "allOf": [
+        {"if": {"properties": {"type": {"const": t.value}}, "required": ["type"]}, "then": ref(name)}
+        for t, name in _TASK_BY_TYPE.items()
+    ],
+}
+
+_RETRIES: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "max": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 0},
+        "initial_delay": {"type": "number", "minimum": 0, "maximum": 86400, "default": 1},
+        "backoff": {"type": "number", "minimum": 1, "maximum": 100, "default": 2},
+        "max_delay": {"type": "number", "minimum": 0, "maximum": 86400, "default": 60},
+        "jitter": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1},
+    },
+}
+
+_MISFIRE: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "policy": {"enum": _values(MisfirePolicy), "default": MisfirePolicy.FIRE_ONCE.value},
+        "grace": {"type": "number", "minimum": 0, "maximum": 10_000_000, "default": 60},
+        "max_catchup": {"type": "integer", "minimum": 0, "maximum": 10000, "default": 10},
+    },
+}
+
+_ROUTE: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "strategy": {"enum": _values(RouteStrategy), "default": RouteStrategy.LEAST_LOADED.value},
+        "tags": _STRING_MAP,
+        "shards": {"type": "integer", "minimum": 1, "maximum": 1024, "description": "strategy `shards` only"},
+    },
+}
+
+_JOB_SPEC_PROPERTIES: Schema = {
+    "id": {"type": "string", "maxLength": 128, "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
+    "schedule": ref("Schedule"),
+    "task": ref("Task"),
+    "timeout": {
+        "type": ["number", "null"],
+        "minimum": 0.001,
+        "maximum": 10_000_000,
+        "description": "seconds",
+    },
+    "retries": ref("Retries"),
+    "delivery": {"enum": _values(Delivery), "default": Delivery.AT_LEAST_ONCE.value},
+    "overlap": {"enum": _values(Overlap), "default": Overlap.FORBID.value},
+    "misfire": ref("Misfire"),
+    "route": ref("Route"),
+    "jitter": {"type": "number", "minimum": 0, "maximum": 86400, "default": 0},
+    "paused": {"type": "boolean", "default": False},
+    "description": {"type": "string", "maxLength": 4096, "default": ""},
+    "labels": _STRING_MAP,
+}
+
+
+def _job_input(*, id_required: bool) -> Schema:
+    ignored = {
+        name: {"readOnly": True, "description": "read-only: ignored"} for name in sorted(JOB_READ_ONLY)
+    }
+    return {
+        "type": "object",
+        "description": "A job as users write it (API.md). "
+        + ("`id` is required." if id_required else "`id` may be left out; if given it must match the URL."),
+        "additionalProperties": False,
+        "required": ["id", "schedule", "task"] if id_required else ["schedule", "task"],
+        "properties": {**_JOB_SPEC_PROPERTIES, **ignored},
+    }
+
+
+_TRIGGER_BODY: Schema = {
+    "type": "object",
+    "description": "overrides of the task's `env` and `kwargs` for this run; the body may be empty",
+    "additionalProperties": False,
+    "properties": {
+        "env": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+        "kwargs": {"type": ["object", "null"]},
+    },
+}
+
+# ---------------------------------------------------------------- answers
+
+_SUMMARY: Schema = {
+    "type": "object",
+    "description": "seconds; null while there is no sample",
+    "required": ["count", "p50", "p99", "max", "mean"],
+    "properties": {
+        "count": COUNT,
+        "p50": _nullable(SECONDS),
+        "p99": _nullable(SECONDS),
+        "max": _nullable(SECONDS),
+        "mean": _nullable(SECONDS),
+    },
+}
+
+_COUNTER_NAMES = (
+    "fired",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "retried",
+    "skipped",
+    "missed",
+    "lost",
+    "cancelled",
+    "reassigned",
+)
+_COUNTERS: Schema = {
+    "type": "object",
+    "required": [*_COUNTER_NAMES, "lateness", "duration"],
+    "properties": {
+        **dict.fromkeys(_COUNTER_NAMES, COUNT),
+        "lateness": ref("Summary"),
+        "duration": ref("Summary"),
+    },
+}
+
+_JOB: Schema = {
+    "type": "object",
+    "description": "A job with its read-only fields; `ETag` carries `version`.",
+    "required": [
+        *_JOB_SPEC_PROPERTIES,
+        "version",
+        "next_fire_at",
+        "last_fire_at",
+        "created_at",
+        "updated_at",
+    ],
+    "properties": {
+        **_JOB_SPEC_PROPERTIES,
+        "version": {"type": "integer", "minimum": 1, "readOnly": True},
+        "incarnation": {"type": "integer", "minimum": 0, "readOnly": True},
+        "next_fire_at": {**_nullable(TIME), "readOnly": True, "description": "null when paused or done"},
+        "last_fire_at": {**_nullable(TIME), "readOnly": True},
+        "created_at": {**TIME, "readOnly": True},
+        "updated_at": {**TIME, "readOnly": True},
+        "updated_by": {"type": "string", "readOnly": True},
+        "stats": {**ref("Counters"), "readOnly": True},
+        "audit": {
+            "type": "array",
+            "readOnly": True,
+            "description": "the job's last changes, newest first",
+            "items": {
+                "type": "object",
+                "required": ["at", "actor", "action", "version"],
+                "properties": {
+                    "at": TIME,
+                    "at_ms": {"type": "integer"},
+                    "actor": {"type": "string"},
+                    "action": {"type": "string"},
+                    "version": {"type": "integer"},
+                },
+            },
+        },
+    },
+}
+
+_RUN: Schema = {
+    "type": "object",
+    "required": [
+        "run_id",
+        "job_id",
+        "attempt",
+        "scheduled_at",
+        "due_at",
+        "node",
+        "state",
+        "started_at",
+        "finished_at",
+        "duration",
+        "lateness",
+        "exit_code",
+        "http_status",
+        "error",
+        "shard",
+        "shards",
+    ],
+    "properties": {
+        "run_id": {"type": "string", "description": "`<job>@<nominal_ms>`, `~<shard>`, `<job>@manual-<ms>`"},
+        "job_id": {"type": "string"},
+        "attempt": {"type": "integer", "minimum": 1},
+        "scheduled_at": TIME,
+        "due_at": TIME,
+        "node": {"type": ["string", "null"]},
+        "state": {"enum": _values(RunState)},
+        "created_at": TIME,
+        "started_at": _nullable(TIME),
+        "finished_at": _nullable(TIME),
+        "duration": _nullable(SECONDS),
+        "lateness": {"type": ["number", "null"], "description": "started_at - due_at, seconds"},
+        "exit_code": {"type": ["integer", "null"]},
+        "http_status": {"type": ["integer", "null"]},
+        "error": {"type": ["string", "null"]},
+        "reason": {"type": ["string", "null"], "description": "why a run was skipped, missed or cancelled"},
+        "shard": {"type": "integer", "minimum": 0},
+        "shards": {"type": "integer", "minimum": 1},
+        "manual": {"type": "boolean"},
+        "until": {**TIME, "description": "skipped/missed records covering a range of slots: the last"},
+        "count": {"type": "integer", "minimum": 1, "description": "how many slots the record covers"},
+        "output": {"type": "string", "description": "the output tail (single-run answers only)"},
+    },
+}
+
+_NODE: Schema = {
+    "type": "object",
+    "required": ["id", "raft", "http", "tags", "capacity", "running", "alive", "draining", "voter"],
+    "properties": {
+        "id": {"type": "string"},
+        "raft": {"type": "string"},
+        "http": {"type": "string"},
+        "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+        "capacity": COUNT,
+        "running": COUNT,
+        "alive": {"type": "boolean"},
+        "connected": {"type": ["boolean", "null"]},
+        "draining": {"type": "boolean"},
+        "leaving": {"type": "boolean", "description": "being removed: it drains, then leaves"},
+        "voter": {"type": "boolean"},
+        "version": {"type": "string"},
+        "leader": {"type": "boolean"},
+    },
+}
+
+_MEMBER: Schema = {
+    "type": "object",
+    "required": ["id", "raft", "http", "connected", "tags"],
+    "properties": {
+        "id": {"type": "string"},
+        "raft": {"type": "string"},
+        "http": {"type": "string"},
+        "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+        "alive": {"type": "boolean"},
+        "connected": {"type": "boolean"},
+    },
+}
+
+_STATUS: Schema = {
+    "type": "object",
+    "required": [
+        "node_id",
+        "version",
+        "role",
+        "leader",
+        "term",
+        "commit_index",
+        "applied_index",
+        "digest",
+        "members",
+    ],
+    "properties": {
+        "node_id": {"type": "string"},
+        "version": {"type": "string"},
+        "role": {"enum": ["leader", "follower", "candidate"]},
+        "leader": {"type": ["string", "null"], "description": "the leader's node id"},
+        "leader_raft": {"type": ["string", "null"]},
+        "term": COUNT,
+        "scheduler_term": COUNT,
+        "commit_index": {"type": "integer"},
+        "applied_index": {"type": "integer"},
+        "log_len": {"type": "integer"},
+        "digest": {"type": "string"},
+        "members": {"type": "array", "items": ref("Member")},
+    },
+}
+
+_HEALTH: Schema = {
+    "type": "object",
+    "required": ["ok", "node_id", "leader", "lag"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "node_id": {"type": "string"},
+        "leader": {"type": ["string", "null"]},
+        "lag": {"type": "integer", "description": "committed but not yet applied entries"},
+    },
+}
+
+_STATS: Schema = {
+    "type": "object",
+    "required": ["cluster", "jobs"],
+    "properties": {
+        "cluster": ref("Counters"),
+        "jobs": {"type": "object", "additionalProperties": ref("Counters")},
+    },
+}
+
+_ERROR: Schema = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "field"],
+            "properties": {
+                "code": {
+                    "type": "string",
+                    "description": "validation_error, unauthorized, not_found, already_exists, "
+                    "version_mismatch, body_too_large, idempotency_mismatch, unavailable, indeterminate, ...",
+                },
+                "message": {"type": "string"},
+                "field": {
+                    "type": ["string", "null"],
+                    "description": "the dotted path of what is wrong, indices for arrays: `task.command.2`",
+                },
+            },
+        }
+    },
+}
+
+
+# ---------------------------------------------------------------- membership and backup (documented here;
+# members.py and backup.py check their bodies themselves)
+
+_NODE_ADD: Schema = {
+    "type": "object",
+    "description": "a node to add as a voter; it starts from a `[node]` section outside `members`",
+    "additionalProperties": False,
+    "required": ["id", "raft", "http"],
+    "properties": {
+        "id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+        "raft": {"type": "string", "description": "`host:port` of its Raft endpoint"},
+        "http": {"type": "string", "pattern": r"^https?://[^/\s]+$", "description": "its API base URL"},
+        "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+        "capacity": {"type": "integer", "minimum": 1, "maximum": 100_000, "default": 8},
+    },
+}
+
+
+def _backup_job(time: Schema) -> Schema:
+    return {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "spec": ref("JobCreate"),
+            "created_at": _nullable(time),
+            "last_slot_at": _nullable(time),
+            "next_fire_at": _nullable(time),
+            "version": {"type": "integer"},
+        },
+    }
+
+
+_BACKUP: Schema = {
+    "type": "object",
+    "description": "the job table (and with `?runs=true` the run history) as one versioned document",
+    "required": ["format", "version", "raftsched", "created_at", "node", "digest", "jobs"],
+    "properties": {
+        "format": {"const": "raftsched-backup"},
+        "version": {"const": 1},
+        "raftsched": {"type": "string", "description": "the version that wrote it"},
+        "created_at": TIME,
+        "node": {"type": "string"},
+        "digest": {"type": "string"},
+        "jobs": {"type": "array", "items": _backup_job(TIME)},
+        "runs": {"type": "array", "items": ref("Run")},
+    },
+}
+
+_RESTORE_BODY: Schema = {
+    "type": "object",
+    "description": "a backup document, or a chunk of it (any subset of its jobs)",
+    "required": ["format", "version", "jobs"],
+    "properties": {
+        "format": {"const": "raftsched-backup"},
+        "version": {"const": 1},
+        "jobs": {"type": "array", "items": _backup_job(TIME_INPUT)},
+    },
+}
+
+_RESTORE_RESULT: Schema = {
+    "type": "object",
+    "required": ["dry_run", "created", "updated", "unchanged"],
+    "properties": {
+        "dry_run": {"type": "boolean"},
+        "created": {"type": "array", "items": {"type": "string"}},
+        "updated": {"type": "array", "items": {"type": "string"}},
+        "unchanged": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def _list_of(item: str) -> Schema:
+    return {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": ref(item)},
+            "next_cursor": {"type": ["string", "null"], "description": "pass as `cursor` for the next page"},
+        },
+    }
+
+
+SCHEMAS: Final[dict[str, Schema]] = {
+    # requests
+    "JobCreate": _job_input(id_required=True),
+    "JobReplace": _job_input(id_required=False),
+    "TriggerBody": _TRIGGER_BODY,
+    "Schedule": _SCHEDULE,
+    "Task": _TASK,
+    "ShellTask": _SHELL_TASK,
+    "HttpTask": _HTTP_TASK,
+    "PythonTask": _PYTHON_TASK,
+    "Retries": _RETRIES,
+    "Misfire": _MISFIRE,
+    "Route": _ROUTE,
+    # answers
+    "Job": _JOB,
+    "JobList": _list_of("Job"),
+    "Run": _RUN,
+    "RunList": _list_of("Run"),
+    "Node": _NODE,
+    "NodeList": _list_of("Node"),
+    "Member": _MEMBER,
+    "Status": _STATUS,
+    "Health": _HEALTH,
+    "Summary": _SUMMARY,
+    "Counters": _COUNTERS,
+    "Stats": _STATS,
+    "Error": _ERROR,
+    # membership and backup
+    "NodeAdd": _NODE_ADD,
+    "Backup": _BACKUP,
+    "RestoreBody": _RESTORE_BODY,
+    "RestoreResult": _RESTORE_RESULT,
+}
+
+
+# ---------------------------------------------------------------- validation
+
+
+@functools.cache
+def validator(name: str) -> Draft202012Validator:
+    """A validator for `SCHEMAS[name]` that resolves its references to the other schemas."""
+    if name not in SCHEMAS:
+        raise KeyError(name)
+    root = {"$schema": DIALECT, **ref(name), "components": {"schemas": SCHEMAS}}
+    return Draft202012Validator(root)
+
+
+def check_schemas() -> None:
+    """Raise if any schema here is not a valid 2020-12 schema (the unit tests call it)."""
+    for name, schema in SCHEMAS.items():
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:  # pragma: no cover - a bug in this module
+            raise AssertionError(f"{name}: {exc.message}") from exc
+
+
+def validate(name: str, body: Any) -> None:
+    """Raise `errors.ValidationError` naming the field of the first thing wrong with `body`."""
+    error = next(iter(validator(name).iter_errors(body)), None)
+    if error is not None:
+        raise ValidationError(_message(error), field=error_field(error))
+
+
+def error_field(error: SchemaError) -> str | None:
+    """The dotted path of a jsonschema error: `task.command.2`; unknown and missing keys by their own path."""
+    path = [str(p) for p in error.absolute_path]
+    instance, value = error.instance, error.validator_value
+    if error.validator == "additionalProperties" and isinstance(instance, dict):
+        extra = _unknown_keys(error)
+        if extra:
+            path.append(extra[0])
+    elif error.validator == "required" and isinstance(instance, dict) and isinstance(value, list):
+        missing = [key for key in value if key not in instance]
+        if missing:
+            path.append(str(missing[0]))
+    return ".".join(path) or None
+
+
+def _unknown_keys(error: SchemaError) -> list[str]:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    known = schema.get("properties", {})
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    return [str(key) for key in instance if key not in known]
+
+
+def _message(error: SchemaError) -> str:
+    if error.validator == "additionalProperties":
+        extra = _unknown_keys(error)
+        if extra:
+            return f"unknown field {extra[0]!r}"
+    if error.validator == "required":
+        return "is required"
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "pattern" and error.validator_value == TIME_INPUT["pattern"]:
+        return f"must be {TIME_INPUT['description']}"
+    if error.validator in ("oneOf", "anyOf", "pattern") and "description" in schema:
+        return f"must be {schema['description']}"
+    return str(error.message)
