@@ -96,12 +96,15 @@ class RunState(StrEnum):
 # ---------------------------------------------------------------- time on the wire
 
 
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last time ISO 8601 can write
+
+
 def iso_ms(ms: int | None) -> str | None:
     """Epoch ms -> `2026-11-25T16:30:00.123Z`."""
     if ms is None:
         return None
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    dt = datetime.fromtimestamp(min(max(ms, 0), MAX_TIME_MS) // 1000, tz=UTC)
+    return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
 
 
 def parse_iso_ms(value: object, path: str) -> int:
@@ -114,7 +117,10 @@ def parse_iso_ms(value: object, path: str) -> int:
         raise ValidationError(f"not an ISO 8601 time: {value!r}", field=path) from None
     if dt.tzinfo is None:
         raise ValidationError("time must carry 'Z' or an offset", field=path)
-    return int(round(dt.timestamp() * 1000))
+    ms = int(round(dt.timestamp() * 1000))
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise ValidationError("must be between 1970 and 9999 (UTC)", field=path)
+    return ms
 
 
 # ---------------------------------------------------------------- field readers

@@ -35,7 +35,7 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 
 from .errors import ValidationError
 from .ids import stable_hash
-from .model import Schedule
+from .model import MAX_TIME_MS, Schedule
 
 __all__ = ["check_schedule", "jitter_ms", "next_fire_ms", "slots_between"]
 
@@ -76,7 +76,7 @@ def next_fire_ms(schedule: Schedule, after_ms: int, *, created_ms: int) -> int |
     (a slot equal to it still fires). Raises ValidationError for a schedule `check_schedule` refuses.
     """
     slot = _next_slot(schedule, after_ms, created_ms)
-    if slot is None or (schedule.end_at_ms is not None and slot > schedule.end_at_ms):
+    if slot is None or (schedule.end_at_ms is not None and slot > schedule.end_at_ms) or slot > MAX_TIME_MS:
         return None
     return slot
 

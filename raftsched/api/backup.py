@@ -17,6 +17,7 @@ from .. import __version__, triggers
 from ..commands import CommandType, encode
 from ..errors import ValidationError
 from ..model import JobSpec, iso_ms, parse_iso_ms
+from . import schemas
 from .app import SERVICES, Services, json_response, read_json
 from .views import run_view
 
@@ -60,6 +61,7 @@ async def backup(request: web.Request) -> web.Response:
 
 
 def _entries(body: Any) -> list[tuple[JobSpec, dict[str, Any]]]:
+    schemas.validate("RestoreBody", body)
     if not isinstance(body, dict) or body.get("format") != BACKUP_FORMAT:
         raise ValidationError(f"not a {BACKUP_FORMAT} document", field="format")
     if body.get("version") != BACKUP_VERSION:

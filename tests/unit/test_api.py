@@ -266,3 +266,13 @@ async def test_add_and_drain_nodes(api: Api) -> None:
     assert status == 202 and drained["draining"] is True
     status, err = await api.call("DELETE", "/v1/nodes/n9")
     assert status == 404 and error(err)[0] == "not_found"
+
+
+async def test_times_beyond_what_iso_8601_can_write_are_refused_not_fatal(api: Api) -> None:
+    far = {**JOB, "id": "far", "schedule": {"every": 1e8, "start_at": "9999-12-31T00:00:00Z"}}
+    status, body = await api.call("POST", "/v1/jobs", far)
+    assert status in (201, 400), body
+    status, listed = await api.call("GET", "/v1/jobs")
+    assert status == 200  # the listing always renders
+    status, err = await api.call("POST", "/v1/jobs", {**JOB, "schedule": {"at": "0001-01-01T00:00:00+01:00"}})
+    assert status == 400 and error(err)[1] == "schedule.at"
