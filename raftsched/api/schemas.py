@@ -342,6 +342,22 @@ _JOB: Schema = {
         "updated_at": {**TIME, "readOnly": True},
         "updated_by": {"type": "string", "readOnly": True},
         "stats": {**ref("Counters"), "readOnly": True},
+        "last_run": {
+            "readOnly": True,
+            "description": "the job's newest finished run (null before the first)",
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": ["run_id", "state", "finished_at"],
+                    "properties": {
+                        "run_id": {"type": "string"},
+                        "state": {"type": "string"},
+                        "finished_at": _nullable(TIME),
+                    },
+                },
+            ],
+        },
         "audit": {
             "type": "array",
             "readOnly": True,

@@ -22,11 +22,23 @@ def job_view(job: JobRecord, state: State) -> dict[str, Any]:
         updated_at=iso_ms(job.updated_ms),
         updated_by=job.actor,
         stats=stats_view(state.stats.get(job.spec.id, {})),
+        last_run=_last_run(job.spec.id, state),
         audit=[
             {**entry, "at": iso_ms(entry["at_ms"])} for entry in reversed(state.audit.get(job.spec.id, []))
         ],
     )
     return out
+
+
+_FINISHED = frozenset({"succeeded", "failed", "timed_out", "cancelled", "lost"})
+
+
+def _last_run(job_id: str, state: State) -> dict[str, Any] | None:
+    """The newest run that ended (skipped and missed records are not results)."""
+    for run in state.runs_newest_first(job_id):
+        if run.state.value in _FINISHED:
+            return {"run_id": run.run_id, "state": run.state.value, "finished_at": iso_ms(run.finished_ms)}
+    return None
 
 
 def run_view(run: Run, *, with_output: bool = True) -> dict[str, Any]:
