@@ -57,6 +57,15 @@ def test_grow_to_five_and_shrink_back_under_load(make_cluster: Any, sink: Sink) 
         assert code == 200, body
         _wait(f"{new} to register", lambda new=new: _nodes(cluster, "n1").get(new, {}).get("alive"), cluster)
     cluster.wait_same_digest()
+    # Membership lives in the log, not in the file: a restarted initial member still knows n4 and n5.
+    cluster.kill("n1")
+    cluster.start("n1")
+    cluster.wait_same_digest()
+    _wait(
+        "n1 to reconnect to the added nodes",
+        lambda: all(m["connected"] for m in cluster.status("n1")["members"] if m["id"] in ("n4", "n5")),
+        cluster,
+    )
     _wait(
         "runs on the new nodes",
         lambda: {e["x-raftsched-node"] for e in sink.for_job("tick")} >= {"n4", "n5"},
