@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import sys
@@ -40,7 +41,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from chaoskit.figures import table  # noqa: E402
+from chaoskit.checkers import History, check_all  # noqa: E402
+from chaoskit.figures import figures, table  # noqa: E402
 from chaoskit.harness import clock_unavailable, partition_unavailable  # noqa: E402
 from chaoskit.scenario import ChaosRun  # noqa: E402
 
@@ -124,6 +126,23 @@ def _print_verdict(report: dict[str, Any], results: list[Any], out: Path) -> int
     return 1 if bad else 0
 
 
+def recheck(path: Path, out: Path) -> int:
+    """The checkers are pure: run them again over a recorded history (after a checker fix)."""
+    history = History.from_dict(json.loads(path.read_text()))
+    results = check_all(history)
+    old = (
+        json.loads((path.parent / "report.json").read_text())
+        if (path.parent / "report.json").exists()
+        else {}
+    )
+    keep = {k: old.get(k) for k in ("seed", "nodes", "duration_s", "fault_count", "resources", "journal")}
+    report = figures(history, results, **keep)
+    report["violation_details"] = {r.name: r.violations[:50] for r in results if r.violations}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    return _print_verdict(report, results, out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -141,8 +160,14 @@ def main() -> int:
         action="store_true",
         help="admin updates keep each job's schedule (avoids the known edit bug, see report)",
     )
+    parser.add_argument("--src", type=Path, help="run the nodes from this checkout (e.g. a git worktree)")
+    parser.add_argument("--recheck", type=Path, help="only run the checkers again on a recorded history.json")
     args = parser.parse_args()
+    if args.recheck:
+        return recheck(args.recheck, args.out)
     faults = _faults(parser, args.faults)
+    if args.src:
+        os.environ["RAFTSCHED_CHAOS_SRC"] = str(args.src.resolve())
     steps = fault_schedule(args.seed, args.duration, faults)
     print(f"chaos: {args.nodes} nodes, {args.duration:g} s, seed {args.seed}, faults {','.join(faults)}")
     for step in steps:

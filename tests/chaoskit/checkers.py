@@ -551,8 +551,9 @@ def _foreign_results(history: History, res: Result) -> int:
 
 def check_overlap(history: History) -> Result:
     """forbid / queue: no two runs of a job execute at once; replace: only while the replaced one
-    is being killed. A superseded attempt (a higher one exists) still running is counted apart:
-    it is the delivery policy's duplicate on a node that was cut off or paused."""
+    is being killed. Counted apart: a superseded attempt (a higher one exists) still running (the
+    delivery policy's duplicate), and a run whose node was paused or cut off while the next one
+    started (its worker could not learn that it was replaced: the fire-ahead price of §3)."""
     res = Result("5 overlap policy")
     specs = _job_specs(history)
     attempt_top: dict[str, int] = defaultdict(int)
@@ -565,7 +566,7 @@ def check_overlap(history: History) -> Result:
     for ex in history.executions:
         if ex.slot is not None:
             by_job[ex.job].append(ex)
-    counts = {"overlap_superseded": 0, "replace_kill_overlaps": 0}
+    counts = {"overlap_superseded": 0, "replace_kill_overlaps": 0, "overlap_cut_off": 0}
     for job, exs in by_job.items():
         policy = specs.get(job, {}).get("overlap", "forbid")
         if policy != "allow":
@@ -585,6 +586,7 @@ def _job_overlaps(
     attempt_top: dict[str, int],
     counts: dict[str, int],
 ) -> None:
+    windows = {n: [w for w in ws if w[2] != "down"] for n, ws in fault_windows(history).items()}
     for i, a in enumerate(exs):
         a_end = end_bound(history, a, sleep)
         for b in exs[i + 1 :]:
@@ -594,6 +596,9 @@ def _job_overlaps(
                 continue  # two attempts of one run: invariant 3
             if a.attempt < attempt_top[a.run_id] or b.attempt < attempt_top[b.run_id]:
                 counts["overlap_superseded"] += 1
+                continue
+            if _faulted(windows, a.node, b.start_mono, a_end):
+                counts["overlap_cut_off"] += 1  # its node was paused or cut off: it could not kill it
                 continue
             killed = a.end_mono is None or a.signal is not None
             if policy == "replace" and killed and a_end - b.start_mono <= history.replace_epsilon_s:
@@ -666,8 +671,40 @@ def check_no_run_after_stop(history: History) -> Result:
                             node=ex.node,
                             ran_on_s=round(end - ack, 3),
                         )
+    cut_off += _started_after_cancel(history, res, windows)
     res.counts = {"cut_off_starts": cut_off}
     return res
+
+
+def _started_after_cancel(
+    history: History, res: Result, windows: dict[str, list[tuple[float, float, str]]]
+) -> int:
+    """A run the log cancelled (paused, edited, replaced, cancelled) never starts later, unless
+    its node was cut off or paused then (it could not know)."""
+    wall_minus_mono = history.end_wall_ms / 1000 - history.end_mono
+    cancelled = {}
+    for recs in _records(history).values():
+        for r in recs:
+            if r["state"] == "cancelled" and r.get("finished_at"):
+                cancelled[(r["run_id"], r.get("attempt"))] = _ms(r["finished_at"])
+    excused = 0
+    slack_ms = (history.ack_epsilon_s + history.max_clock_offset_s) * 1000
+    for ex in history.executions:
+        at = cancelled.get((ex.run_id, ex.attempt))
+        if at is None or ex.start_wall_ms <= at + slack_ms:
+            continue
+        cancel_mono = at / 1000 - wall_minus_mono
+        if _faulted(windows, ex.node, ex.start_mono - 0.5, ex.start_mono):
+            excused += 1
+            continue
+        res.add(
+            "started after the log had cancelled it",
+            run=ex.run_id,
+            attempt=ex.attempt,
+            node=ex.node,
+            after_s=round(ex.start_mono - cancel_mono, 3),
+        )
+    return excused
 
 
 # ---------------------------------------------------------------- 7. acknowledged writes
@@ -696,7 +733,14 @@ def check_acknowledged_writes(history: History) -> Result:
                         ops=[cas[key].id, op.id],
                     )
                 cas[key] = op
-            if op.status == "ok" and op.read_after is not None and op.result is not None:
+            racing = any(
+                o is not op
+                and o.status != "failed"
+                and o.invoke_mono < op.complete_mono + 1.0
+                and o.complete_mono > op.invoke_mono
+                for o in ops
+            )  # another client's write may come between the write and the read
+            if op.status == "ok" and op.read_after is not None and op.result is not None and not racing:
                 want, got = op.result.get("version", 0), op.read_after.get("version")
                 if op.kind != "delete" and (got is None or got < want):
                     res.add(

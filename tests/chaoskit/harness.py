@@ -326,6 +326,9 @@ class ChaosCluster(Cluster):
         for node in nodes or self.ids:
             self._prepare(node)
             env = {**os.environ, "PYTHONUNBUFFERED": "1", "HOME": str(self.data_dir(node))}
+            src = os.environ.get("RAFTSCHED_CHAOS_SRC")  # test another checkout (a commit, not the tree)
+            if src:
+                env["PYTHONPATH"] = src
             offset = self.offsets.get(node)
             if offset:
                 env.update(LD_PRELOAD=LIBFAKETIME, FAKETIME=f"{offset:+.3f}")
@@ -463,8 +466,9 @@ class ChaosCluster(Cluster):
             self.start(node)
 
     def damage_journal(self, node: str, mode: str, rng: random.Random | None = None) -> dict[str, Any]:
-        """Damage a stopped node's journal: `truncate` (cut inside the last records) or `flip`
-        (invert bytes inside a record's payload). Returns what was done."""
+        """Damage a stopped node's journal: `truncate` (cut inside the last record), `flip` (invert a
+        byte inside a record's payload) or `flip-json` (change one digit inside a command's JSON).
+        Returns what was done."""
         assert node not in self.procs, "stop the node first"
         rng = rng or random.Random(0)
         path = self.journal(node)
@@ -491,6 +495,19 @@ class ChaosCluster(Cluster):
             data[where] ^= 0xFF
             path.write_bytes(bytes(data))
             info["flipped_at"] = where
+        elif mode == "flip-json":
+            # The quietest damage: one digit of a `now_ms` in the newest record that has one, so the
+            # entry still decodes, as a different command.
+            for start, size in reversed(records):
+                at = data.find(b'"now_ms":', start, start + 4 + size)
+                if at >= 0:
+                    where = at + len(b'"now_ms":') + 3
+                    data[where] = ord("1") if data[where] != ord("1") else ord("2")
+                    path.write_bytes(bytes(data))
+                    info["flipped_at"] = where
+                    break
+            else:
+                raise ValueError("no record with now_ms to flip")
         else:
             raise ValueError(f"unknown damage mode {mode!r}")
         self.note("journal", **info)

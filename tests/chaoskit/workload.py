@@ -62,7 +62,7 @@ def base_jobs(gt_dir: Path, sink_url: str | None = None, overlap: bool = True) -
 def create_jobs(cluster: ChaosCluster, client: AdminClient, jobs: list[dict[str, Any]]) -> None:
     nodes = cluster.alive()
     for i, job in enumerate(jobs):
-        op = client.write("create", job["id"], nodes[i % len(nodes)], "POST", "/v1/jobs", job)
+        op = client.write("create", job["id"], nodes[i % len(nodes)], "POST", "/v1/jobs", job, retries=30)
         if op.status != "ok":
             raise RuntimeError(f"could not create {job['id']}: {op.status} {op.http} {op.code}")
 
@@ -76,10 +76,10 @@ class _Loop:
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 60) -> None:
         self.stop_event.set()
         for t in self.threads:
-            t.join(60)
+            t.join(wait_s)
 
     def _nodes(self, cluster: ChaosCluster) -> list[str]:
         with contextlib.suppress(RuntimeError):

@@ -504,3 +504,37 @@ def test_ground_truth_pairs_start_and_end_by_node_and_pid() -> None:
     ]
     out = executions(events)
     assert [(e.node, e.end_mono, e.signal) for e in out] == [("n1", 3.0, 15), ("n2", None, None)]
+
+
+def test_an_overlap_while_the_older_runs_node_was_paused_is_counted_apart() -> None:
+    h = overlap_history("replace")
+    h.faults = [
+        {"kind": "pause", "node": "n1", "mono": 1.5, "wall_ms": wall(1.5)},
+        {"kind": "resume", "node": "n1", "mono": 5.0, "wall_ms": wall(5.0)},
+    ]
+    h.executions[1].node = "n2"
+    result = check_overlap(h)
+    assert result.ok and result.counts["overlap_cut_off"] == 1
+
+
+def test_a_read_after_a_write_that_raced_another_client_proves_nothing() -> None:
+    h = clean()
+    h.ops[0].read_after = {"version": None}
+    h.ops.insert(1, op("delete", "m", -0.04, 0.02, status="indeterminate"))
+    assert not [v for v in check_acknowledged_writes(h).violations if "read right after" in v["what"]]
+
+
+def test_a_run_started_after_the_log_cancelled_it() -> None:
+    h = clean()
+    for items in h.records.values():
+        items[4] = rec(
+            "m", 5, state="cancelled", reason="replaced by a newer slot", finished_at=iso(BASE + 3000)
+        )
+    assert [v["what"] for v in check_no_run_after_stop(h).violations] == [
+        "started after the log had cancelled it"
+    ]
+    h.faults = [
+        {"kind": "pause", "node": "n1", "mono": 2.0, "wall_ms": wall(2.0)},
+        {"kind": "resume", "node": "n1", "mono": 4.8, "wall_ms": wall(4.8)},
+    ]
+    assert check_no_run_after_stop(h).ok  # a node that had just come back may still start it
