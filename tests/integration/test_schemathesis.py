@@ -123,18 +123,15 @@ CASES = [
     pytest.param(op.method, op.path, mode, id=f"{op.method} {op.path} {mode}")
     for op in OPERATIONS
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-    if mode is GenerationMode.POSITIVE or _negatable(op)
+    # Membership changes are not fuzzed live (adding a voter to a one-node cluster loses its quorum,
+    # removing its node stops it): tests/unit/test_openapi.py checks their answers in-process.
+    if (mode is GenerationMode.POSITIVE or _negatable(op)) and op.operation_id not in MEMBERSHIP
 ]
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), CASES)
 def test_api_matches_its_openapi(api_schema: Any, method: str, path: str, mode: GenerationMode) -> None:
-    try:
-        operation = api_schema[path][method]
-    except KeyError:
-        pytest.skip(f"{method} {path} is not served by this node")
-    if operation.definition.raw.get("operationId") in MEMBERSHIP:
-        pytest.skip("changes the cluster's membership")
+    operation = api_schema[path][method]  # every documented operation is served
 
     statuses: Counter[int] = Counter()
 
