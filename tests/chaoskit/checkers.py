@@ -83,6 +83,7 @@ class History:
     replace_epsilon_s: float = 1.5  # overlap allowed while `replace` kills the run it replaces
     leader_within_s: float = 10.0  # liveness: a leader this soon after a recovery
     stuck_after_s: float = 15.0  # a run still active this long after its execution ended is stuck
+    catch_up_s: float = 0.5  # after a pause / cut ends, a node still catching up may start a cancelled run
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in vars(self).items() if k not in ("executions", "ops")}
@@ -694,7 +695,7 @@ def _started_after_cancel(
         if at is None or ex.start_wall_ms <= at + slack_ms:
             continue
         cancel_mono = at / 1000 - wall_minus_mono
-        if _faulted(windows, ex.node, ex.start_mono - 0.5, ex.start_mono):
+        if _faulted(windows, ex.node, ex.start_mono - history.catch_up_s, ex.start_mono):
             excused += 1
             continue
         res.add(

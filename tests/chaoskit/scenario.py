@@ -233,7 +233,7 @@ class ChaosRun:
                 c.start(node)
         self.down.clear()
 
-    def finish(self) -> tuple[History, list[Result], dict[str, Any]]:
+    def finish(self, **settings: Any) -> tuple[History, list[Result], dict[str, Any]]:
         self.recover()
         if self.churn:
             self.churn.stop()
@@ -248,7 +248,7 @@ class ChaosRun:
         final = AdminClient(c, self.log, "final")
         quiesce(c, final, timeout=60)
         probes = probe_bad_input(c, self.rng.choice(c.alive()))
-        history = collect(c, self.log, list(self.sink.events), lookahead_s=2.0)
+        history = collect(c, self.log, list(self.sink.events), lookahead_s=2.0, **settings)
         history.probes = probes
         c.observer.stop()
         results = check_all(history)
