@@ -12,6 +12,10 @@ from .data import Result, StateData, ok, reject
 
 __all__ = ["JobCommands"]
 
+_STARTED = frozenset(
+    {RunState.RUNNING, RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT, RunState.LOST}
+)
+
 
 class JobCommands(StateData):
     def _apply_put_job(self, body: dict[str, Any]) -> Result:
@@ -30,18 +34,32 @@ class JobCommands(StateData):
         if old is None:
             return self._create_job(spec, body)
         keep = set(body.get("keep_slots") or ())
+        cancelled = False
         for rid in list(self.job_active.get(spec.id, {})):
             run = self.runs[rid]
             if run.state is RunState.PENDING and not run.manual and run.nominal_ms not in keep:
                 self._finish(run, RunState.CANCELLED, now_ms, reason="job edited")
+                cancelled = True
         if spec.paused and not old.spec.paused:
             self._cancel_pending(spec.id, now_ms, "job paused")
+        last_slot, next_slot = old.last_slot_ms, body.get("next_nominal_ms")
+        if cancelled and last_slot is not None and last_slot > now_ms:
+            # Slots fired ahead under the old schedule were cancelled: plan the new schedule from
+            # the edit (or the newest slot that has started), so none of its slots is skipped.
+            # Kept runs are not fired twice: a slot that has a run is never fired again.
+            started = [
+                self.runs[r].nominal_ms
+                for r in self.job_runs.get(spec.id, {})
+                if not self.runs[r].manual and self.runs[r].state in _STARTED
+            ]
+            last_slot, next_slot = max([now_ms, *(s for s in started if s <= last_slot)]), None
         record = dataclasses.replace(
             old,
             spec=spec,
             version=old.version + 1,
             updated_ms=now_ms,
-            next_nominal_ms=body.get("next_nominal_ms"),
+            last_slot_ms=last_slot,
+            next_nominal_ms=next_slot,
             actor=str(body.get("actor", "")),
             paused_ms=(old.paused_ms or now_ms) if spec.paused else None,
         )

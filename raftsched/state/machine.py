@@ -190,8 +190,15 @@ class State(NodeCommands, JobCommands, RunCommands):
 
 
 # Commands that change a job's schedule position other than by firing it: the leader re-plans.
-_JOB_TABLE = frozenset({CommandType.PUT_JOB, CommandType.DELETE_JOB, CommandType.PAUSE_JOB,
-                        CommandType.RESUME_JOB, CommandType.RESTORE_JOBS})
+_JOB_TABLE = frozenset(
+    {
+        CommandType.PUT_JOB,
+        CommandType.DELETE_JOB,
+        CommandType.PAUSE_JOB,
+        CommandType.RESUME_JOB,
+        CommandType.RESTORE_JOBS,
+    }
+)
 
 _AUDITED = {
     CommandType.PUT_JOB: "updated",

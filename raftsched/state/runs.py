@@ -67,6 +67,9 @@ class RunCommands(StateData):
         if job is None or not nodes:
             return []
         nominal = item["nominal_ms"]
+        if f"{job.spec.id}@{nominal}" in self.runs or f"{job.spec.id}@{nominal}~0" in self.runs:
+            self._advance(job, item, now_ms, fired=False)  # a slot that has a run is never fired again
+            return []
         verdict = self._overlap_verdict(job, now_ms)
         self._advance(job, item, now_ms, fired=verdict != "skip")
         if verdict == "skip":

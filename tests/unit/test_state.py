@@ -273,3 +273,25 @@ def test_membership_add_drain_remove_and_no_return() -> None:
     assert d.cmd(CommandType.ADD_NODE, **add)["created"] is True  # an operator may add it again
     assert d.cmd(CommandType.REGISTER_NODE, **register)["ok"]
     assert d.state.nodes["n4"].up
+
+
+def test_an_edit_that_cancels_runs_fired_ahead_loses_no_slot_of_the_new_schedule() -> None:
+    d = Driver()
+    d.boot()
+    d.add("j", overlap="allow")
+    for k in (1, 2, 3):
+        d.fire("j", T0 + k * 1000)
+    spec = {
+        "id": "j",
+        "schedule": {"every": 1.5},
+        "overlap": "allow",
+        "task": {"type": "shell", "command": ["true"]},
+    }
+    d.cmd(CommandType.PUT_JOB, spec=spec, now_ms=T0 + 300, mode="put", keep_slots=[T0 + 3000])
+    job = d.state.jobs["j"]
+    assert (job.last_slot_ms, job.next_nominal_ms) == (T0 + 300, None)  # plan from the edit
+    assert d.state.runs["j@1800000001000"].state is RunState.CANCELLED
+    assert d.state.runs["j@1800000003000"].state is RunState.PENDING  # in both schedules: kept
+    assert d.fire("j", T0 + 1500)["fired"] == ["j@1800000001500"]
+    assert d.fire("j", T0 + 3000)["fired"] == []  # the kept run is not fired twice
+    assert d.state.jobs["j"].last_slot_ms == T0 + 3000
