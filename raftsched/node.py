@@ -101,6 +101,12 @@ class Node:
         status = self.raft.status()
         return status.leader is not None and status.applied_index >= status.commit_index
 
+    async def _barrier(self) -> object:
+        """Commit a no-op: once it returns, this node has applied everything committed before."""
+        return await self.raft.propose(
+            encode(CommandType.NOOP, {"now_ms": self.clock.now_ms()}), timeout_s=3.0
+        )
+
     async def propose(self, data: bytes) -> dict[str, Any]:
         return await self.raft.propose(data)
 
@@ -140,6 +146,7 @@ class Node:
             self._executor,
             self.worker_wake,
             ready=self._caught_up,
+            barrier=self._barrier,
         )
         runner = await self._start_http()
         log.warning("node %s up: api %s, raft %s", n.id, n.http_url, n.raft_addr)

@@ -67,6 +67,7 @@ class WorkerSettings:
     shutdown_grace_s: float = 30.0
 
     fsync: bool = False
+    late_check_ms: int = 250  # a run starting later than this past due first re-reads the log
     attempts_compact_every: int = 10_000  # appends between rewrites of the attempt journal
 
     @property
@@ -97,6 +98,7 @@ class Worker:
         executor_for: ExecutorFor,
         wake: asyncio.Event,
         ready: Callable[[], bool] = lambda: True,
+        barrier: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -105,6 +107,7 @@ class Worker:
         self.executor_for = executor_for
         self.wake = wake
         self.ready = ready  # True once this node has applied what the cluster had committed
+        self.barrier = barrier  # commits a no-op and returns once this node has applied it
         self.draining = False
         attempts = settings.attempts_path
         self.attempts = AttemptJournal(attempts, fsync=settings.fsync) if attempts is not None else None
@@ -273,6 +276,10 @@ class Worker:
     async def _execute(self, run: Run, spec: JobSpec) -> None:
         await self.clock.sleep_until_ms(run.due_ms)
         async with self._capacity:
+            if self.clock.now_ms() - run.due_ms > self.settings.late_check_ms and not await self._still_ours(
+                run
+            ):
+                return
             local = self._local.get(run.run_id)
             if local is None or local.run.attempt != run.attempt or self.draining:
                 return
@@ -281,6 +288,29 @@ class Worker:
                 await self._run_task(run, spec)
             finally:
                 local.executing = False
+
+    async def _still_ours(self, run: Run) -> bool:
+        """A late start: this node may have been paused or cut off, and its copy of the log stale
+        (the run since cancelled or moved). Read through the log first: commit a no-op, wait until
+        it is applied here, then check the run again. Retries until it can, or the run is gone."""
+        while self.barrier is not None:
+            try:
+                await self.barrier()
+                break
+            except RaftschedError:
+                await asyncio.sleep(self.settings.reconcile_period_s)
+                local = self._local.get(run.run_id)
+                if local is None or local.run.attempt != run.attempt:
+                    return False
+        with self.state.lock:
+            now = self.state.runs.get(run.run_id)
+        return (
+            now is not None
+            and now.node == self.settings.node_id
+            and now.attempt == run.attempt
+            and now.state is RunState.PENDING
+            and not now.waiting
+        )
 
     async def _run_task(self, run: Run, spec: JobSpec) -> None:
         started_ms = self.clock.now_ms()

@@ -815,3 +815,34 @@ async def test_no_run_starts_before_the_node_has_caught_up(tmp_path: Path) -> No
     assert rig.executor.started_ids() == [rid("a")]
     loop.cancel()
     await rig.worker._stop_runs()
+
+
+async def test_a_late_start_reads_through_the_log_first(rig: Rig) -> None:
+    cancelled, kept = fire(rig, "a"), fire(rig, "b")
+
+    async def barrier() -> object:
+        # What a paused node learns when it catches up: one of its runs was cancelled meanwhile.
+        return rig.driver.cmd(CommandType.CANCEL_RUN, run_id=cancelled, now_ms=DUE, actor="t")
+
+    rig.worker.barrier = barrier
+    rig.executor.auto = True
+    await rig.tick()
+    await rig.advance(2)  # the node wakes up 1 s after the due time
+    await rig.settle()
+    assert rig.executor.started_ids() == [kept]
+
+
+async def test_an_on_time_start_needs_no_barrier(rig: Rig) -> None:
+    calls = 0
+
+    async def barrier() -> object:
+        nonlocal calls
+        calls += 1
+        return None
+
+    rig.worker.barrier = barrier
+    run_id = fire(rig, "a")
+    rig.executor.auto = True
+    await rig.tick()
+    await rig.advance(1)
+    assert rig.executor.started_ids() == [run_id] and calls == 0
