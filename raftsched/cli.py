@@ -129,9 +129,11 @@ def _run_node(args: argparse.Namespace) -> int:
         print(f"raftsched: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(args.log_level, args.log_format, node.id)
+    from .journalcheck import JournalDamaged
+
     try:
         return asyncio.run(run_node(cluster, node))
-    except OSError as exc:
+    except (OSError, JournalDamaged) as exc:
         print(f"raftsched: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -1,6 +1,9 @@
 """Replicated commands: versioned plain data in one orjson envelope.
 
-    {"v": 1, "t": "fire_runs", "rid": "...", "body": {...}}
+    c0ffee12{"v": 1, "t": "fire_runs", "rid": "...", "body": {...}}
+
+prefixed by the CRC-32 of the JSON in 8 hex digits, so that a damaged journal entry is found
+(at start, before it is applied; see `journalcheck`), not applied as a different command.
 
 `t` names the command (imperative); `rid` is an optional request id that the state uses
 to apply a retried write once; `body` is the command's data. Time and ids are always in the
@@ -10,13 +13,14 @@ log in tests/data guards this); `upcast` turns an older body into the current on
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import orjson
 
-__all__ = ["VERSION", "Command", "CommandType", "DecodeError", "decode", "encode"]
+__all__ = ["VERSION", "Command", "CommandType", "DecodeError", "checked_payload", "decode", "encode"]
 
 VERSION = 1
 
@@ -58,13 +62,32 @@ class Command:
 
 
 def encode(cmd_type: CommandType, body: dict[str, Any], rid: str | None = None) -> bytes:
-    return orjson.dumps({"v": VERSION, "t": cmd_type.value, "rid": rid, "body": body})
+    """The envelope, behind an 8-hex-digit CRC-32 of it: `c0ffee12{"v":1,...}`."""
+    payload = orjson.dumps({"v": VERSION, "t": cmd_type.value, "rid": rid, "body": body})
+    return b"%08x" % zlib.crc32(payload) + payload
+
+
+def checked_payload(data: bytes) -> bytes:
+    """The JSON of a command after checking its CRC (entries from before the CRC have none)."""
+    if data[:1] == b"{":
+        return data
+    if len(data) < 9 or data[8:9] != b"{":
+        raise DecodeError("not a command")
+    try:
+        expected = int(data[:8], 16)
+    except ValueError:
+        raise DecodeError("not a command") from None
+    payload = data[8:]
+    if zlib.crc32(payload) != expected:
+        raise DecodeError("checksum mismatch: the entry is damaged")
+    return payload
 
 
 def decode(data: bytes) -> Command:
     """Bytes from the log -> Command; DecodeError for anything malformed (never other errors)."""
+    payload = checked_payload(data)
     try:
-        raw = orjson.loads(data)
+        raw = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"not JSON: {exc}") from None
     if not isinstance(raw, dict):

@@ -38,6 +38,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 from pysyncobj.journal import FileJournal, createJournal
 
 from .errors import Indeterminate, NoLeader
+from .journalcheck import check_data_dir
 from .state import State
 
 __all__ = ["RaftSettings", "RaftStatus", "Replicator"]
@@ -175,6 +176,7 @@ class Replicator:
         self._loop = asyncio.get_running_loop()
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        check_data_dir(s.data_dir)  # raises JournalDamaged: PySyncObj would replay damage as entries
         conf = SyncObjConf(
             password=s.secret,
             autoTick=True,

@@ -3,7 +3,7 @@ each, then the ten checkers over the recorded history. The long runs are scripts
 
 Partitions need root and iptables (scripts/install-chaos-tools installs it; CI runs as root):
 the isolation test skips with the reason otherwise. Regression tests for what the chaos found
-are at the end, marked xfail(strict) while raftsched still has the bug.
+are at the end (each was marked xfail(strict) until raftsched was fixed).
 """
 
 from __future__ import annotations
@@ -192,20 +192,10 @@ def _journal_damage(cluster: ChaosCluster, mode: str) -> dict[str, Any]:
     return {**info, "result": "recovered"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a journal cut inside its last record is replayed (the torn entry applied as a "
-    "command); the node then never rejoins: stale state, stuck as candidate, digest differs",
-)
 def test_a_truncated_journal_is_refused_or_recovered(plain: ChaosCluster) -> None:
     _journal_damage(plain, "truncate")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: journal records carry no checksum: a changed byte inside a command is replayed "
-    "silently and the node serves a state its peers do not have (digest differs)",
-)
 def test_a_bit_flipped_journal_is_refused_or_recovered(plain: ChaosCluster) -> None:
     _journal_damage(plain, "flip-json")
 

@@ -4,23 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from raftsched.model import RunState
 from raftsched.state import State
 
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_v1.jsonl"
-GOLDEN_DIGEST = "33:dc9bcb81fd0f3bed209859bb59eae27c"
+DATA = Path(__file__).resolve().parents[1] / "data"
+# The first log was written before entries carried a CRC; both must replay forever.
+GOLDEN = {
+    "golden_v1.jsonl": "33:dc9bcb81fd0f3bed209859bb59eae27c",
+    "golden_v1_crc.jsonl": "33:b6a2bc6feca07bbd243ebbad5e199dfd",
+}
 
 
-def replay() -> State:
+def replay(name: str = "golden_v1.jsonl") -> State:
     state = State()
-    for line in GOLDEN.read_bytes().splitlines():
+    for line in (DATA / name).read_bytes().splitlines():
         state.apply(line)
     return state
 
 
-def test_golden_log_replays_to_its_digest() -> None:
-    state = replay()
-    assert state.digest_hex() == GOLDEN_DIGEST
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_log_replays_to_its_digest(name: str) -> None:
+    state = replay(name)
+    assert state.digest_hex() == GOLDEN[name]
     assert sorted(state.jobs) == ["a", "q"]
     assert state.term == 2 and state.leader == "n3"
     assert state.runs["a@1800000001000"].attempt == 2  # retried after its failure
@@ -34,3 +41,15 @@ def test_golden_replay_through_a_snapshot_is_identical() -> None:
     restored = State()
     restored.load(state.dump())
     assert restored.dump() == state.dump()
+
+
+def test_a_damaged_entry_is_refused_not_applied_as_another_command() -> None:
+    line = (DATA / "golden_v1_crc.jsonl").read_bytes().splitlines()[5]
+    damaged = line.replace(b"1800000", b"1800001", 1)
+    state = State()
+    assert state.apply(damaged) == {
+        "ok": False,
+        "code": "bad_command",
+        "message": "checksum mismatch: the entry is damaged",
+        "field": None,
+    }
