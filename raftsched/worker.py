@@ -50,6 +50,8 @@ Propose = Callable[[bytes], Awaitable[dict[str, Any]]]
 ExecutorFor = Callable[[TaskType], Executor]
 
 MAX_BATCH = 1000  # items per report command: the state's work per command stays bounded
+STALL_S = 0.5  # a gap this long between two reconciliations means this process was stopped
+SUSPECT_S = 10.0  # after such a gap, starts read through the log for this long
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +114,7 @@ class Worker:
         attempts = settings.attempts_path
         self.attempts = AttemptJournal(attempts, fsync=settings.fsync) if attempts is not None else None
         self._appends = 0
+        self._suspect_until = 0.0  # monotonic: until then every start reads through the log first
         groups = settings.groups_path
         self.groups = GroupLedger(groups, settings.node_id) if groups is not None else None
         self._local: dict[str, _Local] = {}
@@ -153,7 +156,14 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.settings.reconcile_period_s)
         self._compact_attempts()
+        last = self.clock.monotonic()
         while True:
+            now = self.clock.monotonic()
+            if now - last > STALL_S:
+                # This process did not run for a while (paused, starved): its copy of the log may
+                # be behind, so starts go through the log until a lookahead has passed.
+                self._suspect_until = now + SUSPECT_S
+            last = now
             self.reconcile()
             self.wake.clear()
             with contextlib.suppress(TimeoutError):

@@ -43,8 +43,8 @@ class JobCommands(StateData):
         if spec.paused and not old.spec.paused:
             self._cancel_pending(spec.id, now_ms, "job paused")
         last_slot, next_slot = old.last_slot_ms, body.get("next_nominal_ms")
-        if cancelled and last_slot is not None and last_slot > now_ms:
-            # Slots fired ahead under the old schedule were cancelled: plan the new schedule from
+        if (cancelled or spec.schedule != old.spec.schedule) and last_slot is not None and last_slot > now_ms:
+            # Slots were fired ahead under the old schedule (or cancelled now): plan the new one from
             # the edit (or the newest slot that has started), so none of its slots is skipped.
             # Kept runs are not fired twice: a slot that has a run is never fired again.
             started = [

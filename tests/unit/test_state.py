@@ -295,3 +295,20 @@ def test_an_edit_that_cancels_runs_fired_ahead_loses_no_slot_of_the_new_schedule
     assert d.fire("j", T0 + 1500)["fired"] == ["j@1800000001500"]
     assert d.fire("j", T0 + 3000)["fired"] == []  # the kept run is not fired twice
     assert d.state.jobs["j"].last_slot_ms == T0 + 3000
+
+
+def test_a_schedule_change_plans_from_the_edit_even_when_every_pending_run_is_kept() -> None:
+    d = Driver()
+    d.boot()
+    d.add("j", overlap="allow")
+    d.fire("j", T0 + 2000)  # fired ahead; the new schedule (every 2 s) has this slot too
+    spec = {
+        "id": "j",
+        "schedule": {"every": 2},
+        "overlap": "allow",
+        "task": {"type": "shell", "command": ["true"]},
+    }
+    d.cmd(CommandType.PUT_JOB, spec=spec, now_ms=T0 + 100, mode="put", keep_slots=[T0 + 2000])
+    assert d.state.runs["j@1800000002000"].state is RunState.PENDING
+    assert (d.state.jobs["j"].last_slot_ms, d.state.jobs["j"].next_nominal_ms) == (T0 + 100, None)
+    assert d.fire("j", T0 + 2000)["fired"] == []  # kept, never fired twice
