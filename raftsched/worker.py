@@ -115,6 +115,8 @@ class Worker:
         self.attempts = AttemptJournal(attempts, fsync=settings.fsync) if attempts is not None else None
         self._appends = 0
         self._suspect_until = 0.0  # monotonic: until then every start reads through the log first
+        self._barrier_flight: asyncio.Future[None] | None = None
+        self._barrier_done_since = -1.0  # monotonic start of the newest barrier that completed
         groups = settings.groups_path
         self.groups = GroupLedger(groups, settings.node_id) if groups is not None else None
         self._local: dict[str, _Local] = {}
@@ -303,9 +305,10 @@ class Worker:
         """A late start: this node may have been paused or cut off, and its copy of the log stale
         (the run since cancelled or moved). Read through the log first: commit a no-op, wait until
         it is applied here, then check the run again. Retries until it can, or the run is gone."""
+        needed_after = self.clock.monotonic()
         while self.barrier is not None:
             try:
-                await self.barrier()
+                await self._shared_barrier(needed_after)
                 break
             except RaftschedError:
                 await asyncio.sleep(self.settings.reconcile_period_s)
@@ -321,6 +324,26 @@ class Worker:
             and now.state is RunState.PENDING
             and not now.waiting
         )
+
+    async def _shared_barrier(self, needed_after: float) -> None:
+        """One barrier serves every start that needed one before it was proposed: under load many
+        runs are late at once, and a no-op each would add one log entry per run."""
+        while True:
+            if self._barrier_done_since >= needed_after:
+                return
+            if self._barrier_flight is None:
+                self._barrier_flight = asyncio.ensure_future(self._one_barrier())
+            flight = self._barrier_flight
+            await asyncio.shield(flight)
+
+    async def _one_barrier(self) -> None:
+        started = self.clock.monotonic()
+        try:
+            assert self.barrier is not None
+            await self.barrier()
+            self._barrier_done_since = max(self._barrier_done_since, started)
+        finally:
+            self._barrier_flight = None
 
     async def _run_task(self, run: Run, spec: JobSpec) -> None:
         started_ms = self.clock.now_ms()

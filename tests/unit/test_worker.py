@@ -846,3 +846,22 @@ async def test_an_on_time_start_needs_no_barrier(rig: Rig) -> None:
     await rig.tick()
     await rig.advance(1)
     assert rig.executor.started_ids() == [run_id] and calls == 0
+
+
+async def test_late_starts_share_one_barrier(rig: Rig) -> None:
+    calls = 0
+
+    async def barrier() -> object:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)  # a commit takes a while: the other late starts join it
+        return None
+
+    rig.worker.barrier = barrier
+    run_ids = [fire(rig, job) for job in ("a", "b", "c", "d", "e")]
+    rig.executor.auto = True
+    await rig.tick()
+    await rig.advance(3)  # every run is late at once
+    await asyncio.sleep(0.1)
+    assert sorted(rig.executor.started_ids()) == sorted(run_ids)
+    assert calls == 1
