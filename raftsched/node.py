@@ -101,10 +101,6 @@ class Node:
         status = self.raft.status()
         return status.leader is not None and status.applied_index >= status.commit_index
 
-    def _behind(self) -> bool:
-        status = self.raft.status()
-        return status.applied_index < status.commit_index
-
     async def _barrier(self) -> object:
         """Commit a no-op: once it returns, this node has applied everything committed before."""
         return await self.raft.propose(
@@ -151,7 +147,6 @@ class Node:
             self.worker_wake,
             ready=self._caught_up,
             barrier=self._barrier,
-            behind=self._behind,
         )
         runner = await self._start_http()
         log.warning("node %s up: api %s, raft %s", n.id, n.http_url, n.raft_addr)
