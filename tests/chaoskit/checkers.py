@@ -259,6 +259,23 @@ def _faulted(windows: dict[str, list[tuple[float, float, str]]], node: str, lo: 
     return any(s <= hi and e >= lo for s, e, _ in windows.get(node, ()))
 
 
+def _leader_faulted(
+    history: History, windows: dict[str, list[tuple[float, float, str]]], lo: float, hi: float
+) -> bool:
+    """Did a fault hit the node that was leading when it began, between lo and hi? Until a new
+    leader tells them, the other nodes are cut off from the cluster too: entries the old leader
+    committed but had not yet announced to them are unknown to them (DESIGN.md §3, fire-ahead)."""
+    leaders = leader_times(history)
+    for node, spans in windows.items():
+        for start, end, _ in spans:
+            if start > hi or end < lo:
+                continue
+            before = [n for m, n, _ in leaders if m <= start]
+            if not before or before[-1] == node:
+                return True
+    return False
+
+
 # ---------------------------------------------------------------- job timelines (invariants 1, 6)
 
 
@@ -650,8 +667,9 @@ def check_no_run_after_stop(history: History) -> Result:
             ack = op.complete_mono
             for ex in exs_by_job.get(job, ()):
                 if ack + eps < ex.start_mono < until:
-                    if ex.start_mono <= ack + ahead and _faulted(
-                        windows, ex.node, ack - ahead, ex.start_mono
+                    if ex.start_mono <= ack + ahead and (
+                        _faulted(windows, ex.node, ack - ahead, ex.start_mono)
+                        or _leader_faulted(history, windows, ack - eps, ex.start_mono)
                     ):
                         cut_off += 1
                         continue
@@ -681,7 +699,8 @@ def _started_after_cancel(
     history: History, res: Result, windows: dict[str, list[tuple[float, float, str]]]
 ) -> int:
     """A run the log cancelled (paused, edited, replaced, cancelled) never starts later, unless
-    its node was cut off or paused then (it could not know)."""
+    its node was cut off or paused then, or the leader that committed the cancel failed before
+    telling it (within a lookahead: it could not know)."""
     wall_minus_mono = history.end_wall_ms / 1000 - history.end_mono
     cancelled = {}
     for recs in _records(history).values():
@@ -695,7 +714,11 @@ def _started_after_cancel(
         if at is None or ex.start_wall_ms <= at + slack_ms:
             continue
         cancel_mono = at / 1000 - wall_minus_mono
-        if _faulted(windows, ex.node, ex.start_mono - history.catch_up_s, ex.start_mono):
+        ahead = history.lookahead_s + history.ack_epsilon_s
+        if _faulted(windows, ex.node, ex.start_mono - history.catch_up_s, ex.start_mono) or (
+            ex.start_mono <= cancel_mono + ahead
+            and _leader_faulted(history, windows, cancel_mono - history.ack_epsilon_s, ex.start_mono)
+        ):
             excused += 1
             continue
         res.add(

@@ -538,3 +538,17 @@ def test_a_run_started_after_the_log_cancelled_it() -> None:
         {"kind": "resume", "node": "n1", "mono": 4.8, "wall_ms": wall(4.8)},
     ]
     assert check_no_run_after_stop(h).ok  # a node that had just come back may still start it
+
+
+def test_a_cancel_the_failed_leader_never_announced_excuses_a_start_within_a_lookahead() -> None:
+    h = clean()
+    for items in h.records.values():
+        items[4] = rec("m", 5, state="cancelled", node="n2", finished_at=iso(BASE + 3500))
+    h.executions[4] = ex("m", 5, node="n2")  # started at 5.01, 1.5 s after the cancel
+    h.faults = [{"kind": "isolate", "node": "n3", "mono": 3.4, "wall_ms": wall(3.4)}]
+    assert not check_no_run_after_stop(h).ok  # a follower's fault tells n2 nothing
+    h.faults = [{"kind": "isolate", "node": "n1", "mono": 3.6, "wall_ms": wall(3.6)}]
+    result = check_no_run_after_stop(h)
+    assert result.ok and result.counts["cut_off_starts"] == 1  # the leader (n1) was cut off
+    h.executions[4] = ex("m", 5, node="n2", start=6.5)  # later than a lookahead after the cancel
+    assert not check_no_run_after_stop(h).ok
