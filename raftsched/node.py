@@ -147,6 +147,7 @@ class Node:
             self.worker_wake,
             ready=self._caught_up,
             barrier=self._barrier,
+            behind=self.raft.behind,
         )
         runner = await self._start_http()
         log.warning("node %s up: api %s, raft %s", n.id, n.http_url, n.raft_addr)

@@ -101,6 +101,7 @@ class Worker:
         wake: asyncio.Event,
         ready: Callable[[], bool] = lambda: True,
         barrier: Callable[[], Awaitable[object]] | None = None,
+        behind: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -110,6 +111,7 @@ class Worker:
         self.wake = wake
         self.ready = ready  # True once this node has applied what the cluster had committed
         self.barrier = barrier  # commits a no-op and returns once this node has applied it
+        self.behind = behind  # True while this node knows of committed entries it has not applied
         self.draining = False
         attempts = settings.attempts_path
         self.attempts = AttemptJournal(attempts, fsync=settings.fsync) if attempts is not None else None
@@ -288,9 +290,7 @@ class Worker:
     async def _execute(self, run: Run, spec: JobSpec) -> None:
         await self.clock.sleep_until_ms(run.due_ms)
         async with self._capacity:
-            if self.clock.now_ms() - run.due_ms > self.settings.late_check_ms and not await self._still_ours(
-                run
-            ):
+            if not await self._may_start(run):
                 return
             local = self._local.get(run.run_id)
             if local is None or local.run.attempt != run.attempt or self.draining:
@@ -300,6 +300,30 @@ class Worker:
                 await self._run_task(run, spec)
             finally:
                 local.executing = False
+
+    async def _may_start(self, run: Run) -> bool:
+        """Is the run still this node's to start? Checked through the log when this node's copy may
+        be stale: the start is late, this process was stopped a moment ago, or its Raft thread has
+        not yet applied entries it knows are committed."""
+        late = self.clock.now_ms() - run.due_ms > self.settings.late_check_ms
+        if late or self.clock.monotonic() < self._suspect_until:
+            return await self._still_ours(run)
+        for _ in range(400):  # behind: wait (~2 s at most) until what is committed is applied
+            if not self.behind():
+                return self._ours_in_state(run)
+            await asyncio.sleep(0.005)
+        return await self._still_ours(run)
+
+    def _ours_in_state(self, run: Run) -> bool:
+        with self.state.lock:
+            now = self.state.runs.get(run.run_id)
+        return (
+            now is not None
+            and now.node == self.settings.node_id
+            and now.attempt == run.attempt
+            and now.state is RunState.PENDING
+            and not now.waiting
+        )
 
     async def _still_ours(self, run: Run) -> bool:
         """A late start: this node may have been paused or cut off, and its copy of the log stale
@@ -315,15 +339,7 @@ class Worker:
                 local = self._local.get(run.run_id)
                 if local is None or local.run.attempt != run.attempt:
                     return False
-        with self.state.lock:
-            now = self.state.runs.get(run.run_id)
-        return (
-            now is not None
-            and now.node == self.settings.node_id
-            and now.attempt == run.attempt
-            and now.state is RunState.PENDING
-            and not now.waiting
-        )
+        return self._ours_in_state(run)
 
     async def _shared_barrier(self, needed_after: float) -> None:
         """One barrier serves every start that needed one before it was proposed: under load many

@@ -571,7 +571,8 @@ def check_overlap(history: History) -> Result:
     """forbid / queue: no two runs of a job execute at once; replace: only while the replaced one
     is being killed. Counted apart: a superseded attempt (a higher one exists) still running (the
     delivery policy's duplicate), and a run whose node was paused or cut off while the next one
-    started (its worker could not learn that it was replaced: the fire-ahead price of §3)."""
+    started, or whose replacement the leader committed just before it failed (its worker could not
+    learn that it was replaced until a new leader told it: the fire-ahead price of §3)."""
     res = Result("5 overlap policy")
     specs = _job_specs(history)
     attempt_top: dict[str, int] = defaultdict(int)
@@ -619,6 +620,18 @@ def _job_overlaps(
                 counts["overlap_cut_off"] += 1  # its node was paused or cut off: it could not kill it
                 continue
             killed = a.end_mono is None or a.signal is not None
+            if (
+                policy == "replace"
+                and a_end - b.start_mono <= history.lookahead_s + history.replace_epsilon_s
+                and _leader_faulted(
+                    history,
+                    windows,
+                    b.start_mono - history.ack_epsilon_s,
+                    b.start_mono + history.ack_epsilon_s,
+                )
+            ):
+                counts["overlap_cut_off"] += 1  # the leader failed before telling a's node it was replaced
+                continue
             if policy == "replace" and killed and a_end - b.start_mono <= history.replace_epsilon_s:
                 counts["replace_kill_overlaps"] += 1
                 continue

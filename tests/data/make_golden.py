@@ -11,9 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
-from statekit import T0, Driver  # noqa: E402
-
 from raftsched.commands import CommandType  # noqa: E402
+
+from statekit import T0, Driver  # noqa: E402
 
 
 def scenario() -> Driver:

@@ -8,6 +8,7 @@ are at the end (each was marked xfail(strict) until raftsched was fixed).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -37,8 +38,11 @@ def chaos() -> Iterator[MakeRun]:
         return run
 
     yield make
+    keep = bool(os.environ.get("RAFTSCHED_KEEP"))  # keep the data dirs and node logs to debug
     for run in runs:
-        run.close()
+        run.close(keep=keep)
+        if keep:
+            print(f"kept {run.root}")
 
 
 def verdict(run: ChaosRun) -> tuple[list[Result], dict[str, Any]]:

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import free_ports
-from statekit import T0, job_spec
 
 from raftsched.commands import CommandType, encode
 from raftsched.state import State
+
+from cluster import free_ports
+from statekit import T0, job_spec
 
 pytestmark = pytest.mark.integration
 

@@ -94,7 +94,8 @@ async def test_job_lifecycle(api: Api) -> None:
     status, stats = await api.call("GET", "/v1/stats")
     assert status == 200 and stats["jobs"]["nightly"]["cancelled"] == 1 and stats["cluster"]["cancelled"] == 1
     status, job = await api.call("GET", "/v1/jobs/nightly")
-    assert job["last_run"] == {"run_id": run["run_id"], "state": "cancelled", "finished_at": job["updated_at"]}
+    last = {"run_id": run["run_id"], "state": "cancelled", "finished_at": job["updated_at"]}
+    assert job["last_run"] == last
     actions = [entry["action"] for entry in job["audit"]]
     assert actions == [
         f"cancelled run {run['run_id']}",

@@ -308,6 +308,18 @@ def test_replace_allows_only_the_kill_of_the_replaced_run() -> None:
     assert check_overlap(h).ok
 
 
+def test_a_replace_the_failing_leader_never_announced_is_counted_apart() -> None:
+    h = overlap_history("replace")
+    h.executions[0] = ex("m", 1, node="n2", length=2.5)  # n2 never heard that slot 2 replaced it
+    h.faults = [{"kind": "pause", "node": "n3", "mono": 2.2, "wall_ms": wall(2.2)}]
+    assert not check_overlap(h).ok  # a follower's pause excuses nothing
+    h.faults = [{"kind": "pause", "node": "n1", "mono": 2.2, "wall_ms": wall(2.2)}]
+    result = check_overlap(h)
+    assert result.ok and result.counts["overlap_cut_off"] == 1  # n1 led and stopped right after
+    h.faults[0]["mono"] = 3.0  # stopped long after it could have told n2
+    assert not check_overlap(h).ok
+
+
 def test_overlap_is_fine_under_allow_and_for_a_superseded_attempt() -> None:
     assert check_overlap(overlap_history("allow")).ok
     h = overlap_history("forbid")

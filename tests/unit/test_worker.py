@@ -865,3 +865,36 @@ async def test_late_starts_share_one_barrier(rig: Rig) -> None:
     await asyncio.sleep(0.1)
     assert sorted(rig.executor.started_ids()) == sorted(run_ids)
     assert calls == 1
+
+
+async def test_after_a_stall_on_time_starts_read_through_the_log(rig: Rig) -> None:
+    calls = 0
+
+    async def barrier() -> object:
+        nonlocal calls
+        calls += 1
+        return None
+
+    rig.worker.barrier = barrier
+    rig.worker._suspect_until = rig.clock.monotonic() + 10  # as after a gap in the loop
+    run_id = fire(rig, "a")
+    rig.executor.auto = True
+    await rig.tick()
+    await rig.advance(1)  # on time, but suspect
+    await rig.settle()
+    assert rig.executor.started_ids() == [run_id] and calls == 1
+
+
+async def test_a_node_behind_its_log_applies_it_before_starting(rig: Rig) -> None:
+    cancelled = fire(rig, "a")
+    behind = True
+    rig.worker.behind = lambda: behind
+    rig.executor.auto = True
+    await rig.tick()
+    await rig.advance(1)
+    await asyncio.sleep(0.02)
+    assert rig.executor.started == []  # waits for the committed entries it has not applied
+    rig.driver.cmd(CommandType.CANCEL_RUN, run_id=cancelled, now_ms=DUE, actor="t")  # one of them
+    behind = False
+    await asyncio.sleep(0.05)
+    assert rig.executor.started == []
