@@ -39,6 +39,7 @@ from pysyncobj.journal import FileJournal, createJournal
 
 from .errors import Indeterminate, NoLeader
 from .journalcheck import check_data_dir
+from .logmatch import trim_append_entries
 from .state import State
 
 __all__ = ["RaftSettings", "RaftStatus", "Replicator"]
@@ -84,6 +85,8 @@ class RaftStatus:
     log_len: int
     connected: dict[str, bool]
     match_index: dict[str, int]
+    appends_trimmed: int = 0  # AppendEntries rewritten to keep entries PySyncObj would have cut
+    appends_refused: int = 0  # AppendEntries refused: they would have overwritten committed entries
 
 
 class _LazyDump:
@@ -166,6 +169,8 @@ class Replicator:
         self.state = state
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sync: SyncObj | None = None
+        self._appends_trimmed = 0  # counted on the tick thread, read by status()
+        self._appends_refused = 0
         self._consumer = _Consumer(state, self._snapshot_loaded)
         self.role_listeners: list[Callable[[], None]] = []  # called on the loop
         self.snapshot_loaded = asyncio.Event()
@@ -201,6 +206,7 @@ class Replicator:
         # The one seam PySyncObj offers for its journal is the module-level factory it calls.
         pysyncobj.syncobj.createJournal = _journal_factory(s.fsync)
         self._sync = SyncObj(s.self_addr, list(s.partner_addrs), conf=conf, consumers=[self._consumer])
+        self._guard_log_matching(self._sync)
 
     def stop(self) -> None:
         if self._sync is not None:
@@ -211,6 +217,39 @@ class Replicator:
         self._require().forceLogCompaction()
 
     # ------------------------------------------------------------------ tick-thread callbacks
+
+    def _guard_log_matching(self, sync: SyncObj) -> None:
+        """Every message passes through `trim_append_entries` first (see logmatch.py): PySyncObj's
+        follower would otherwise cut committed entries on a late or repeated AppendEntries."""
+        handle = sync._SyncObj__onMessageReceived
+        raft_log = sync._SyncObj__raftLog
+
+        def received(node: Any, message: Any) -> None:  # runs on the tick thread
+            if isinstance(message, dict) and message.get("type") == "append_entries":
+                first, last = raft_log[0][1], raft_log[-1][1]
+
+                def term_at(idx: int) -> int | None:
+                    return int(raft_log[idx - first][2]) if first <= idx <= last else None
+
+                committed = max(sync._SyncObj__raftCommitIndex, sync._SyncObj__raftLastApplied)
+                trimmed = trim_append_entries(message, term_at, last, committed)
+                if trimmed is None:
+                    self._appends_refused += 1
+                    if self._appends_refused % 100 == 1:
+                        log.error(
+                            "refused an AppendEntries from %s that would overwrite committed entries "
+                            "(at or below %d; %d refused so far)",
+                            node,
+                            committed,
+                            self._appends_refused,
+                        )
+                    return
+                if trimmed is not message:
+                    self._appends_trimmed += 1
+                message = trimmed
+            handle(node, message)
+
+        sync._SyncObj__transport.setOnMessageReceivedCallback(received)
 
     def _state_changed(self, old: int, new: int) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -358,6 +397,8 @@ class Replicator:
             log_len=int(raw.get("log_len", 0)),
             connected={k[len(prefix) :]: v == 2 for k, v in raw.items() if k.startswith(prefix)},
             match_index={k[len(match) :]: int(v) for k, v in raw.items() if k.startswith(match)},
+            appends_trimmed=self._appends_trimmed,
+            appends_refused=self._appends_refused,
         )
 
     def is_leader(self) -> bool:

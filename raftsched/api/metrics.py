@@ -15,6 +15,7 @@ What is exported (every name starts with `raftsched_`):
   `nodes{state}`, and per node `node_up`, `node_running`, `node_capacity`, `node_draining`;
 * this node's Raft view: `raft_role{role}`, `raft_term`, `raft_commit_index`,
   `raft_applied_index`, `raft_log_entries`, `raft_is_leader`, `raft_peer_connected{peer}`,
+  `raft_appends_trimmed_total`, `raft_appends_refused_total` (logmatch.py),
   and `state_applied_total` (commands applied to this node's state), `build_info{version,node}`.
 """
 
@@ -267,6 +268,16 @@ def _raft(raft: RaftStatus, snap: _Snapshot) -> Iterator[Metric]:
     )
     yield _gauge(
         "raftsched_raft_log_entries", "Entries in this node's Raft log (since compaction).", raft.log_len
+    )
+    yield CounterMetricFamily(
+        "raftsched_raft_appends_trimmed",
+        "AppendEntries rewritten so that entries this node already held were kept (Raft's log matching).",
+        value=raft.appends_trimmed,
+    )
+    yield CounterMetricFamily(
+        "raftsched_raft_appends_refused",
+        "AppendEntries refused because they would have overwritten committed entries.",
+        value=raft.appends_refused,
     )
     by_addr = {n.raft: n.id for n in snap.nodes}
     peers = GaugeMetricFamily(

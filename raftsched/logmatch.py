@@ -1,0 +1,66 @@
+"""Raft's log-matching rule for a follower, where PySyncObj 0.3.17 truncates too eagerly.
+
+PySyncObj's follower deletes every entry after `prevLogIdx` whenever it holds more than the
+message carries, whether or not they conflict. Raft deletes only from the first entry whose term
+differs. A late or repeated AppendEntries (a leader resending from an older index, which happens
+when its tick thread is starved) therefore cut entries that were committed and already applied
+here — PySyncObj logged "truncating already-applied log entries" under overload. Until they came
+again the follower's log lacked committed entries: a crash or an election in that window is how
+a replicated state diverges.
+
+`trim_append_entries` rewrites such a message before PySyncObj sees it, so that what PySyncObj
+then does is what Raft prescribes: entries this node already holds with the same term are
+dropped from the message (and `prevLogIdx` moves past them), entries known to match are never
+deleted, and a message that would delete an entry this node knows is committed is refused.
+
+Known to match the leader's log: entries at or below this node's commit index (committed, so in
+every later leader's log: Raft's leader completeness), and entries of the message's own term
+(only that leader writes them). Pure: the caller passes a view of its log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["trim_append_entries"]
+
+TermAt = Callable[[int], "int | None"]  # the term of this node's entry at an index; None: not held
+
+
+def trim_append_entries(
+    message: dict[str, Any], term_at: TermAt, last_index: int, committed: int
+) -> dict[str, Any] | None:
+    """The message PySyncObj should handle (the same object when nothing changes), or None to
+    refuse it: it would delete an entry this node knows is committed.
+
+    `last_index` is the index of this node's last entry, `committed` the highest index it knows
+    is committed (its commit index, or what it has applied if that is higher)."""
+    if message.get("type") != "append_entries" or "prevLogIdx" not in message:
+        return message
+    if message.get("transmission") is not None:
+        return message  # a snapshot or an oversized entry in chunks: PySyncObj's own path
+    prev = message["prevLogIdx"]
+    if term_at(prev) != message["prevLogTerm"]:
+        return message  # no match at prevLogIdx: PySyncObj answers with the index to resend from
+
+    def held(idx: int, term: int) -> bool:
+        held_term = term_at(idx)
+        return held_term == term or (held_term is None and idx <= min(committed, last_index))
+
+    entries = list(message.get("entries") or ())
+    skip = 0
+    while skip < len(entries) and held(entries[skip][1], entries[skip][2]):
+        skip += 1
+    if skip:
+        prev = entries[skip - 1][1]
+    rest = entries[skip:]
+    if rest and rest[0][1] <= committed:
+        return None  # a committed entry that differs from the leader's: never overwrite it
+    if not rest:
+        # Nothing new: keep what follows when it is known to match, instead of cutting it.
+        while prev < last_index and (prev + 1 <= committed or term_at(prev + 1) == message.get("term")):
+            prev += 1
+    if prev == message["prevLogIdx"]:
+        return message
+    return {**message, "prevLogIdx": prev, "prevLogTerm": term_at(prev), "entries": rest}
