@@ -150,9 +150,10 @@ class Cluster:
             with contextlib.suppress(Exception):
                 self.kill(node)
 
-    def logs(self) -> str:
+    def logs(self, tail: int | None = 4000) -> str:
+        """Each node's log, its last `tail` characters (None: all of it)."""
         return "\n".join(
-            f"--- {n}\n" + (self.root / f"{n}.log").read_text()[-4000:]
+            f"--- {n}\n" + (self.root / f"{n}.log").read_text()[-(tail or 0) :]
             for n in self.ids
             if (self.root / f"{n}.log").exists()
         )
