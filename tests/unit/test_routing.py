@@ -113,7 +113,7 @@ def add_load(candidates: list[Candidate], node_id: str) -> list[Candidate]:
 
 
 def test_node_load_picks_as_pick_nodes_on_the_raised_load() -> None:
-    """Thirty-six picks in a row over every strategy and tag set: the same nodes, as the load fills the cluster."""
+    """Thirty-six picks in a row, every strategy and tag set: the same nodes as the load fills up."""
     load, candidates = NodeLoad(LOADED), list(LOADED)
     for k, the_route in enumerate(ROUTES * 2):
         salt = f"job{k}@{k * 1000}"
