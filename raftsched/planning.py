@@ -8,74 +8,142 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from . import triggers
 from .model import MisfirePolicy, Overlap
 from .records import JobRecord
-from .routing import Candidate, eligible, pick_nodes
+from .routing import NodeLoad
 
-__all__ = ["Plan", "add_load", "next_key", "plan_job"]
+__all__ = ["Plan", "next_key", "plan_job"]
 
 
 @dataclass(slots=True)
 class Plan:
     fires: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     skips: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-
-
-def add_load(candidates: list[Candidate], node_id: str) -> list[Candidate]:
-    return [dataclasses.replace(c, running=c.running + 1) if c.id == node_id else c for c in candidates]
+    # (incarnation, version) of each job record the plan was made from, to re-check before proposing
+    versions: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    generation: int = -1  # the state's job-table generation when planning began
 
 
 def plan_job(
-    job: JobRecord, active: bool, candidates: list[Candidate], now_ms: int, lookahead_ms: int, plan: Plan
-) -> list[Candidate]:
+    job: JobRecord,
+    active: bool,
+    load: NodeLoad,
+    now_ms: int,
+    lookahead_ms: int,
+    plan: Plan,
+    *,
+    first: int | None = None,
+) -> int | None:
     """Add to `plan` the fires and skip/missed records of one job that are due by now + lookahead.
 
     Pure: reads the replicated job record, the job's activity (pending or running scheduled
-    runs) and the node view; returns the node view updated with the runs it assigned, so one
-    batch spreads its load.
+    runs) and the node view, and counts the runs it assigns in `load`, so one batch spreads its
+    load. `first`, when the caller knows it, is the job's first slot after its last one (saves
+    the trigger maths). Returns when to look at the job next: the slot after the last one this
+    plan fires or records, or the job's next slot when it planned nothing (None: no slot left).
     """
     spec = job.spec
     if spec.paused:
-        return candidates
+        return None
     horizon = now_ms + lookahead_ms
     after = job.last_slot_ms if job.last_slot_ms is not None else job.created_ms - 1
     nxt = job.next_nominal_ms
     if nxt is None or nxt <= after:
-        nxt = triggers.next_fire_ms(spec.schedule, after, created_ms=job.created_ms)
+        nxt = first = first if first is not None else _next(job, after)
     if nxt is None or nxt > horizon:
-        return candidates
+        return nxt
     base = {"job_id": spec.id, "incarnation": job.incarnation}
+    skips = len(plan.skips)
+    first = first if first is not None else _next(job, after)
+    catch_up, first = _catch_up(job, first, after, now_ms, load, base, plan)
+    fired, key = 0, None
+    if catch_up is not None:  # else a long gap is being recorded, chunk by chunk, over several ticks
+        slots = _chain(job, catch_up, first)
+        fired, key = _fire(job, active, load, now_ms, horizon, slots, len(catch_up) + LIVE_LIMIT, base, plan)
+    if not fired:
+        if len(plan.skips) == skips:
+            return nxt  # due but waiting (overlap, no node): looked at again next tick
+        key = plan.skips[-1]["next_nominal_ms"]  # recorded a missed range, fired nothing
+    plan.versions[spec.id] = (job.incarnation, job.version)
+    return key
+
+
+LIVE_LIMIT = 64  # slots fired ahead per job per plan
+
+
+def _catch_up(
+    job: JobRecord,
+    first: int | None,
+    after: int,
+    now_ms: int,
+    load: NodeLoad,
+    base: dict[str, Any],
+    plan: Plan,
+) -> tuple[list[int] | None, int | None]:
+    """The late slots to fire by the misfire policy (the rest recorded missed in `plan`; None while a
+    long gap is being recorded) and the first slot after them. `first` is the first slot after
+    `after`: when it is still within grace nothing was missed, and there is nothing to walk."""
+    spec = job.spec
     boundary = now_ms - int(spec.misfire.grace * 1000)  # a slot before this can no longer start in grace
-    has_node = bool(eligible(candidates, spec.route.tags))
-    catch_up, after = _misfire(job, after, boundary, has_node, base, plan)
-    if catch_up is None:
-        return candidates  # a long gap is being recorded, chunk by chunk, over several ticks
-    live = triggers.slots_between(spec.schedule, after, horizon, created_ms=job.created_ms, limit=64)
+    if first is None or first >= boundary:
+        return [], first
+    has_node = bool(load.eligible(spec.route.tags))
+    kept, after = _misfire(job, after, boundary, has_node, base, plan)
+    return kept, (None if kept is None else _next(job, after))
+
+
+def _chain(job: JobRecord, catch_up: list[int], first: int | None) -> Iterator[int | None]:
+    """The catch-up slots, then `first` and each slot after it, computed only when asked for, so
+    each slot's successor is computed once (it is the fire's `next_nominal_ms`); None: no more."""
+    yield from catch_up
+    slot = first
+    while slot is not None:
+        yield slot
+        slot = _next(job, slot)
+    yield None
+
+
+def _fire(
+    job: JobRecord,
+    active: bool,
+    load: NodeLoad,
+    now_ms: int,
+    horizon: int,
+    slots: Iterator[int | None],
+    limit: int,
+    base: dict[str, Any],
+    plan: Plan,
+) -> tuple[int, int | None]:
+    """Fire the slots up to `horizon` (at most `limit`) until overlap or routing says wait.
+
+    Returns how many were fired and the slot after the last one fired."""
+    spec = job.spec
     exclusive = spec.overlap is not Overlap.ALLOW
-    for slot in catch_up + live:
+    fired, slot = 0, next(slots)
+    while slot is not None and slot <= horizon and fired < limit:
         due = slot + triggers.jitter_ms(spec.id, slot, spec.jitter)
-        if exclusive and (active or plan_has(plan, spec.id)) and due > now_ms:
+        if exclusive and (active or fired) and due > now_ms:
             break  # overlap decided at the due time, by the state (DESIGN.md §2.4)
-        salt = f"{spec.id}@{slot}"
-        nodes = pick_nodes(spec.route, spec.id, salt, candidates, counter=job.fired + len(plan.fires))
+        nodes = load.pick(spec.route, spec.id, f"{spec.id}@{slot}", counter=job.fired + len(plan.fires))
         if not nodes:
             break  # no eligible node yet: retried next tick, recorded missed once past grace
-        nxt_after = triggers.next_fire_ms(spec.schedule, slot, created_ms=job.created_ms)
+        successor = next(slots)
         plan.fires.append(
-            {**base, "nominal_ms": slot, "due_ms": due, "nodes": nodes, "next_nominal_ms": nxt_after}
+            {**base, "nominal_ms": slot, "due_ms": due, "nodes": nodes, "next_nominal_ms": successor}
         )
         for node in nodes:
-            candidates = add_load(candidates, node)
-        active = active or exclusive
-    return candidates
+            load.add(node)
+        fired, slot = fired + 1, successor
+    return fired, slot
 
 
-def plan_has(plan: Plan, job_id: str) -> bool:
-    return any(f["job_id"] == job_id for f in plan.fires)
+def _next(job: JobRecord, after_ms: int) -> int | None:
+    return triggers.next_fire_ms(job.spec.schedule, after_ms, created_ms=job.created_ms)
 
 
 MAX_MISSED_WALK = 100_000  # slots examined per job per tick when recording a long gap

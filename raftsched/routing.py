@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .ids import stable_hash
 from .model import Route, RouteStrategy
 
-__all__ = ["Candidate", "eligible", "pick_nodes"]
+__all__ = ["Candidate", "NodeLoad", "eligible", "pick_nodes"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,15 +34,6 @@ def eligible(candidates: Sequence[Candidate], tags: Mapping[str, str]) -> list[C
     return sorted(out, key=lambda c: c.id)
 
 
-def _least_loaded(nodes: list[Candidate], salt: str) -> str:
-    # Free capacity first; ties broken by a stable hash so equal nodes share the load.
-    best = min(
-        nodes,
-        key=lambda c: (c.running >= c.capacity, c.running / max(1, c.capacity), stable_hash(salt, c.id)),
-    )
-    return best.id
-
-
 def pick_nodes(
     route: Route, job_id: str, salt: str, candidates: Sequence[Candidate], *, counter: int = 0
 ) -> list[str]:
@@ -51,21 +42,63 @@ def pick_nodes(
     `salt` varies per slot (e.g. the run id) and makes `random` deterministic; `counter`
     is the job's fire count, for `round_robin`. Returns [] when no node is eligible.
     """
-    nodes = eligible(candidates, route.tags)
-    if not nodes:
-        return []
-    strategy = route.strategy
-    if strategy is RouteStrategy.BROADCAST:
-        return [c.id for c in nodes]
-    if strategy is RouteStrategy.SHARDS:
-        free = sorted(nodes, key=lambda c: (c.running >= c.capacity, stable_hash(salt, c.id)))
-        return [free[i % len(free)].id for i in range(route.shards)]
-    with_room = [c for c in nodes if c.running < c.capacity] or nodes
-    if strategy is RouteStrategy.ROUND_ROBIN:
-        return [with_room[counter % len(with_room)].id]
-    if strategy is RouteStrategy.RANDOM:
-        return [with_room[stable_hash(salt) % len(with_room)].id]
-    if strategy is RouteStrategy.HASH:
-        # Rendezvous hashing: stable per job, moves only the jobs of a node that leaves.
-        return [max(nodes, key=lambda c: stable_hash(job_id, c.id)).id]
-    return [_least_loaded(with_room, salt)]
+    return NodeLoad(candidates).pick(route, job_id, salt, counter=counter)
+
+
+class NodeLoad:
+    """The candidates as one batch of choices sees them: each tag set's eligible nodes, filtered and
+    sorted once, and the runs the batch has assigned so far (`add`), counted in a dict.
+
+    `pick` answers exactly as `pick_nodes` would on the candidates with `running` raised by
+    what was added: eligibility does not depend on load, so the cached lists stay valid.
+    """
+
+    __slots__ = ("_candidates", "_eligible", "added")
+
+    def __init__(self, candidates: Sequence[Candidate]) -> None:
+        self._candidates = candidates
+        self._eligible: dict[frozenset[tuple[str, str]], list[Candidate]] = {}
+        self.added: dict[str, int] = {}
+
+    def eligible(self, tags: Mapping[str, str]) -> list[Candidate]:
+        key = frozenset(tags.items())
+        nodes = self._eligible.get(key)
+        if nodes is None:
+            nodes = self._eligible[key] = eligible(self._candidates, tags)
+        return nodes
+
+    def add(self, node_id: str) -> None:
+        """Count one more run on `node_id`."""
+        self.added[node_id] = self.added.get(node_id, 0) + 1
+
+    def running(self, c: Candidate) -> int:
+        return c.running + self.added.get(c.id, 0)
+
+    def pick(self, route: Route, job_id: str, salt: str, *, counter: int = 0) -> list[str]:
+        """As `pick_nodes`, on this view."""
+        nodes = self.eligible(route.tags)
+        if not nodes:
+            return []
+        strategy = route.strategy
+        if strategy is RouteStrategy.BROADCAST:
+            return [c.id for c in nodes]
+        if strategy is RouteStrategy.SHARDS:
+            free = sorted(nodes, key=lambda c: (self.full(c), stable_hash(salt, c.id)))
+            return [free[i % len(free)].id for i in range(route.shards)]
+        with_room = [c for c in nodes if not self.full(c)] or nodes
+        if strategy is RouteStrategy.ROUND_ROBIN:
+            return [with_room[counter % len(with_room)].id]
+        if strategy is RouteStrategy.RANDOM:
+            return [with_room[stable_hash(salt) % len(with_room)].id]
+        if strategy is RouteStrategy.HASH:
+            # Rendezvous hashing: stable per job, moves only the jobs of a node that leaves.
+            return [max(nodes, key=lambda c: stable_hash(job_id, c.id)).id]
+        # Least loaded: free capacity first; ties broken by a stable hash so equal nodes share the load.
+        best = min(
+            with_room,
+            key=lambda c: (self.full(c), self.running(c) / max(1, c.capacity), stable_hash(salt, c.id)),
+        )
+        return [best.id]
+
+    def full(self, c: Candidate) -> bool:
+        return self.running(c) >= c.capacity

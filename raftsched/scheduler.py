@@ -20,9 +20,9 @@ from .clock import Clock
 from .commands import CommandType, encode
 from .errors import RaftschedError
 from .model import RouteStrategy, RunState
-from .planning import Plan, add_load, next_key, plan_job
+from .planning import Plan, next_key, plan_job
 from .records import JobRecord, Run
-from .routing import Candidate, pick_nodes
+from .routing import NodeLoad
 from .state import State
 
 __all__ = ["Leadership", "Scheduler", "SchedulerSettings"]
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 Propose = Callable[[bytes], Awaitable[dict[str, Any]]]
 MAX_FIRES_PER_COMMAND = 2000
+PLAN_CHUNK = 256  # due jobs read per hold of state.lock while planning
 
 
 class Leadership(Protocol):
@@ -83,6 +84,8 @@ class Scheduler:
         self._queue: list[tuple[int, str]] = []  # (next slot ms, job id): a heap
         self._queue_generation = -1
         self._queue_dirty = True
+        # job -> (incarnation, version, last slot, the slot after it) as this leader computed it
+        self._successors: dict[str, tuple[int, int, int, int | None]] = {}
 
     async def run(self) -> None:
         while True:
@@ -132,60 +135,91 @@ class Scheduler:
             self.active_term = term
             self._queue_dirty = True  # a new term plans from the replicated state only
             self._last_seen.clear()  # every node gets a full node_timeout_s from the new term
+            self._successors.clear()
             log.info("leading term %d", term, extra={"term": term, "node": s.node_id})
             return True
         log.warning("begin_term %d refused: %s", term, result.get("message"))
         return False
 
     def plan(self, now_ms: int) -> Plan:
-        """Plan the jobs whose next slot falls within the lookahead, taken from the due queue."""
+        """Plan the jobs whose next slot falls within the lookahead, taken from the due queue.
+
+        `state.lock` is held only to copy what planning reads (the node view, then the due jobs'
+        records and activity, PLAN_CHUNK jobs at a time), never for the trigger maths and routing,
+        so the tick thread keeps applying and sending heartbeats. A record that changes after it
+        was read is fenced when the plan is applied: the term, the job's incarnation and paused
+        flag, one fire per slot; `fire_due` also drops what an edit replaced meanwhile.
+        """
         plan = Plan()
         lookahead_ms = int(self.settings.lookahead_s * 1000)
         horizon = now_ms + lookahead_ms
+        self._refresh_queue()
         with self.state.lock:
-            if self._queue_generation != self.state.generation or self._queue_dirty:
-                self._rebuild_queue()
-            candidates = self.state.candidates()
-            due: list[tuple[int, str]] = []
-            while self._queue and self._queue[0][0] <= horizon:
-                due.append(heapq.heappop(self._queue))
-            for index, (_, job_id) in enumerate(due):
-                if len(plan.fires) >= MAX_FIRES_PER_COMMAND:  # the rest wait for the next command
-                    for entry in due[index:]:
-                        heapq.heappush(self._queue, entry)
-                    break
-                job = self.state.jobs.get(job_id)
-                if job is None:
-                    continue
-                runs = self.state.job_active.get(job_id, {})
-                active = any(not self.state.runs[r].manual for r in runs)  # as the state's overlap rule
-                planned = len(plan.fires) + len(plan.skips)
-                candidates = plan_job(job, active, candidates, now_ms, lookahead_ms, plan)
-                self._requeue(job, plan, planned)
+            load = NodeLoad(self.state.candidates())
+            plan.generation = self.state.generation
+        due: list[tuple[int, str]] = []
+        while self._queue and self._queue[0][0] <= horizon:
+            due.append(heapq.heappop(self._queue))
+        read: dict[str, tuple[JobRecord, bool]] = {}
+        for index, entry in enumerate(due):
+            if len(plan.fires) >= MAX_FIRES_PER_COMMAND:  # the rest wait for the next command
+                for rest in due[index:]:
+                    heapq.heappush(self._queue, rest)
+                break
+            if index % PLAN_CHUNK == 0:
+                read = self._read_jobs(due[index : index + PLAN_CHUNK])
+            if entry[1] in read:
+                job, active = read[entry[1]]
+                key = plan_job(job, active, load, now_ms, lookahead_ms, plan, first=self._first(job))
+                self._remember(job, key, plan)
         return plan
 
-    def _rebuild_queue(self) -> None:
-        """Every job by its next slot: after a job-table change, a new term, or a failed proposal."""
-        self._queue = [
-            (key, jid) for jid, job in self.state.jobs.items() if (key := next_key(job)) is not None
-        ]
-        heapq.heapify(self._queue)
-        self._queue_generation, self._queue_dirty = self.state.generation, False
+    def _read_jobs(self, entries: list[tuple[int, str]]) -> dict[str, tuple[JobRecord, bool]]:
+        """The jobs' records (frozen: safe to read after the lock) and whether each has a scheduled
+        run pending or running (as the state's overlap rule counts them); deleted jobs are left out."""
+        out = {}
+        with self.state.lock:
+            runs, jobs, job_active = self.state.runs, self.state.jobs, self.state.job_active
+            for _, job_id in entries:
+                job = jobs.get(job_id)
+                if job is not None:
+                    out[job_id] = (job, any(not runs[r].manual for r in job_active.get(job_id, ())))
+        return out
 
-    def _requeue(self, job: JobRecord, plan: Plan, planned: int) -> None:
-        """Put a planned job back by the slot after what this plan fires or records; a job that
-        is still due but waits (overlap, no node) comes back on the next tick."""
-        items = [i for i in (*plan.fires, *plan.skips)[planned:] if i["job_id"] == job.spec.id]
-        if items:
-            key = max(items, key=lambda i: i.get("until_ms") or i["nominal_ms"]).get("next_nominal_ms")
-        else:
-            key = next_key(job)
+    def _first(self, job: JobRecord) -> int | None:
+        """The job's first slot after its last one, when this leader computed it for that slot."""
+        known = self._successors.get(job.spec.id)
+        if known is not None and known[:3] == (job.incarnation, job.version, job.last_slot_ms):
+            return known[3]
+        return None
+
+    def _remember(self, job: JobRecord, key: int | None, plan: Plan) -> None:
+        """Queue the job again by `key` (the slot after what this plan fires or records, or its
+        next slot if it waits); remember that successor for when the plan has committed."""
         if key is not None:
             heapq.heappush(self._queue, (key, job.spec.id))
+        last = _last_item(plan, job.spec.id)
+        if last is not None:
+            slot = last.get("until_ms") or last["nominal_ms"]
+            self._successors[job.spec.id] = (job.incarnation, job.version, slot, key)
+
+    def _refresh_queue(self) -> None:
+        """Every job by its next slot, after a job-table change, a new term or a failed proposal:
+        the records are copied under the lock, their keys computed after it."""
+        with self.state.lock:
+            if self._queue_generation == self.state.generation and not self._queue_dirty:
+                return
+            jobs, generation = list(self.state.jobs.values()), self.state.generation
+        self._queue = [(key, job.spec.id) for job in jobs if (key := next_key(job)) is not None]
+        heapq.heapify(self._queue)
+        self._queue_generation, self._queue_dirty = generation, False
+        if len(self._successors) > len(jobs):
+            present = {job.spec.id for job in jobs}
+            self._successors = {k: v for k, v in self._successors.items() if k in present}
 
     async def fire_due(self) -> None:
         now_ms = self.clock.now_ms()
-        plan = self.plan(now_ms)
+        plan = self._still_current(self.plan(now_ms))
         if not plan.fires and not plan.skips:
             return
         self._queue_dirty = True  # until the fire is committed: the queue assumed it was
@@ -204,6 +238,24 @@ class Scheduler:
         self._queue_dirty = not result.get("ok")
         if result.get("ok") and log.isEnabledFor(logging.DEBUG):
             log.debug("fired %s", result.get("fired"))
+
+    def _still_current(self, plan: Plan) -> Plan:
+        """Drop what was planned from a job record that an edit, pause, resume or delete has replaced
+        since it was read (the state would accept a slot of the old schedule that is new to it)."""
+        with self.state.lock:
+            if self.state.generation == plan.generation:
+                return plan
+            jobs = self.state.jobs
+            stale = {
+                job_id
+                for job_id, seen in plan.versions.items()
+                if (job := jobs.get(job_id)) is None or (job.incarnation, job.version) != seen
+            }
+        self._queue_dirty = True
+        if stale:
+            plan.fires = [f for f in plan.fires if f["job_id"] not in stale]
+            plan.skips = [s for s in plan.skips if s["job_id"] not in stale]
+        return plan
 
     def _check_term(self, result: dict[str, Any], what: str) -> None:
         """A leader command refused for its term means this node no longer leads: stop acting."""
@@ -252,7 +304,7 @@ class Scheduler:
         now_ms = self.clock.now_ms()
         moves: list[dict[str, Any]] = []
         with self.state.lock:
-            candidates = self.state.candidates()
+            load = NodeLoad(self.state.candidates())
             for node in self.state.nodes.values():
                 if node.up and not node.draining:
                     continue
@@ -260,7 +312,7 @@ class Scheduler:
                 for run in self.state.active_runs_of(node.id):
                     if node.up and run.state is RunState.RUNNING and not overdue:
                         continue  # a draining node finishes what it runs
-                    candidates = self._move(run, candidates, moves)
+                    self._move(run, load, moves)
         if moves:
             result = await self.propose(
                 encode(
@@ -270,16 +322,15 @@ class Scheduler:
             self._check_term(result, "reassign")
             log.warning("reassigned runs: moved %s, lost %s", result.get("moved"), result.get("lost"))
 
-    def _move(self, run: Run, candidates: list[Candidate], moves: list[dict[str, Any]]) -> list[Candidate]:
+    def _move(self, run: Run, load: NodeLoad, moves: list[dict[str, Any]]) -> None:
         job = self.state.jobs.get(run.job_id)
         if job is None:
-            return candidates
+            return
         plain = dataclasses.replace(job.spec.route, strategy=RouteStrategy.LEAST_LOADED)
-        picked = pick_nodes(plain, run.job_id, run.run_id, candidates)
-        if not picked:
-            return candidates
-        moves.append({"run_id": run.run_id, "attempt": run.attempt, "node": picked[0]})
-        return add_load(candidates, picked[0])
+        picked = load.pick(plain, run.job_id, run.run_id)
+        if picked:
+            moves.append({"run_id": run.run_id, "attempt": run.attempt, "node": picked[0]})
+            load.add(picked[0])
 
     async def finish_drains(self) -> None:
         """Remove each drained node: first from the table (it sees that and stops), then from Raft.
@@ -305,3 +356,11 @@ class Scheduler:
                 await self.leadership.wait_replicated(node.raft)  # so that it sees itself removed and stops
                 await self.leadership.change_membership("remove", node.raft)
                 log.warning("node %s removed from the cluster", node.id, extra={"node": node.id})
+
+
+def _last_item(plan: Plan, job_id: str) -> dict[str, Any] | None:
+    """The last fire or skip record of `job_id` in `plan`, if the last one planned is the job's."""
+    for items in (plan.fires, plan.skips):
+        if items and items[-1]["job_id"] == job_id:
+            return items[-1]
+    return None

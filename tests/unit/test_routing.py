@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
 import pytest
 
 from raftsched.model import Route, RouteStrategy
-from raftsched.routing import Candidate, eligible, pick_nodes
+from raftsched.routing import Candidate, NodeLoad, eligible, pick_nodes
 
 
 def node(
@@ -89,3 +92,34 @@ def test_shards_give_n_runs_spread_over_nodes() -> None:
         ["n1", "n3"],
         ["n3", "n1"],
     )
+
+
+LOADED = [
+    Candidate(id="n1", tags={"zone": "a"}, capacity=3, running=1),
+    Candidate(id="n2", tags={"zone": "b"}, capacity=2, running=0),
+    Candidate(id="n3", tags={"zone": "a"}, capacity=4, running=2),
+    Candidate(id="n4", tags={"zone": "a"}, capacity=4, running=0, draining=True),
+    Candidate(id="n5", tags={"zone": "b"}, capacity=1, running=0),
+]
+ROUTES = [
+    Route(strategy=strategy, tags=tags, shards=3 if strategy is RouteStrategy.SHARDS else 1)
+    for strategy, tags in itertools.product(RouteStrategy, ({}, {"zone": "a"}, {"zone": "c"}))
+]
+
+
+def add_load(candidates: list[Candidate], node_id: str) -> list[Candidate]:
+    """The old way: a new list with the node's Candidate replaced, per assigned run."""
+    return [dataclasses.replace(c, running=c.running + 1) if c.id == node_id else c for c in candidates]
+
+
+def test_node_load_picks_as_pick_nodes_on_the_raised_load() -> None:
+    """Thirty-six picks in a row, every strategy and tag set: the same nodes as the load fills up."""
+    load, candidates = NodeLoad(LOADED), list(LOADED)
+    for k, the_route in enumerate(ROUTES * 2):
+        salt = f"job{k}@{k * 1000}"
+        expected = pick_nodes(the_route, f"job{k}", salt, candidates, counter=k)
+        assert load.pick(the_route, f"job{k}", salt, counter=k) == expected, the_route
+        for node in expected:
+            load.add(node)
+            candidates = add_load(candidates, node)
+    assert {c.id: c.running for c in candidates} == {c.id: load.running(c) for c in LOADED}

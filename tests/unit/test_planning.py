@@ -1,0 +1,141 @@
+"""Planning's cost and its hold of the state lock: the same decisions, cheaper.
+
+Each planned slot's successor is computed once; the scheduler reads the state under its lock in
+chunks and plans outside it, and drops what an edit replaced while it planned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_scheduler import FIRE, Rig, rid
+
+from raftsched import scheduler, triggers
+from raftsched.commands import CommandType
+
+from statekit import T0
+
+S = 1000
+
+
+def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = triggers.next_fire_ms
+
+    def next_fire_ms(*args: Any, **kwargs: Any) -> int | None:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(triggers, "next_fire_ms", next_fire_ms)
+    return calls
+
+
+@pytest.mark.parametrize("schedule", [{"every": 1}, {"cron": "* * * * * *"}])
+async def test_each_slot_costs_one_trigger_computation(
+    monkeypatch: pytest.MonkeyPatch, schedule: dict[str, Any]
+) -> None:
+    """Its successor, recorded as the fire's next_nominal_ms and reused as the next plan's first slot."""
+    rig = Rig()
+    rig.add("j", overlap="allow", schedule=schedule)
+    await rig.tick()  # the first plan of the term works out the first slot once more
+    calls = counting(monkeypatch)
+    for _ in range(40):
+        await rig.tick(0.25)
+    fired = sum(len(r["fired"]) for r in rig.proposer.results[2:])
+    assert fired == 10 and len(calls) == fired
+
+
+async def test_a_waiting_job_costs_no_trigger_computation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `forbid` job whose run is active is looked at every tick until its next slot is due."""
+    rig = Rig()
+    rig.add("j")
+    await rig.tick(1)
+    rig.start(rid(T0 + S))
+    calls = counting(monkeypatch)
+    for _ in range(9):
+        await rig.tick(0.1)
+    assert rig.fired_slots() == [T0 + S] and calls == []
+
+
+class WatchedLock:
+    """The state's RLock, telling whether the loop holds it, and how many jobs each hold read."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.depth = inner, 0
+
+    def __enter__(self) -> WatchedLock:
+        self.inner.acquire()
+        self.depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.depth -= 1
+        self.inner.release()
+
+
+async def test_planning_runs_outside_the_state_lock_reading_it_in_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig = Rig()
+    jobs = scheduler.PLAN_CHUNK * 2 + 10
+    for k in range(jobs):
+        rig.add(f"j{k}")
+    lock = rig.state.lock = WatchedLock(rig.state.lock)  # type: ignore[assignment]
+    held: list[int] = []
+    reads: list[int] = []
+    real_plan_job, real_read = scheduler.plan_job, rig.scheduler._read_jobs
+
+    def plan_job(*args: Any, **kwargs: Any) -> int | None:
+        held.append(lock.depth)
+        return real_plan_job(*args, **kwargs)
+
+    def read_jobs(entries: list[tuple[int, str]]) -> dict[str, Any]:
+        reads.append(len(entries))
+        return real_read(entries)
+
+    monkeypatch.setattr(scheduler, "plan_job", plan_job)
+    monkeypatch.setattr(rig.scheduler, "_read_jobs", read_jobs)
+    await rig.tick()
+    assert len(held) == jobs and set(held) == {0}
+    assert reads == [scheduler.PLAN_CHUNK, scheduler.PLAN_CHUNK, 10]
+    assert len(rig.proposer.of(FIRE)) == 1 and len(rig.proposer.results[-1]["fired"]) == jobs
+
+
+async def test_a_job_edited_while_the_plan_is_made_is_not_fired_from_its_old_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The edit commits between the read and the proposal: the plan drops the job's slots (the state
+    would take a slot of the old schedule that is new to it), and the next tick plans the new one."""
+    rig = Rig()
+    rig.add("j", overlap="allow")
+    rig.add("other", overlap="allow")
+    real_plan_job = scheduler.plan_job
+    edited: list[str] = []
+
+    def plan_job(job: Any, *args: Any, **kwargs: Any) -> int | None:
+        key = real_plan_job(job, *args, **kwargs)
+        if job.spec.id == "j" and not edited:
+            spec = {**job.spec.to_dict(), "schedule": {"every": 0.7}}
+            result = rig.cmd(CommandType.PUT_JOB, spec=spec, now_ms=rig.clock.now_ms(), mode="put")
+            edited.append(str(result["ok"]))
+        return key
+
+    monkeypatch.setattr(scheduler, "plan_job", plan_job)
+    await rig.tick()
+    assert edited == ["True"]
+    fires = rig.proposer.of(FIRE)[0].body["fires"]
+    assert {f["job_id"] for f in fires} == {"other"}
+    assert "j" not in {rig.state.runs[r].job_id for r in rig.state.runs}
+    await rig.tick(0.05)
+    assert rig.fired_slots("j") == [T0 + 700 * k for k in range(1, 5)]  # the new schedule only
+
+
+async def test_fires_of_one_plan_spread_the_load_as_before() -> None:
+    """Least-loaded within one command: each fire sees the runs the earlier ones assigned."""
+    rig = Rig()
+    for k in range(9):
+        rig.add(f"j{k}")
+    await rig.tick()
+    nodes = [f["nodes"][0] for f in rig.proposer.of(FIRE)[0].body["fires"]]
+    assert sorted(nodes) == ["n1"] * 3 + ["n2"] * 3 + ["n3"] * 3
