@@ -11,7 +11,8 @@ faults of a schedule drawn from the seed (the same seed gives the same schedule,
 
     kill        kill -9 the leader or a follower, restart it from its data dir after a hold
     pause       SIGSTOP the leader or a follower past the election timeout, then SIGCONT
-    partition   isolate a node, or split a minority from the majority (iptables on lo), then heal
+    partition   isolate a node, split a minority from the majority, or cut one direction between a
+                node and the leader (iptables on lo), then heal
     restart     SIGTERM one node and start it again, or kill -9 the whole cluster and restart it
     clock       restart a node with a constant clock offset (libfaketime), kept to the end
     membership  add a spare node through POST /v1/nodes, later drain and remove it
@@ -61,7 +62,9 @@ def fault_schedule(seed: int, duration_s: float, faults: list[str]) -> list[dict
         step: dict[str, Any] = {"at_s": round(t, 1), "fault": kind, "hold_s": round(rng.uniform(2.0, 6.0), 1)}
         step["which"] = rng.choice(["leader", "leader", "follower"])
         if kind == "partition":
-            step["kind"] = rng.choice(["isolate", "split"])
+            step["kind"] = rng.choice(["isolate", "split", "oneway"])
+            if step["kind"] == "oneway":
+                step["direction"] = rng.choice(["mute", "deaf"])
         elif kind == "restart":
             step["kind"] = "restart_all" if rng.random() < 0.3 else "restart"
         elif kind == "membership":
@@ -95,7 +98,14 @@ def run_step(run: ChaosRun, step: dict[str, Any]) -> None:
         if added:
             run.remove_member(added[-1])
     else:
-        run.fault(kind, step["which"], step["hold_s"], mode=step.get("mode"), offset_s=step.get("offset_s"))
+        run.fault(
+            kind,
+            step["which"],
+            step["hold_s"],
+            mode=step.get("mode"),
+            offset_s=step.get("offset_s"),
+            direction=step.get("direction"),
+        )
 
 
 def _faults(parser: argparse.ArgumentParser, raw: str) -> list[str]:

@@ -194,7 +194,7 @@ def fault_windows(history: History) -> dict[str, list[tuple[float, float, str]]]
     for f in sorted(history.faults, key=lambda f: f["mono"]):
         kind, t = f["kind"], f["mono"]
         nodes = _fault_nodes(f)
-        if kind in ("pause", "kill", "stop", "isolate", "partition", "split", "journal"):
+        if kind in ("pause", "kill", "stop", "isolate", "partition", "split", "cut", "journal"):
             for n in nodes:
                 open_.setdefault((n, "down" if kind in ("kill", "stop") else kind), t)
         elif kind in closing:
@@ -204,7 +204,7 @@ def fault_windows(history: History) -> dict[str, list[tuple[float, float, str]]]
                     out[n].append((start, t, closing[kind]))
         elif kind == "heal":
             for (n, k), start in list(open_.items()):
-                if k in ("isolate", "partition", "split"):
+                if k in ("isolate", "partition", "split", "cut"):
                     out[n].append((start, t, k))
                     del open_[(n, k)]
     for (n, k), start in open_.items():

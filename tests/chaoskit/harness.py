@@ -398,17 +398,18 @@ class ChaosCluster(Cluster):
 
     def _cut(self, a: str, b: str) -> None:
         """Drop every packet of every connection between a and b (either opened it)."""
+        self._drop(a, b)
+        self._drop(b, a)
+
+    def _drop(self, src: str, dst: str) -> None:
+        """Drop the packets src sends to dst on their Raft connections, whichever side opened one
+        (its connmark is the opener's gid): dst's packets still reach src."""
         assert self.firewall is not None, self.partition_ready()
-        if (a, b) in self.cuts or (b, a) in self.cuts:
+        if (src, dst) in self.cuts:
             return
-        ga, gb = str(self.gids[a]), str(self.gids[b])
-        ra, rb = str(self.ports[a][0]), str(self.ports[b][0])
-        for mark, port_key, port in (
-            (ga, "--dport", rb),
-            (ga, "--sport", rb),
-            (gb, "--dport", ra),
-            (gb, "--sport", ra),
-        ):
+        g_src, g_dst = str(self.gids[src]), str(self.gids[dst])
+        r_src, r_dst = str(self.ports[src][0]), str(self.ports[dst][0])
+        for mark, port_key, port in ((g_src, "--dport", r_dst), (g_dst, "--sport", r_src)):
             self.firewall.add(
                 "filter",
                 "OUTPUT",
@@ -429,7 +430,12 @@ class ChaosCluster(Cluster):
                     "DROP",
                 ],
             )
-        self.cuts.add((a, b))
+        self.cuts.add((src, dst))
+
+    def cut_one_way(self, src: str, dst: str) -> None:
+        """An asymmetric cut: what src sends to dst is lost, what dst sends to src arrives."""
+        self.note("cut", nodes=[src, dst], src=src, dst=dst)
+        self._drop(src, dst)
 
     def partition(self, a: str, b: str) -> None:
         self.note("partition", nodes=[a, b])

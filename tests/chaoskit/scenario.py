@@ -2,7 +2,7 @@
 
     run = ChaosRun(size=3, seed=1)
     run.start()
-    run.fault("kill", "leader", duration_s=3)   # or pause / restart / isolate / split / clock / ...
+    run.fault("kill", "leader", duration_s=3)   # or pause / restart / isolate / oneway / split / clock / ...
     history, results, report = run.finish()    # heal, quiesce, probe, collect, check
     run.close()                                # always (also on failure): processes, rules, files
 
@@ -143,17 +143,8 @@ class ChaosRun:
             c.start(node)
             self.down.discard(node)
             return {"kind": kind, "node": node, "exit": code}
-        elif kind == "isolate":
-            c.isolate(node)
-            time.sleep(duration_s)
-            c.heal()
-        elif kind == "split":
-            minority = [node] + self.rng.sample(
-                [n for n in self.members if n != node], (len(self.members) - 1) // 2 - 1
-            )
-            majority = [n for n in self.members if n not in minority]
-            self.say(f"  split {minority} | {majority}")
-            c.split(minority, majority)
+        elif kind in ("isolate", "oneway", "split"):
+            self.cut(kind, node, extra.get("direction"))
             time.sleep(duration_s)
             c.heal()
         elif kind == "clock":
@@ -165,6 +156,28 @@ class ChaosRun:
         else:
             raise ValueError(f"unknown fault {kind!r}")
         return {"kind": kind, "node": node}
+
+    def cut(self, kind: str, node: str, direction: str | None = None) -> None:
+        """isolate the node; split it and a minority off; or cut one direction ("mute": what the
+        node sends is lost, "deaf": what it is sent) between it and the leader (a follower, when
+        it leads)."""
+        c = self.cluster
+        if kind == "isolate":
+            c.isolate(node)
+        elif kind == "oneway":
+            lead = self.leader()
+            partner = lead if node != lead else self.rng.choice([n for n in self.members if n != node])
+            direction = direction or self.rng.choice(["mute", "deaf"])
+            src, dst = (node, partner) if direction == "mute" else (partner, node)
+            self.say(f"  cut {src} -> {dst} only ({node} {direction})")
+            c.cut_one_way(src, dst)
+        else:
+            minority = [node] + self.rng.sample(
+                [n for n in self.members if n != node], (len(self.members) - 1) // 2 - 1
+            )
+            majority = [n for n in self.members if n not in minority]
+            self.say(f"  split {minority} | {majority}")
+            c.split(minority, majority)
 
     def damage(self, node: str, mode: str) -> dict[str, Any]:
         """Stop a follower, damage its journal, start it, and record what it did: refused to start

@@ -93,6 +93,23 @@ def test_leader_isolation(chaos: MakeRun) -> None:
     assert any(e["old_leader"] == old for e in report["failover_s"]["events"]), report["failover_s"]
 
 
+def test_one_way_cuts(chaos: MakeRun) -> None:
+    """A follower that cannot answer the leader (mute), then one that no longer hears it (deaf:
+    it calls elections the others hear)."""
+    reason = partition_unavailable()
+    if reason:
+        pytest.skip(reason)
+    run = chaos(seed=5)
+    run.start()
+    time.sleep(6)
+    run.fault("oneway", "follower", duration_s=4, direction="mute")
+    time.sleep(5)
+    run.fault("oneway", "follower", duration_s=4, direction="deaf")
+    time.sleep(6)
+    _, report = verdict(run)
+    assert report["fault_count"] >= 2, report
+
+
 def test_full_cluster_restart_keeps_every_job_and_run(chaos: MakeRun) -> None:
     run = chaos(seed=4)
     run.start()
