@@ -32,6 +32,7 @@ class CommandType(StrEnum):
     ADD_NODE = "add_node"  # api:    {node, raft, http, tags, now_ms, actor}
     DRAIN_NODE = "drain_node"  # api:    {node, draining, now_ms, actor}
     REMOVE_NODE = "remove_node"  # leader: {term, node, now_ms}
+    NODE_CLOCKS = "node_clocks"  # leader: {term, now_ms, clocks: [{node, offset_ms, ok}]}
     PUT_JOB = "put_job"  # api:    {spec, now_ms, next_nominal_ms, mode, if_version, actor}
     DELETE_JOB = "delete_job"  # api:    {job_id, now_ms, if_version, actor}
     PAUSE_JOB = "pause_job"  # api:    {job_id, now_ms, actor}

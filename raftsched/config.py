@@ -99,6 +99,8 @@ class ClusterConfig:
     nodes: dict[str, NodeConfig]
     lookahead_s: float = 3.0
     node_timeout_s: float = 5.0
+    max_clock_offset_s: float = 1.0
+    clock_check_period_s: float = 5.0
     history_per_job: int = 100
     output_tail_bytes: int = 4096
     max_body_bytes: int = 1048576
@@ -298,6 +300,8 @@ _CLUSTER_PARSERS: Mapping[str, Callable[[str], Any]] = {
     "members": _node_ids,
     "lookahead_s": _seconds(positive=False),
     "node_timeout_s": _seconds(positive=True),
+    "max_clock_offset_s": _seconds(positive=True),
+    "clock_check_period_s": _seconds(positive=True),
     "history_per_job": _count(0),
     "output_tail_bytes": _count(0),
     "max_body_bytes": _count(1),

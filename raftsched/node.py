@@ -14,17 +14,20 @@ import signal
 import ssl
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from . import __version__
 from .api.app import Services, make_app
 from .api.outputs import OUTPUT_DIR
 from .clock import Clock, SystemClock
+from .clockwatch import ClockWatch, ClockWatchSettings
 from .commands import Command, CommandType, encode
 from .config import ClusterConfig, NodeConfig
 from .errors import RaftschedError
 from .executors import ExecPolicy, Executor, executor_for
 from .model import TaskType
+from .records import NodeRecord
 from .replication import RaftSettings, Replicator
 from .scheduler import Scheduler, SchedulerSettings
 from .state import State
@@ -68,6 +71,7 @@ class Node:
         self.scheduler_wake, self.worker_wake = asyncio.Event(), asyncio.Event()
         self._wake_pending = False
         self._executors: dict[TaskType, Executor] = {}
+        self._session: aiohttp.ClientSession | None = None  # the clock probes' (made in run())
         self.policy = ExecPolicy(
             allow_shell=node.allow_shell,
             python_allow=node.python_allow,
@@ -149,10 +153,24 @@ class Node:
             barrier=self._barrier,
             behind=self.raft.behind,
         )
+        clocks = ClockWatch(
+            ClockWatchSettings(
+                node_id=n.id, max_offset_s=c.max_clock_offset_s, period_s=c.clock_check_period_s
+            ),
+            self.state,
+            self.propose,
+            self.clock,
+            self._probe_time,
+            leading=lambda: scheduler.active_term,
+        )
         runner = await self._start_http()
+        session = self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=2.0), trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
         log.warning("node %s up: api %s, raft %s", n.id, n.http_url, n.raft_addr)
         try:
             async with asyncio.TaskGroup() as group:
+                clocks_task = group.create_task(clocks.run())
                 scheduler_task = group.create_task(scheduler.run())
                 register_task = group.create_task(self._register_loop())
                 worker_task = group.create_task(worker.run())
@@ -162,13 +180,26 @@ class Node:
                 await self._hand_over()
                 await worker.drain(n.shutdown_grace_s)
                 scheduler_task.cancel()
+                clocks_task.cancel()
                 worker_task.cancel()
         finally:
+            await session.close()
             await runner.cleanup()
             for executor in self._executors.values():
                 await executor.close()
             self.raft.stop()
             log.warning("node %s stopped", n.id)
+
+    async def _probe_time(self, node: NodeRecord) -> float:
+        """A peer's wall clock, from its `GET /v1/health` (open without a token)."""
+        if self._session is None:
+            raise ValueError("the node is not running")
+        try:
+            async with self._session.get(node.http + "/v1/health") as resp:
+                body = await resp.json(content_type=None)
+            return float(body["time_ms"])
+        except (aiohttp.ClientError, KeyError, TypeError) as exc:
+            raise ValueError(f"no time from {node.http}: {exc}") from exc
 
     async def _start_http(self) -> web.AppRunner:
         services = Services(

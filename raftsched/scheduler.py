@@ -306,7 +306,7 @@ class Scheduler:
         with self.state.lock:
             load = NodeLoad(self.state.candidates())
             for node in self.state.nodes.values():
-                if node.up and not node.draining:
+                if node.up and not node.draining and node.clock_ok:
                     continue
                 overdue = node.draining and now_ms - node.updated_ms > self.settings.drain_timeout_s * 1000
                 for run in self.state.active_runs_of(node.id):

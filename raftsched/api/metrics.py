@@ -12,7 +12,8 @@ What is exported (every name starts with `raftsched_`):
   `job_lateness_seconds{job}`, `job_duration_seconds{job}`, `lateness_seconds` and
   `duration_seconds`, made from the state's fixed-bucket `Summary` (`BUCKETS_MS` in seconds);
 * cluster gauges from the replicated state: `jobs`, `jobs_paused`, `runs_active{state}`,
-  `nodes{state}`, and per node `node_up`, `node_running`, `node_capacity`, `node_draining`;
+  `nodes{state}`, and per node `node_up`, `node_running`, `node_capacity`, `node_draining`,
+  `node_clock_ok`, `node_clock_offset_seconds` (clockwatch.py);
 * this node's Raft view: `raft_role{role}`, `raft_term`, `raft_commit_index`,
   `raft_applied_index`, `raft_log_entries`, `raft_is_leader`, `raft_peer_connected{peer}`,
   `raft_appends_trimmed_total`, `raft_appends_refused_total` (logmatch.py),
@@ -87,6 +88,8 @@ class _Node:
     draining: bool
     capacity: int
     running: int
+    clock_offset_ms: int | None = None
+    clock_ok: bool = True
 
 
 @dataclass(slots=True)
@@ -131,6 +134,8 @@ def _snapshot(state: State) -> _Snapshot:
                 draining=n.draining,
                 capacity=n.capacity,
                 running=len(state.node_active.get(n.id, {})),
+                clock_offset_ms=n.clock_offset_ms,
+                clock_ok=n.clock_ok,
             )
             for n in state.nodes.values()
         ]
@@ -242,12 +247,25 @@ def _cluster(snap: _Snapshot) -> Iterator[Metric]:
         "draining": GaugeMetricFamily(
             "raftsched_node_draining", "1 if the node is draining.", labels=["node"]
         ),
+        "clock_ok": GaugeMetricFamily(
+            "raftsched_node_clock_ok",
+            "0 if the node's clock is off the cluster's (no new runs).",
+            labels=["node"],
+        ),
+        "clock_offset": GaugeMetricFamily(
+            "raftsched_node_clock_offset_seconds",
+            "The node's clock minus the leader's, as the leader last measured it.",
+            labels=["node"],
+        ),
     }
     for n in snap.nodes:
         families["up"].add_metric([n.id], int(n.up))
         families["running"].add_metric([n.id], n.running)
         families["capacity"].add_metric([n.id], n.capacity)
         families["draining"].add_metric([n.id], int(n.draining))
+        families["clock_ok"].add_metric([n.id], int(n.clock_ok))
+        if n.clock_offset_ms is not None:
+            families["clock_offset"].add_metric([n.id], n.clock_offset_ms / 1000)
     yield from families.values()
 
 

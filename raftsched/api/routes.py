@@ -36,8 +36,19 @@ async def health(request: web.Request) -> web.Response:
     svc = _svc(request)
     status = svc.raft.status()
     lag = status.commit_index - status.applied_index
-    healthy = status.leader is not None and lag < 1000 and svc.raft.tick_alive()
-    body = {"ok": healthy, "node_id": svc.node_id, "leader": svc.leader_id(status), "lag": lag}
+    with svc.state.lock:
+        me = svc.state.nodes.get(svc.node_id)
+    clock_ok = me is None or me.clock_ok
+    healthy = status.leader is not None and lag < 1000 and svc.raft.tick_alive() and clock_ok
+    body = {
+        "ok": healthy,
+        "node_id": svc.node_id,
+        "leader": svc.leader_id(status),
+        "lag": lag,
+        "time_ms": svc.clock.now_ms(),
+        "clock_offset_ms": me.clock_offset_ms if me is not None else None,
+        "clock_ok": clock_ok,
+    }
     return json_response(body, status=200 if healthy else 503)
 
 

@@ -440,6 +440,8 @@ _NODE: Schema = {
         "voter": {"type": "boolean"},
         "version": {"type": "string"},
         "leader": {"type": "boolean"},
+        "clock_offset_ms": {"type": ["integer", "null"], "description": "its clock minus the leader's"},
+        "clock_ok": {"type": "boolean", "description": "false: its clock is off, it takes no new runs"},
     },
 }
 
@@ -493,6 +495,15 @@ _HEALTH: Schema = {
         "node_id": {"type": "string"},
         "leader": {"type": ["string", "null"]},
         "lag": {"type": "integer", "description": "committed but not yet applied entries"},
+        "time_ms": {
+            "type": "integer",
+            "description": "this node's wall clock (the leader's clock check reads it)",
+        },
+        "clock_offset_ms": {
+            "type": ["integer", "null"],
+            "description": "this node's clock minus the leader's, as the leader last measured it",
+        },
+        "clock_ok": {"type": "boolean", "description": "false: the clock is off, the node takes no new runs"},
     },
 }
 

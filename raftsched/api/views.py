@@ -93,6 +93,8 @@ def node_view(node: NodeRecord, state: State, connected: bool | None) -> dict[st
         "voter": True,
         "version": node.version,
         "leader": state.leader == node.id,
+        "clock_offset_ms": node.clock_offset_ms,
+        "clock_ok": node.clock_ok,
     }
 
 

@@ -203,7 +203,7 @@ class StateData:
                 capacity=n.capacity,
                 running=len(self.node_active.get(n.id, {})),
                 up=n.up,
-                draining=n.draining,
+                draining=n.draining or not n.clock_ok,  # both take no new runs
             )
             for n in self.nodes.values()
         ]

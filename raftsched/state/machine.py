@@ -185,7 +185,13 @@ class State(NodeCommands, JobCommands, RunCommands):
 
     _HANDLERS: dict[CommandType, Callable[[State, dict[str, Any]], Result]] = {}
     _LEADER_COMMANDS = frozenset(
-        {CommandType.FIRE_RUNS, CommandType.REASSIGN_RUNS, CommandType.SET_NODE, CommandType.REMOVE_NODE}
+        {
+            CommandType.FIRE_RUNS,
+            CommandType.REASSIGN_RUNS,
+            CommandType.SET_NODE,
+            CommandType.REMOVE_NODE,
+            CommandType.NODE_CLOCKS,
+        }
     )
 
 

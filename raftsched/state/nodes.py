@@ -98,5 +98,16 @@ class NodeCommands(StateData):
         self.nodes[node.id] = dataclasses.replace(node, up=bool(body["up"]), updated_ms=body["now_ms"])
         return ok()
 
+    def _apply_node_clocks(self, body: dict[str, Any]) -> Result:
+        """The leader's measurement of the nodes' clocks (clockwatch.py)."""
+        clocks = [(str(i["node"]), int(i["offset_ms"]), bool(i["ok"])) for i in body["clocks"]]  # all or none
+        changed = 0
+        for node_id, offset_ms, clock_ok in clocks:
+            node = self.nodes.get(node_id)
+            if node is not None:
+                self.nodes[node_id] = dataclasses.replace(node, clock_offset_ms=offset_ms, clock_ok=clock_ok)
+                changed += 1
+        return ok(changed=changed)
+
     def _apply_noop(self, body: dict[str, Any]) -> Result:
         return ok()

@@ -11,6 +11,7 @@ from apikit import T0, MemoryRaft, boot
 
 from raftsched.api.app import Services, make_app
 from raftsched.clock import FakeClock
+from raftsched.commands import CommandType, encode
 from raftsched.errors import Indeterminate, NoLeader
 from raftsched.state import State
 
@@ -54,13 +55,31 @@ def error(body: Any) -> tuple[str, str | None]:
 async def test_health_and_status(api: Api) -> None:
     assert await api.call("GET", "/v1/health") == (
         200,
-        {"ok": True, "node_id": "n1", "leader": "n1", "lag": 0},
+        {
+            "ok": True,
+            "node_id": "n1",
+            "leader": "n1",
+            "lag": 0,
+            "time_ms": api.clock.now_ms(),
+            "clock_offset_ms": None,
+            "clock_ok": True,
+        },
     )
     status, body = await api.call("GET", "/v1/status")
     assert status == 200 and body["role"] == "leader" and body["leader"] == "n1"
     assert body["digest"] == api.state.digest_hex() and body["members"][0]["id"] == "n1"
     status, nodes = await api.call("GET", "/v1/nodes")
     assert status == 200 and nodes["items"][0]["capacity"] == 4
+
+
+async def test_a_node_with_a_bad_clock_reports_itself_unhealthy(api: Api) -> None:
+    clocks = [{"node": "n1", "offset_ms": 2500, "ok": False}]
+    body = {"term": 1, "now_ms": api.clock.now_ms(), "clocks": clocks}
+    assert api.state.apply(encode(CommandType.NODE_CLOCKS, body))["ok"]
+    status, health = await api.call("GET", "/v1/health")
+    assert status == 503 and not health["ok"] and health["clock_offset_ms"] == 2500 and not health["clock_ok"]
+    status, nodes = await api.call("GET", "/v1/nodes")
+    assert nodes["items"][0]["clock_offset_ms"] == 2500 and nodes["items"][0]["clock_ok"] is False
 
 
 async def test_job_lifecycle(api: Api) -> None:

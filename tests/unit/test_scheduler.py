@@ -661,3 +661,25 @@ async def test_a_draining_leader_hands_over_first() -> None:
     await rig.tick(0.1)
     assert rig.leadership.transfers == 1 and "n1" in rig.state.nodes
     assert not rig.leadership.membership
+
+
+async def test_a_node_with_a_bad_clock_gets_no_new_runs_and_its_pending_ones_move() -> None:
+    rig = Rig()
+    rig.add("j", overlap="allow")
+    await rig.tick()
+    on_n2 = rig.state.active_runs_of("n2")
+    assert on_n2, "least_loaded spreads the first fires over the nodes"
+    running = on_n2[0]
+    rig.start(running.run_id)
+    clocks = [{"node": "n2", "offset_ms": 2400, "ok": False}]
+    assert rig.cmd(CommandType.NODE_CLOCKS, term=1, now_ms=rig.clock.now_ms(), clocks=clocks)["ok"]
+    await rig.tick(0.1)
+    assert [r.run_id for r in rig.state.active_runs_of("n2")] == [running.run_id]  # it finishes what runs
+    await rig.tick(2.0)
+    assert [r.run_id for r in rig.state.active_runs_of("n2")] == [running.run_id]  # and gets nothing new
+    clocks = [{"node": "n2", "offset_ms": 30, "ok": True}]
+    assert rig.cmd(CommandType.NODE_CLOCKS, term=1, now_ms=rig.clock.now_ms(), clocks=clocks)["ok"]
+    await rig.tick(2.0)
+    assert len(rig.state.active_runs_of("n2")) > 1  # back in the rotation
+    stale = [{"node": "n2", "offset_ms": 0, "ok": False}]
+    assert not rig.cmd(CommandType.NODE_CLOCKS, term=0, now_ms=rig.clock.now_ms(), clocks=stale)["ok"]
