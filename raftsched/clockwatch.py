@@ -7,10 +7,11 @@ keeping the sample with the shortest round trip), and commits the offsets. A nod
 `max_clock_offset_s` from the cluster is `clock_ok = false`: reported unhealthy, given no new
 runs, and its pending runs move (running ones finish).
 
-"From the cluster" is the median of all clocks, the leader's included, not the leader's clock
-alone: with a leader whose own clock is off, measuring from it would mark every healthy follower
-bad and leave the runs to the one node with the wrong time. The offsets reported are still from
-the leader (what an operator compares with `date` on the leader).
+"The cluster's clock" is the median of all the nodes' clocks, the leader's included, not the
+leader's clock alone (DESIGN.md says "from the leader's clock"): with a leader whose own clock is
+off, measuring from it would mark every healthy follower bad and leave the runs to the one node
+with the wrong time. The offsets committed and reported are from that median too. A leader that
+finds its own clock off hands leadership over: it plans the fires by its clock.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def sample(sent_ms: float, peer_ms: float, received_ms: float) -> ClockSample:
 @dataclass(frozen=True, slots=True)
 class ClockCheck:
     node: str
-    offset_ms: int  # from the leader's clock
-    ok: bool  # within the bound of the cluster's median clock
+    offset_ms: int  # from the cluster's clock: the median of all the nodes' clocks
+    ok: bool  # within the bound
 
 
 def clock_verdicts(offsets: Mapping[str, float], leader: str, bound_ms: float) -> list[ClockCheck]:
@@ -57,7 +58,7 @@ def clock_verdicts(offsets: Mapping[str, float], leader: str, bound_ms: float) -
     every = {leader: 0.0, **offsets}
     median = statistics.median(every.values())
     return [
-        ClockCheck(node=n, offset_ms=round(off), ok=abs(off - median) <= bound_ms)
+        ClockCheck(node=n, offset_ms=round(off - median), ok=abs(off - median) <= bound_ms)
         for n, off in sorted(every.items())
     ]
 
@@ -84,6 +85,7 @@ class ClockWatch:
         clock: Clock,
         probe: Probe,
         leading: Callable[[], int],
+        hand_over: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -91,6 +93,7 @@ class ClockWatch:
         self.clock = clock
         self.probe = probe
         self.leading = leading
+        self.hand_over = hand_over  # transfers leadership away from this node
 
     async def run(self) -> None:
         while True:
@@ -161,4 +164,8 @@ class ClockWatch:
                     },
                 )
             )
+        mine = next(c for c in checks if c.node == self.settings.node_id)
+        if not mine.ok and len(checks) > 2 and self.hand_over is not None:
+            log.warning("this node's clock is off the cluster's: handing leadership over")
+            await self.hand_over()
         return checks

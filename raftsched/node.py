@@ -162,6 +162,7 @@ class Node:
             self.clock,
             self._probe_time,
             leading=lambda: scheduler.active_term,
+            hand_over=self.raft.transfer_leadership,
         )
         runner = await self._start_http()
         session = self._session = aiohttp.ClientSession(
@@ -258,7 +259,10 @@ class Node:
             have = (
                 (record.http, record.raft, record.tags, record.capacity, record.version) if record else None
             )
-            if have != wanted and self.raft.status().leader is not None:
+            # A draining record that is not leaving is this node's own drain from its last SIGTERM:
+            # registering again takes runs again.
+            stale = have != wanted or (record is not None and record.draining and not record.leaving)
+            if stale and self.raft.status().leader is not None:
                 with contextlib.suppress(RaftschedError):
                     await self.propose(
                         encode(
@@ -274,7 +278,7 @@ class Node:
                             },
                         )
                     )
-            await asyncio.sleep(0.2 if have != wanted else 2.0)
+            await asyncio.sleep(0.2 if stale else 2.0)
 
 
 def _raft_settings(cluster: ClusterConfig, node: NodeConfig) -> RaftSettings:

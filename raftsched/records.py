@@ -103,7 +103,7 @@ class NodeRecord:
     leaving: bool = False  # an operator removes it: once drained, it leaves the cluster
     version: str = ""
     updated_ms: int = 0
-    clock_offset_ms: int | None = None  # from the leader's clock, as the leader last measured it
+    clock_offset_ms: int | None = None  # from the cluster's clock (median of all), as the leader measured it
     clock_ok: bool = True  # within max_clock_offset_s of the cluster: false takes no new runs
 
     def to_dict(self) -> dict[str, Any]:

@@ -254,7 +254,7 @@ def _cluster(snap: _Snapshot) -> Iterator[Metric]:
         ),
         "clock_offset": GaugeMetricFamily(
             "raftsched_node_clock_offset_seconds",
-            "The node's clock minus the leader's, as the leader last measured it.",
+            "The node's clock minus the cluster's (the median of all nodes'), as the leader measured it.",
             labels=["node"],
         ),
     }

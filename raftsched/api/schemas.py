@@ -440,7 +440,7 @@ _NODE: Schema = {
         "voter": {"type": "boolean"},
         "version": {"type": "string"},
         "leader": {"type": "boolean"},
-        "clock_offset_ms": {"type": ["integer", "null"], "description": "its clock minus the leader's"},
+        "clock_offset_ms": {"type": ["integer", "null"], "description": "its clock minus the cluster's"},
         "clock_ok": {"type": "boolean", "description": "false: its clock is off, it takes no new runs"},
     },
 }
@@ -501,7 +501,7 @@ _HEALTH: Schema = {
         },
         "clock_offset_ms": {
             "type": ["integer", "null"],
-            "description": "this node's clock minus the leader's, as the leader last measured it",
+            "description": "this node's clock minus the cluster's (the median of all clocks)",
         },
         "clock_ok": {"type": "boolean", "description": "false: the clock is off, the node takes no new runs"},
     },

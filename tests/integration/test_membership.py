@@ -102,3 +102,34 @@ def test_grow_to_five_and_shrink_back_under_load(make_cluster: Any, sink: Sink) 
     missing = [s for s in due if s not in slots]
     assert not missing, f"slots never executed: {missing}\n{cluster.logs()}"
     cluster.wait_same_digest()
+
+
+def test_a_node_restarted_after_sigterm_takes_runs_again(make_cluster: Any) -> None:
+    """SIGTERM drains the node (no new runs); its next life must lift that drain. It stayed
+    draining for good when nothing else in its record changed."""
+    cluster: Cluster = make_cluster()
+    cluster.start()
+    leader = cluster.leader()
+    cluster.wait_registered()
+    node = next(n for n in cluster.ids if n != leader)
+    job = {
+        "id": "rr",
+        "schedule": {"every": 0.2},
+        "overlap": "allow",
+        "route": {"strategy": "round_robin"},
+        "task": {"type": "shell", "command": ["true"]},
+    }
+    assert cluster.api(leader, "POST", "/v1/jobs", job)[0] == 201
+    assert cluster.stop(node) == 0
+    cluster.start(node)
+    restarted_ms = time.time() * 1000
+    deadline = time.monotonic() + 20
+    taken: list[str] = []
+    while time.monotonic() < deadline and not taken:
+        code, runs = cluster.api(leader, "GET", f"/v1/runs?job=rr&node={node}&limit=20")
+        assert code == 200, runs
+        taken = [r["run_id"] for r in runs["items"] if _ms(r["scheduled_at"]) > restarted_ms + 1000]
+        time.sleep(0.3)
+    code, nodes = cluster.api(leader, "GET", "/v1/nodes")
+    assert taken, [n for n in nodes["items"] if n["id"] == node]
+    assert not next(n for n in nodes["items"] if n["id"] == node)["draining"]

@@ -22,12 +22,12 @@ def test_the_offset_is_read_at_the_middle_of_the_round_trip() -> None:
 
 def test_a_follower_off_by_more_than_the_bound_is_not_ok() -> None:
     verdicts = {c.node: (c.offset_ms, c.ok) for c in clock_verdicts({"n2": 40, "n3": 1500}, "n1", 1000)}
-    assert verdicts == {"n1": (0, True), "n2": (40, True), "n3": (1500, False)}
+    assert verdicts == {"n1": (-40, True), "n2": (0, True), "n3": (1460, False)}  # from the median (n2)
 
 
 def test_a_leader_off_by_more_than_the_bound_is_the_one_not_ok() -> None:
-    verdicts = {c.node: c.ok for c in clock_verdicts({"n2": -2000, "n3": -2050}, "n1", 1000)}
-    assert verdicts == {"n1": False, "n2": True, "n3": True}
+    verdicts = {c.node: (c.offset_ms, c.ok) for c in clock_verdicts({"n2": -2000, "n3": -2050}, "n1", 1000)}
+    assert verdicts == {"n1": (2000, False), "n2": (0, True), "n3": (-50, True)}
 
 
 class Rig:
@@ -66,16 +66,17 @@ async def test_the_leader_commits_offsets_and_verdicts_and_only_what_changed() -
     rig = Rig({"n2": 30, "n3": 1800})
     await rig.watch.check(1)
     assert len(rig.proposed) == 1
-    assert (rig.node("n2").clock_offset_ms, rig.node("n2").clock_ok) == (30, True)
-    assert (rig.node("n3").clock_offset_ms, rig.node("n3").clock_ok) == (1800, False)
-    assert rig.node("n1").clock_offset_ms == 0
+    # Offsets from the median of the three clocks (n2's, here).
+    assert (rig.node("n2").clock_offset_ms, rig.node("n2").clock_ok) == (0, True)
+    assert (rig.node("n3").clock_offset_ms, rig.node("n3").clock_ok) == (1770, False)
+    assert (rig.node("n1").clock_offset_ms, rig.node("n1").clock_ok) == (-30, True)
     await rig.watch.check(1)
-    rig.offsets["n2"] = 80  # within REPORT_CHANGE_MS of what is committed: nothing to commit
+    rig.offsets["n2"] = 80  # 50 ms from its last offset (< REPORT_CHANGE_MS): nothing to commit
     await rig.watch.check(1)
     assert len(rig.proposed) == 1
     rig.offsets["n3"] = 100  # corrected
     await rig.watch.check(1)
-    assert rig.proposed[-1]["clocks"] == [{"node": "n3", "offset_ms": 100, "ok": True}]
+    assert {c["node"]: c["ok"] for c in rig.proposed[-1]["clocks"]}["n3"] is True
     assert rig.node("n3").clock_ok
 
 
@@ -95,3 +96,16 @@ def test_a_malformed_clock_command_changes_nothing(bad: dict[str, Any]) -> None:
     before = driver.state.nodes["n2"]
     assert not driver.cmd(CommandType.NODE_CLOCKS, term=1, now_ms=T0, **bad)["ok"]
     assert driver.state.nodes["n2"] == before
+
+
+async def test_a_leader_whose_own_clock_is_off_hands_leadership_over() -> None:
+    rig = Rig({"n2": -3000, "n3": -3020})
+    handed: list[bool] = []
+
+    async def hand_over() -> bool:
+        handed.append(True)
+        return True
+
+    rig.watch.hand_over = hand_over
+    await rig.watch.check(1)
+    assert handed and not rig.node("n1").clock_ok and rig.node("n2").clock_ok
