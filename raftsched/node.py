@@ -148,6 +148,9 @@ class Node:
             ready=self._caught_up,
             barrier=self._barrier,
         )
+        # First, so that `_on_applied`'s wake-up finds the change noted; a new list, since the tick
+        # thread may be iterating the old one.
+        self.state.listeners = [worker.on_applied, *self.state.listeners]
         runner = await self._start_http()
         log.warning("node %s up: api %s, raft %s", n.id, n.http_url, n.raft_addr)
         try:
