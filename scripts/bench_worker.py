@@ -61,7 +61,11 @@ def _child(tree: Path, args: argparse.Namespace) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     argv = [sys.executable, __file__, "--one", "--rate", str(args.rate), "--seconds", str(args.seconds)]
     argv += ["--lookahead", str(args.lookahead)]
-    out = subprocess.run(argv, env=env, check=True, capture_output=True, text=True).stdout
+    limit = args.lookahead + WARMUP_S + args.seconds + 120  # job setup; an overloaded loop drains slowly
+    try:
+        out = subprocess.run(argv, env=env, check=True, capture_output=True, text=True, timeout=limit).stdout
+    except subprocess.TimeoutExpired:  # the worker fell so far behind that the window never ended
+        return {key: float("nan") for key in ("runs", *(key for key, _, _ in COLUMNS))}
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -244,10 +248,16 @@ COLUMNS = (
 
 
 def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
+    done = {name: [r for r in runs if r["runs"] == r["runs"]] for name, runs in results.items()}  # not NaN
     medians = {
-        name: {key: statistics.median(r[key] for r in runs) for key, _, _ in COLUMNS}
-        for name, runs in results.items()
+        name: {
+            key: statistics.median(r[key] for r in runs) if runs else float("nan") for key, _, _ in COLUMNS
+        }
+        for name, runs in done.items()
     }
+    for name, runs in results.items():
+        if len(done[name]) < len(runs):
+            print(f"{name}: {len(runs) - len(done[name])} of {len(runs)} measurements never ended (left out)")
     print(
         f"worker cost per run: {args.rate} runs/s on the node, lookahead {args.lookahead} s, window "
         f"{args.seconds} s, medians of {args.repeats} (interleaved); "

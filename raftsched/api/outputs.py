@@ -13,9 +13,10 @@ request to the node that ran the attempt and streaming its answer back.
 - A proxied request carries `X-Raftsched-Proxied-By: <node id>`, and a node answers such a request
   from its own disk or with 404, never by proxying again: one hop at most, no loops. The client's
   `Authorization` header is passed along (every node has the same token).
-- 404 `not_found`: no such run, no such attempt, an attempt that has not written output yet (or
-  whose small output was never kept: an earlier attempt's that succeeded on a node presumed dead),
-  or a file pruned by retention. 503 `unavailable`: the node that holds the output does not answer.
+- 404 `not_found`: no such run, no such attempt, an attempt that has not written output yet, a
+  file pruned by retention, or a small output that no one kept (an attempt that succeeded on a
+  node presumed dead: its report was refused, and small outputs have no file). 503
+  `unavailable`: the node that holds the output does not answer.
 - The answer is `text/plain; charset=utf-8`, the file as it is when the request arrives (a run
   still executing shows its output so far); `X-Raftsched-Output-Node` names the node it came from.
 
