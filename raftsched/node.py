@@ -164,6 +164,9 @@ class Node:
             leading=lambda: scheduler.active_term,
             hand_over=self.raft.transfer_leadership,
         )
+        # First, so that `_on_applied`'s wake-up finds the change noted; a new list, since the tick
+        # thread may be iterating the old one.
+        self.state.listeners = [worker.on_applied, *self.state.listeners]
         runner = await self._start_http()
         session = self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=2.0), trust_env=False, cookie_jar=aiohttp.DummyCookieJar()

@@ -6,13 +6,19 @@ task on time by its own clock, reports `StartRun` / `FinishRun` in batches, and 
 run as soon as the state shows it cancelled, replaced or reassigned (fencing by attempt).
 `at_most_once` runs are claimed in the log before they start.
 
+Reconciliation is incremental: `on_applied` (the state's listener, on the tick thread) notes the
+runs and jobs each applied command touches, and `reconcile` looks at those only; it goes through
+the node's whole active set after a snapshot load, after a command whose effect it cannot tell,
+and every `full_reconcile_period_s` as a safety net.
+
 What it leaves on disk, in the node's data directory:
 
-- `outputs/<safe run id>.<attempt>.log`: the full output of every attempt run here (the state
-  keeps only a tail). Retention keeps at most `output_keep_files` files and `output_keep_bytes`
-  bytes, oldest first, never a file still being written: pruned in a thread at start, then every
-  `output_prune_period_s` or after `output_prune_every_runs` runs, whichever comes first, but not
-  more often than `output_prune_min_interval_s` (see `executors.outputs`).
+- `outputs/<safe run id>.<attempt>.log`: the full output of an attempt run here, when the tail
+  that the state keeps is not all of it (see `executors.base.OutputSink`), or when the attempt did
+  not succeed (a retry replaces its tail in the state). Retention keeps at most `output_keep_files`
+  files and `output_keep_bytes` bytes, oldest first, never a file still being written: the files
+  are listed once at start, then tracked in memory as runs end; the excess is deleted in a thread,
+  not more often than every `output_prune_min_interval_s` (see `executors.outputs`).
 - `running-pgids.json`: the process groups of the runs executing now, so that the node's next
   life kills what this one leaves running if it dies; the worker reaps them when it starts, before
   it runs anything. Together with the parent-death signal of every task's child this means no
@@ -26,18 +32,19 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .attempts import AttemptJournal
 from .clock import Clock
-from .commands import CommandType, encode
+from .commands import Command, CommandType, encode
 from .errors import RaftschedError
-from .executors import ExecResult, Executor, GroupLedger, RunContext
-from .executors.base import failed
-from .executors.outputs import PruneResult, output_path, prune_outputs
+from .executors import ExecResult, Executor, GroupLedger, OutputSink, RunContext
+from .executors.base import OPENED_SINKS, failed
+from .executors.outputs import OutputRetention, PruneResult, output_path
 from .model import Delivery, JobSpec, RunState, TaskSpec, TaskType
 from .records import Run
 from .state import State
@@ -61,11 +68,10 @@ class WorkerSettings:
     output_dir: Path | None = None
     output_keep_files: int = 10000
     output_keep_bytes: int = 1 << 30
-    output_prune_period_s: float = 60.0
-    output_prune_every_runs: int = 100
     output_prune_min_interval_s: float = 1.0
     report_period_s: float = 0.02
     reconcile_period_s: float = 0.05
+    full_reconcile_period_s: float = 5.0  # the safety net under incremental reconciliation
     shutdown_grace_s: float = 30.0
 
     fsync: bool = False
@@ -124,26 +130,41 @@ class Worker:
         self._local: dict[str, _Local] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._claims: dict[str, dict[str, Any]] = {}
-        self._claimed_here: set[tuple[str, int]] = set()
+        self._claimed_here: dict[str, int] = {}  # run id -> the attempt this life claimed
         self._starts: list[dict[str, Any]] = []
         self._finishes: list[dict[str, Any]] = []
         self._flush_lock = asyncio.Lock()
         self._report_failing = False
+        self._journal_failing = False
+        self._journal_flight: asyncio.Future[None] | None = None  # the queued start lines' write
         self._capacity = asyncio.Semaphore(settings.capacity)
-        self._busy_outputs: set[str] = set()  # file names being written: never pruned
-        self._runs_since_prune = 0
+        out = settings.output_dir
+        self.retention = (
+            OutputRetention(out, keep_files=settings.output_keep_files, keep_bytes=settings.output_keep_bytes)
+            if out is not None
+            else None
+        )
         self._prune_wake = asyncio.Event()
+        self._local_jobs: dict[str, set[str]] = {}  # job id -> its run ids in `_local`
+        # What applied commands touched since the last reconcile (written on the tick thread).
+        self._touched_lock = threading.Lock()
+        self._touched_runs: set[str] = set()
+        self._touched_jobs: set[str] = set()
+        self._full_due = True  # reconcile the whole active set next time
+        self._full_at = 0.0  # monotonic: when the safety net reconciles everything again
+        self._generation = -1  # the state's generation at the last full reconcile (a load bumps it)
 
     # ------------------------------------------------------------------ loops
 
     async def run(self) -> None:
         """Reap what this node's last life left running, then work until cancelled."""
         self.reap_orphans()
+        await self._scan_outputs()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._reconcile_loop())
                 group.create_task(self._report_loop())
-                if self.settings.output_dir is not None:
+                if self.retention is not None:
                     group.create_task(self._prune_loop())
                 if self.groups is not None:
                     group.create_task(self.groups.keep_written())
@@ -182,8 +203,7 @@ class Worker:
         while True:
             await self.prune_outputs()
             self._prune_wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._prune_wake.wait(), self.settings.output_prune_period_s)
+            await self._prune_wake.wait()
             await asyncio.sleep(self.settings.output_prune_min_interval_s)
 
     async def _stop_runs(self) -> None:
@@ -198,40 +218,97 @@ class Worker:
 
     # ------------------------------------------------------------------ reconciliation
 
-    def reconcile(self) -> None:
-        """Start timers for new assignments; kill local runs the state no longer gives us."""
-        with self.state.lock:
-            mine = {r.run_id: r for r in self.state.active_runs_of(self.settings.node_id)}
-            specs = {
-                r.job_id: self.state.jobs[r.job_id].spec for r in mine.values() if r.job_id in self.state.jobs
-            }
-        self._drop_stale(mine)
-        if self.draining:
-            return
-        for run in mine.values():
-            spec = specs.get(run.job_id)
-            if spec is not None and not run.waiting and run.run_id not in self._local:
-                self._adopt(run, spec)
+    def on_applied(self, cmd: Command, result: dict[str, Any]) -> None:
+        """The state's listener (tick thread, after each apply): note what `cmd` may have changed
+        for this node's runs, for the next `reconcile`. Register it before the listener that wakes
+        the worker, so that the wake-up finds it noted."""
+        runs, jobs, unknown = _touched(cmd, result)
+        with self._touched_lock:
+            self._touched_runs.update(runs)
+            self._touched_jobs.update(jobs)
+            self._full_due = self._full_due or unknown
 
-    def _drop_stale(self, mine: dict[str, Run]) -> None:
-        for rid, local in list(self._local.items()):
-            run = mine.get(rid)
-            if run is not None and run.attempt == local.run.attempt:
-                continue
-            if local.task is not None and not local.task.done():
-                log.info(
-                    "stopping local run %s attempt %d: no longer ours",
-                    rid,
-                    local.run.attempt,
-                    extra={"run": rid, "node": self.settings.node_id},
-                )
-                local.task.cancel()
-            del self._local[rid]
-        self._claimed_here = {
-            key
-            for key in self._claimed_here
-            if (run := mine.get(key[0])) is not None and run.attempt == key[1]
-        }
+    def reconcile(self) -> None:
+        """Start timers for new assignments; kill local runs the state no longer gives us.
+
+        Looks at the runs and jobs touched since the last call (`on_applied`), or at everything
+        after a snapshot load (the state's generation moved), when told to, and every
+        `full_reconcile_period_s`.
+        """
+        with self._touched_lock:
+            runs, self._touched_runs = self._touched_runs, set()
+            jobs, self._touched_jobs = self._touched_jobs, set()
+            full, self._full_due = self._full_due, False
+        now = self.clock.monotonic()
+        if full or now >= self._full_at or self.state.generation != self._generation:
+            self._full_at = now + self.settings.full_reconcile_period_s
+            self._reconcile_all()
+        elif runs or jobs:
+            self._reconcile_some(runs, jobs)
+
+    def _reconcile_all(self) -> None:
+        with self.state.lock:
+            self._generation = self.state.generation
+            mine = {r.run_id: r for r in self.state.active_runs_of(self.settings.node_id)}
+            specs = self._specs(mine.values())
+        for rid in dict.fromkeys([*self._local, *self._claimed_here, *mine]):
+            self._settle(rid, mine.get(rid), specs)
+
+    def _reconcile_some(self, runs: set[str], jobs: set[str]) -> None:
+        """Every run of a touched job is looked at: a finish or a cancel can release a queued run
+        of the same job, and a fire can cancel the job's active runs (overlap `replace`)."""
+        with self.state.lock:
+            for rid in runs:
+                run = self.state.runs.get(rid) or (x.run if (x := self._local.get(rid)) else None)
+                if run is not None:
+                    jobs.add(run.job_id)
+            for job_id in jobs:
+                runs.update(self.state.job_active.get(job_id, ()))
+                runs.update(self._local_jobs.get(job_id, ()))
+            active = self.state.node_active.get(self.settings.node_id, {})
+            mine = {rid: self.state.runs[rid] for rid in runs if rid in active}
+            specs = self._specs(mine.values())
+        for rid in runs:
+            self._settle(rid, mine.get(rid), specs)
+
+    def _specs(self, runs: Iterable[Run]) -> dict[str, JobSpec]:
+        """The specs of the jobs of `runs` (hold the state lock)."""
+        jobs = self.state.jobs
+        return {r.job_id: jobs[r.job_id].spec for r in runs if r.job_id in jobs}
+
+    def _settle(self, rid: str, run: Run | None, specs: dict[str, JobSpec]) -> None:
+        """Bring run `rid` here in line with the state, where `run` is its record if it is active
+        on this node: stop a local attempt it no longer has, adopt one it has."""
+        local = self._local.get(rid)
+        if local is not None and (run is None or run.attempt != local.run.attempt):
+            self._drop(rid, local)
+        if rid in self._claimed_here and (run is None or run.attempt != self._claimed_here[rid]):
+            del self._claimed_here[rid]
+        if run is None or self.draining or run.waiting or rid in self._local:
+            return
+        spec = specs.get(run.job_id)
+        if spec is not None:
+            self._adopt(run, spec)
+
+    def _drop(self, rid: str, local: _Local) -> None:
+        if local.task is not None and not local.task.done():
+            log.info(
+                "stopping local run %s attempt %d: no longer ours",
+                rid,
+                local.run.attempt,
+                extra={"run": rid, "node": self.settings.node_id},
+            )
+            local.task.cancel()
+        del self._local[rid]
+        same_job = self._local_jobs.get(local.run.job_id)
+        if same_job is not None:
+            same_job.discard(rid)
+            if not same_job:
+                del self._local_jobs[local.run.job_id]
+
+    def _keep_local(self, run: Run, task: asyncio.Task[None] | None) -> None:
+        self._local[run.run_id] = _Local(run, task)
+        self._local_jobs.setdefault(run.job_id, set()).add(run.run_id)
 
     def _compact_attempts(self) -> None:
         if self.attempts is None:
@@ -253,32 +330,31 @@ class Worker:
                     {"run_id": run.run_id, "attempt": run.attempt, "started_ms": recorded.started_ms}
                 )
             self._finishes.append(recorded.finish)
-            self._local[run.run_id] = _Local(run, None)
+            self._keep_local(run, None)
             return
         if run.state is RunState.RUNNING:
             # Running in the log but not here: this node restarted mid-run. Report it failed.
             self._abandon(run, "the node restarted while the run was in flight")
             return
         if spec.delivery is Delivery.AT_MOST_ONCE:
-            key = (run.run_id, run.attempt)
-            if run.claimed and key not in self._claimed_here:
+            if run.claimed and self._claimed_here.get(run.run_id) != run.attempt:
                 # Claimed by this node's last life, which may have started it: never start it again.
                 self._abandon(
                     run, "the node restarted after claiming the run (at_most_once: not started again)"
                 )
                 return
             if not run.claimed:
-                self._claimed_here.add(key)
+                self._claimed_here[run.run_id] = run.attempt
                 self._claims[run.run_id] = {"run_id": run.run_id, "attempt": run.attempt}
                 return
         task = asyncio.create_task(self._execute(run, spec), name=f"run {run.run_id}#{run.attempt}")
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
-        self._local[run.run_id] = _Local(run, task)
+        self._keep_local(run, task)
 
     def _abandon(self, run: Run, error: str) -> None:
         self._finishes.append(self._finish_item(run, ExecResult(outcome="failed", error=error)))
-        self._local[run.run_id] = _Local(run, None)
+        self._keep_local(run, None)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -363,19 +439,41 @@ class Worker:
 
     async def _run_task(self, run: Run, spec: JobSpec) -> None:
         started_ms = self.clock.now_ms()
-        self._record(lambda journal: journal.started(run.run_id, run.attempt, started_ms))
+        if self.attempts is not None:
+            self.attempts.started(run.run_id, run.attempt, started_ms)
+            await self._journal_written()  # the start line is on disk before the task starts
         self._starts.append({"run_id": run.run_id, "attempt": run.attempt, "started_ms": started_ms})
         result = await self._call_executor(run, spec)
         item = self._finish_item(run, result)
         item["started_ms"] = started_ms
-        self._record(lambda journal: journal.finished(item))
+        if self.attempts is not None:
+            self.attempts.finished(item)  # written by the next report flush, before it proposes
         self._finishes.append(item)
 
-    def _record(self, write: Callable[[AttemptJournal], None]) -> None:
+    async def _journal_written(self) -> None:
+        """Wait until the journal's queued lines are written: the runs that start in the same
+        wake-up of the loop share one write (the first schedules it after the others' turns)."""
+        if self._journal_flight is None:
+            loop = asyncio.get_running_loop()
+            self._journal_flight = loop.create_future()
+            loop.call_soon(self._write_journal_for_starts)
+        await asyncio.shield(self._journal_flight)
+
+    def _write_journal_for_starts(self) -> None:
+        flight, self._journal_flight = self._journal_flight, None
+        assert flight is not None
+        try:
+            self._write_journal()
+        except OSError as exc:
+            flight.set_exception(exc)  # no run starts without its line
+            return
+        flight.set_result(None)
+
+    def _write_journal(self) -> None:
+        """Append the journal's queued lines now (raises OSError); compact it every so often."""
         if self.attempts is None:
             return
-        write(self.attempts)
-        self._appends += 1
+        self._appends += self.attempts.flush()
         if self._appends >= self.settings.attempts_compact_every:
             self._compact_attempts()
 
@@ -391,23 +489,23 @@ class Worker:
             shards=run.shards,
         )
         path = self._output_path(run)
-        if path is not None:
-            self._busy_outputs.add(path.name)
+        sinks: list[OutputSink] = []
+        token = OPENED_SINKS.set(sinks)
+        succeeded = False
         try:
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            return await self.executor_for(task.type).run(
+            result = await self.executor_for(task.type).run(
                 task, ctx, timeout_s=spec.timeout, output_path=path, on_group=self._on_group(run)
             )
+            succeeded = result.outcome == "succeeded"
+            return result
         except OSError as exc:  # the contract's only raise: the output file cannot be opened
             return failed(f"cannot write the output file: {exc}")
         except Exception as exc:  # a bug in an executor must not leave the run unreported
             log.exception("executor error in run %s", run.run_id, extra={"run": run.run_id})
             return failed(f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            if path is not None:
-                self._busy_outputs.discard(path.name)
-                self._output_written()
+            OPENED_SINKS.reset(token)
+            self._outputs_closed(sinks, keep=not succeeded)
             if self.groups is not None:
                 self.groups.discard(run.run_id, run.attempt)
 
@@ -435,29 +533,31 @@ class Worker:
 
     # ------------------------------------------------------------------ outputs and groups
 
-    def _output_written(self) -> None:
-        self._runs_since_prune += 1
-        if self._runs_since_prune >= self.settings.output_prune_every_runs:
+    async def _scan_outputs(self) -> None:
+        """Create the outputs directory and list what it holds, once, before any run writes."""
+        if self.retention is None:
+            return
+        try:
+            await asyncio.to_thread(self.retention.scan)
+        except OSError as exc:
+            log.warning("cannot list outputs in %s: %s", self.retention.directory, exc)
+
+    def _outputs_closed(self, sinks: list[OutputSink], *, keep: bool) -> None:
+        """Track the files a run wrote. An attempt that did not succeed keeps its output in a file
+        even when small: a retry replaces its tail in the state."""
+        for sink in sinks:
+            if keep:
+                sink.keep()
+            if self.retention is not None and sink.path is not None and sink.file_bytes is not None:
+                self.retention.add(sink.path.name, sink.file_bytes)
+        if self.retention is not None and self.retention.over():
             self._prune_wake.set()
 
     async def prune_outputs(self) -> PruneResult | None:
-        """Apply output retention now (in a thread); None when there is no output directory."""
-        out = self.settings.output_dir
-        if out is None:
+        """Apply output retention now (deleting in a thread); None when there is no output directory."""
+        if self.retention is None:
             return None
-        self._runs_since_prune = 0
-        s = self.settings
-        try:
-            return await asyncio.to_thread(
-                prune_outputs,
-                out,
-                keep_files=s.output_keep_files,
-                keep_bytes=s.output_keep_bytes,
-                busy=self._busy_outputs,  # read from the thread: membership tests only
-            )
-        except OSError as exc:
-            log.warning("cannot prune outputs in %s: %s", out, exc)
-            return None
+        return await asyncio.to_thread(self.retention.delete, self.retention.take_excess())
 
     def reap_orphans(self) -> list[int]:
         """Kill the process groups this node's last life left running; returns their ids."""
@@ -472,6 +572,7 @@ class Worker:
         everything queued was sent. One flush at a time.
         """
         async with self._flush_lock:
+            self._write_finish_lines()
             batches = (
                 (CommandType.CLAIM_RUNS, list(self._claims.values())),
                 (CommandType.START_RUNS, self._starts),
@@ -487,6 +588,18 @@ class Worker:
                         for item in sent:
                             self._claims.pop(item["run_id"], None)
             return True
+
+    def _write_finish_lines(self) -> None:
+        """The finish lines go to the journal before their reports are proposed. If the disk
+        fails, the reports go anyway (they are what counts) and the lines stay queued."""
+        try:
+            self._write_journal()
+        except OSError as exc:
+            if not self._journal_failing:
+                log.warning("cannot write the attempt journal, will retry: %s", exc)
+            self._journal_failing = True
+            return
+        self._journal_failing = False
 
     async def _send(self, cmd_type: CommandType, items: list[dict[str, Any]]) -> bool:
         body = {"node": self.settings.node_id, "now_ms": self.clock.now_ms(), "items": items}
@@ -517,6 +630,51 @@ class Worker:
         await self._stop_runs()
         with contextlib.suppress(RaftschedError, TimeoutError):
             await asyncio.wait_for(self.flush_reports(), 5)
+
+
+_NO_RUNS = frozenset(
+    {
+        CommandType.BEGIN_TERM,
+        CommandType.REGISTER_NODE,
+        CommandType.SET_NODE,
+        CommandType.ADD_NODE,
+        CommandType.DRAIN_NODE,
+        CommandType.REMOVE_NODE,
+        CommandType.RESTORE_JOBS,  # creates jobs, not runs
+        CommandType.NOOP,
+    }
+)
+_RUN_ITEMS = {
+    CommandType.CLAIM_RUNS: "items",
+    CommandType.START_RUNS: "items",
+    CommandType.FINISH_RUNS: "items",
+    CommandType.REASSIGN_RUNS: "moves",
+}
+_JOB_COMMANDS = frozenset(
+    {CommandType.DELETE_JOB, CommandType.PAUSE_JOB, CommandType.RESUME_JOB, CommandType.TRIGGER_JOB}
+)
+
+
+def _touched(cmd: Command, result: dict[str, Any]) -> tuple[Iterable[str], Iterable[str], bool]:
+    """(run ids, job ids, unknown) that `cmd` may have changed runs of: a command changes runs only
+    of the jobs it names or whose runs it names. Unknown: a command that failed inside the state
+    (it may have changed anything) or that this table does not know, so look at everything."""
+    t, body = cmd.type, cmd.body
+    if result.get("code") == "internal":
+        return (), (), True
+    if t in _NO_RUNS:
+        return (), (), False
+    if t is CommandType.FIRE_RUNS:
+        return (), [str(f.get("job_id")) for f in body.get("fires", ())], False
+    if t in _RUN_ITEMS:
+        return [str(i.get("run_id")) for i in body.get(_RUN_ITEMS[t], ())], (), False
+    if t is CommandType.CANCEL_RUN:
+        return [str(body.get("run_id"))], (), False
+    if t is CommandType.PUT_JOB:
+        return (), [str((body.get("spec") or {}).get("id"))], False
+    if t in _JOB_COMMANDS:
+        return (), [str(body.get("job_id"))], False
+    return (), (), True
 
 
 def _with_overrides(task: TaskSpec, run: Run) -> TaskSpec:

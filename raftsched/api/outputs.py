@@ -1,9 +1,11 @@
 """`GET /v1/runs/{run_id}/output`: a run's full output, from the node that ran it (API.md).
 
 The replicated state holds only a tail of each output; the full output of an attempt stays on the
-disk of the node that ran it (`executors.outputs`). Any node answers: from its own disk when the
-file is there, else by proxying the request to the node that ran the attempt and streaming its
-answer back.
+disk of the node that ran it (`executors.outputs`) when the tail is not all of it. Any node
+answers: from its own disk when the file is there (or from memory, for a run still executing here
+that has written no file yet), else from the replicated tail when that is the whole output
+(`executors.base.tail_is_whole`: most outputs are small and have no file), else by proxying the
+request to the node that ran the attempt and streaming its answer back.
 
 - `?attempt=N` picks an attempt (default: the run's current one). The current attempt ran on the
   run's `node`; an earlier one may have run anywhere (retries and reassignments move runs), so
@@ -11,8 +13,10 @@ answer back.
 - A proxied request carries `X-Raftsched-Proxied-By: <node id>`, and a node answers such a request
   from its own disk or with 404, never by proxying again: one hop at most, no loops. The client's
   `Authorization` header is passed along (every node has the same token).
-- 404 `not_found`: no such run, no such attempt, an attempt that has not written output yet, or a
-  file pruned by retention. 503 `unavailable`: the node that holds the output does not answer.
+- 404 `not_found`: no such run, no such attempt, an attempt that has not written output yet, a
+  file pruned by retention, or a small output that no one kept (an attempt that succeeded on a
+  node presumed dead: its report was refused, and small outputs have no file). 503
+  `unavailable`: the node that holds the output does not answer.
 - The answer is `text/plain; charset=utf-8`, the file as it is when the request arrives (a run
   still executing shows its output so far); `X-Raftsched-Output-Node` names the node it came from.
 
@@ -34,8 +38,10 @@ import aiohttp
 from aiohttp import web
 
 from ..errors import NotFound, RaftschedError, Unavailable, ValidationError
+from ..executors.base import output_so_far, tail_is_whole
 from ..executors.outputs import output_path
-from ..records import NodeRecord
+from ..model import RunState
+from ..records import NodeRecord, Run
 from .app import SERVICES
 
 __all__ = ["OUTPUT_DIR", "PROXIED_HEADER", "add_routes"]
@@ -49,6 +55,7 @@ CHUNK = 64 * 1024
 CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 5.0
 _SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("output_proxy_session", aiohttp.ClientSession)
+_REPORTED = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT})  # tail of `attempt`
 
 
 def add_routes(app: web.Application) -> None:
@@ -75,9 +82,12 @@ async def run_output(request: web.Request) -> web.StreamResponse:
             raise NotFound(f"no run {run_id!r}", field="run_id")
         attempt = _attempt(request, run.attempt)
         owner, nodes = run.node, dict(svc.state.nodes)
+        whole = _whole_tail(run, attempt, svc.state.settings["output_tail_bytes"])
     local = await _send_local(request, run_id, attempt, svc.node_id)
     if local is not None:
         return local
+    if whole is not None:
+        return await _send_bytes(request, owner or svc.node_id, whole)
     if PROXIED_HEADER in request.headers:
         raise NotFound(f"no output of run {run_id!r} attempt {attempt} on node {svc.node_id}", field="run_id")
     peers = _peers(owner, nodes, svc.node_id, current=attempt == run.attempt)
@@ -99,6 +109,13 @@ def _attempt(request: web.Request, current: int) -> int:
     return attempt
 
 
+def _whole_tail(run: Run, attempt: int, tail_bytes: int) -> bytes | None:
+    """The attempt's whole output when the state's tail is all of it (then no file was written)."""
+    if attempt != run.attempt or run.state not in _REPORTED or not tail_is_whole(run.output, tail_bytes):
+        return None
+    return run.output.encode()
+
+
 def _peers(owner: str | None, nodes: dict[str, NodeRecord], me: str, *, current: bool) -> list[NodeRecord]:
     """Who may hold the output: the run's node for its current attempt; else it first, then all."""
     order = [owner] if current else [owner, *sorted(n for n in nodes if n != owner)]
@@ -115,9 +132,13 @@ async def _send_local(
     directory = request.app.get(OUTPUT_DIR)
     if directory is None:
         return None
+    path = output_path(directory, run_id, attempt)
+    so_far = output_so_far(path)
+    if so_far is not None:
+        return await _send_bytes(request, node_id, so_far)
     loop = asyncio.get_running_loop()
     try:
-        file, size = await loop.run_in_executor(None, _open_snapshot, output_path(directory, run_id, attempt))
+        file, size = await loop.run_in_executor(None, _open_snapshot, path)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
     except OSError as exc:
@@ -133,6 +154,14 @@ async def _send_local(
             if not await _write(response, chunk):
                 break
             remaining -= len(chunk)
+    return response
+
+
+async def _send_bytes(request: web.Request, node_id: str, data: bytes) -> web.StreamResponse:
+    response = _text_response(node_id, len(data))
+    await response.prepare(request)
+    if data:
+        await _write(response, data)
     return response
 
 

@@ -7,7 +7,9 @@ comes from the executing node's own config (DESIGN.md §5), never from the job.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import BinaryIO, Literal, Protocol
 from ..model import TaskSpec, iso_ms
 
 __all__ = [
+    "OPENED_SINKS",
     "ExecPolicy",
     "ExecResult",
     "Executor",
@@ -27,6 +30,8 @@ __all__ = [
     "identity_context",
     "identity_env",
     "identity_headers",
+    "output_so_far",
+    "tail_is_whole",
     "timed_out",
 ]
 
@@ -92,9 +97,10 @@ class Executor(Protocol):
         cannot start are all outcome "failed" with `error`. After `timeout_s` everything the task
         started is killed and the outcome is "timed_out". If the asyncio task running this is
         cancelled, everything is killed (process group TERM, KILL after the policy's grace) and
-        CancelledError is re-raised. The full output is appended to `output_path` when given (the
-        caller owns retention); `output_tail` is its last `output_tail_bytes` bytes, decoded
-        UTF-8 with errors="replace". Raises OSError only when `output_path` cannot be opened.
+        CancelledError is re-raised. `output_tail` is the output's last `output_tail_bytes` bytes,
+        decoded UTF-8 with errors="replace"; the full output goes to `output_path` when given
+        through an `OutputSink`, which writes the file only when the tail cannot stand for it (the
+        caller owns retention). Raises OSError only for a file error before the task starts.
         `on_group(pgid)` is called, on the event loop, with the id of each process group the run
         starts, as soon as it exists (never for runs without processes); when `run` returns or
         raises, those groups have been stopped. A started process dies with the node (see
@@ -150,26 +156,81 @@ def identity_context(ctx: RunContext) -> dict[str, str | int]:
     }
 
 
-class OutputSink:
-    """A bounded tail in memory plus a full copy appended to a file: output never grows the node.
+TAIL_SLACK = 3  # bytes of a split character that cutting a tail to a byte count may drop
 
-    Opening the file may raise OSError (before the task starts). A later write error is logged
-    once and the file copy stops; the run goes on, since losing output is not the task's fault.
+
+def tail_is_whole(tail: str, tail_bytes: int) -> bool:
+    """Whether `tail`, an output tail as the state keeps it, is the whole output.
+
+    An `OutputSink` writes a file as soon as its tail could be a cut (see there), so a tail shorter
+    than `tail_bytes` by more than the bytes a cut through a character drops never was one.
+    """
+    return len(tail.encode()) + TAIL_SLACK < tail_bytes
+
+
+OPENED_SINKS: ContextVar[list[OutputSink] | None] = ContextVar("raftsched_opened_sinks", default=None)
+"""Set by the caller of an executor: each `OutputSink` the run opens is appended to the list."""
+
+_OPEN: dict[str, OutputSink] = {}  # sinks still being written, by output path (event loop only)
+
+
+def output_so_far(path: Path) -> bytes | None:
+    """The output so far of a run still writing to `path` that has no file yet; else None."""
+    sink = _OPEN.get(os.fspath(path))
+    return None if sink is None else sink.so_far()
+
+
+class OutputSink:
+    """A bounded tail in memory; the full output goes to a file only once the tail cannot hold it.
+
+    Most outputs are small (an HTTP status, a line) and the state keeps them whole as the run's
+    tail, so they cost no file: the file is created, with the output so far, when the output
+    outgrows `tail_bytes`, or at close when the tail might not be recognisably whole
+    (`tail_is_whole`); `keep()` creates it afterwards on demand. The file system never raises here:
+    an error is logged once, the file copy stops and the run goes on (losing output is not the
+    task's fault). While open, `output_so_far(path)` reads what has no file yet. Event loop only.
     """
 
     def __init__(self, tail_bytes: int, path: Path | None) -> None:
         self._limit = max(0, tail_bytes)
         self._tail = bytearray()
-        self._path = path
-        self._file: BinaryIO | None = path.open("ab", buffering=0) if path is not None else None
+        self.path = path
+        self._file: BinaryIO | None = None
+        self._stopped = False  # the file copy failed: keep the tail only
+        self._closed = False
         self.total_bytes = 0
+        self.file_bytes: int | None = None  # bytes in the file; None while there is no file
+        if path is not None:
+            _OPEN[os.fspath(path)] = self
+        opened = OPENED_SINKS.get()
+        if opened is not None:
+            opened.append(self)
 
     def write(self, data: bytes) -> None:
         self.total_bytes += len(data)
+        if self._file is not None:
+            self._write_file(data)
+        elif self.file_bytes is None and self.total_bytes > self._limit:
+            self._open_file(bytes(self._tail) + data)  # the tail still holds everything before
         self._tail += data
         excess = len(self._tail) - self._limit
         if excess > 0:
             del self._tail[:excess]
+
+    def _open_file(self, data: bytes) -> None:
+        if self.path is None or self._stopped:
+            return
+        try:
+            try:
+                self._file = self.path.open("ab", buffering=0)
+            except FileNotFoundError:  # the directory went away: create it again
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("ab", buffering=0)
+        except OSError as exc:
+            log.warning("output file %s: %s; keeping the tail only", self.path, exc)
+            self._stopped = True
+            return
+        self.file_bytes = 0
         self._write_file(data)
 
     def _write_file(self, data: bytes) -> None:
@@ -178,13 +239,38 @@ class OutputSink:
         try:
             self._file.write(data)
         except OSError as exc:
-            log.warning("output file %s: %s; keeping the tail only", self._path, exc)
-            self.close()
+            log.warning("output file %s: %s; keeping the tail only", self.path, exc)
+            self._stopped = True
+            self._close_file()
+            return
+        self.file_bytes = (self.file_bytes or 0) + len(data)
 
     def tail_text(self) -> str:
         return self._tail.decode("utf-8", errors="replace")
 
+    def so_far(self) -> bytes | None:
+        """The whole output so far while it has no file and the tail still holds all of it."""
+        whole = self.file_bytes is None and self.total_bytes == len(self._tail)
+        return bytes(self._tail) if whole else None
+
+    def keep(self) -> None:
+        """Write the output to the file if there is none yet (the whole output is in the tail then)."""
+        if self.file_bytes is None:
+            self._open_file(bytes(self._tail))
+            if self._closed:
+                self._close_file()
+
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.path is not None:
+            _OPEN.pop(os.fspath(self.path), None)
+        if self.file_bytes is None and not tail_is_whole(self.tail_text(), self._limit):
+            self._open_file(bytes(self._tail))
+        self._close_file()
+
+    def _close_file(self) -> None:
         if self._file is not None:
             file, self._file = self._file, None
             file.close()

@@ -1,10 +1,11 @@
 """Full outputs on the executing node's disk: one file per attempt, bounded in number and bytes.
 
 The replicated state keeps only a tail of each output (DESIGN.md §3, "bounded state"); the full
-output of every attempt is appended to `<output_dir>/<safe run id>.<attempt>.log` on the node that
-ran it, and `GET /v1/runs/{run_id}/output` serves it from there. `prune_outputs` keeps the
-directory within a number of files and a number of bytes, deleting the least recently written
-files first and never a file that is still being written.
+output of an attempt whose tail cannot stand for it is written to
+`<output_dir>/<safe run id>.<attempt>.log` on the node that ran it (see `base.OutputSink`), and
+`GET /v1/runs/{run_id}/output` serves it from there. `OutputRetention` keeps the directory within a
+number of files and a number of bytes, deleting the least recently written files first and never a
+file that is still being written.
 
 File names are safe for any run id: characters outside `[A-Za-z0-9._~@-]` are %-escaped (so
 `/`, NUL and `%` itself can never reach the file system raw and distinct ids never collide), a
@@ -17,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Container
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ["PruneResult", "output_file_name", "output_path", "prune_outputs"]
+__all__ = ["OutputRetention", "PruneResult", "output_file_name", "output_path"]
 
 log = logging.getLogger(__name__)
 
@@ -53,35 +54,64 @@ class PruneResult:
     removed_bytes: int
 
 
-def prune_outputs(
-    output_dir: Path, *, keep_files: int, keep_bytes: int, busy: Container[str] = ()
-) -> PruneResult:
-    """Delete the oldest output files until at most `keep_files` files and `keep_bytes` bytes remain.
+class OutputRetention:
+    """The output files of one directory, oldest first, in memory: pruning lists no directory.
 
-    Age is the last write (mtime). File names in `busy` (runs still executing) are never deleted,
-    though they count. Blocking (it lists and stats the directory): call it from a thread. A file
-    that cannot be deleted is logged and skipped; a missing directory holds nothing.
+    `scan` builds it once, when the node starts and before any run writes (blocking: from a
+    thread); after that the worker `add`s each file as its run ends, so a file still being
+    written is never in it and never deleted. `take_excess` (event loop) picks the oldest files
+    over `keep_files` / `keep_bytes` and forgets them; `delete` (blocking) unlinks them.
     """
-    entries = _scan(output_dir)
-    files, total = len(entries), sum(size for _, _, size in entries)
-    removed, removed_bytes = 0, 0
-    for _, name, size in entries:
-        if files <= keep_files and total <= keep_bytes:
-            break
-        if name in busy:
-            continue
-        try:
-            os.unlink(output_dir / name)
-        except FileNotFoundError:
-            pass  # gone already: it no longer counts
-        except OSError as exc:
-            log.warning("cannot delete old output %s: %s", output_dir / name, exc)
-            continue
-        files, total = files - 1, total - size
-        removed, removed_bytes = removed + 1, removed_bytes + size
-    if removed:
-        log.info("pruned %d output files (%d bytes) in %s", removed, removed_bytes, output_dir)
-    return PruneResult(files, total, removed, removed_bytes)
+
+    def __init__(self, directory: Path, *, keep_files: int, keep_bytes: int) -> None:
+        self.directory = directory
+        self.keep_files = keep_files
+        self.keep_bytes = keep_bytes
+        self._files: deque[tuple[str, int]] = deque()  # (name, size), oldest first
+        self.total_bytes = 0
+
+    @property
+    def files(self) -> int:
+        return len(self._files)
+
+    def scan(self) -> None:
+        """Create the directory if needed, and take the files already in it, oldest first."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for _, name, size in _scan(self.directory):
+            self.add(name, size)
+
+    def add(self, name: str, size: int) -> None:
+        self._files.append((name, size))
+        self.total_bytes += size
+
+    def over(self) -> bool:
+        return len(self._files) > self.keep_files or self.total_bytes > self.keep_bytes
+
+    def take_excess(self) -> list[tuple[str, int]]:
+        """The oldest files to delete to get within the limits, no longer counted here."""
+        taken = []
+        while self._files and self.over():
+            name, size = self._files.popleft()
+            self.total_bytes -= size
+            taken.append((name, size))
+        return taken
+
+    def delete(self, files: list[tuple[str, int]]) -> PruneResult:
+        """Unlink `files` (from `take_excess`). A file gone already is fine; one that cannot be
+        deleted is logged and no longer tracked (the next scan, at the next start, sees it)."""
+        removed, removed_bytes = 0, 0
+        for name, size in files:
+            try:
+                os.unlink(self.directory / name)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot delete old output %s: %s", self.directory / name, exc)
+                continue
+            removed, removed_bytes = removed + 1, removed_bytes + size
+        if removed:
+            log.info("pruned %d output files (%d bytes) in %s", removed, removed_bytes, self.directory)
+        return PruneResult(self.files, self.total_bytes, removed, removed_bytes)
 
 
 def _scan(output_dir: Path) -> list[tuple[int, str, int]]:

@@ -387,6 +387,32 @@ def test_output_sink_keeps_a_bounded_tail(tmp_path: Path) -> None:
         assert sink.tail_text() == "\ufffdz"
 
 
+def test_output_sink_writes_a_file_only_when_the_tail_cannot_stand_for_the_output(tmp_path: Path) -> None:
+    small = tmp_path / "out" / "small"
+    with OutputSink(64, small) as sink:
+        sink.write(b"200 OK")
+        assert sink.so_far() == b"200 OK"
+    assert not small.exists() and sink.file_bytes is None and sink.tail_text() == "200 OK"
+    sink.keep()  # on demand, after the run (one that did not succeed): the directory is created
+    assert small.read_bytes() == b"200 OK" and sink.file_bytes == 6
+    big = tmp_path / "out" / "big"
+    with OutputSink(8, big) as sink:
+        sink.write(b"12345678")
+        assert not big.exists()
+        sink.write(b"9")  # outgrows the tail: the file gets everything so far
+        assert big.read_bytes() == b"123456789" and sink.so_far() is None
+        sink.write(b"0")
+    assert big.read_bytes() == b"1234567890" and sink.file_bytes == 10
+
+
+def test_output_sink_file_errors_keep_the_tail_and_never_raise(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with OutputSink(2, blocker / "out") as sink:  # its directory is a file
+        sink.write(b"abc")
+    assert sink.tail_text() == "bc" and sink.file_bytes is None
+
+
 @pytest.mark.parametrize(
     ("module", "allow", "allowed"),
     [

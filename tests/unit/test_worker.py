@@ -29,12 +29,14 @@ from raftsched.executors import (
     ExecResult,
     Executor,
     GroupLedger,
+    OutputSink,
     RunContext,
     _reaper,
     executor_for,
 )
 from raftsched.executors._reaper import boot_id, start_ticks
-from raftsched.executors.outputs import output_file_name, prune_outputs
+from raftsched.executors.base import output_so_far
+from raftsched.executors.outputs import OutputRetention, output_file_name
 from raftsched.model import RunState, TaskSpec, TaskType
 from raftsched.worker import Worker, WorkerSettings
 
@@ -84,6 +86,8 @@ class FakeExecutor:
         self.auto = False
         self.running = 0
         self.peak = 0
+        self.tail_bytes = 4096  # the sink's tail: a smaller one makes every run write a file
+        self.outcome: str = "succeeded"
 
     def gate(self, run_id: str) -> asyncio.Event:
         return self.gates.setdefault(run_id, asyncio.Event())
@@ -108,16 +112,16 @@ class FakeExecutor:
         self.running += 1
         self.peak = max(self.peak, self.running)
         try:
-            if output_path is not None:
-                output_path.write_text(f"output of {ctx.run_id}\n")  # noqa: ASYNC240 - as the real sink does
-            if not self.auto:
-                await self.gate(ctx.run_id).wait()
+            with OutputSink(self.tail_bytes, output_path) as sink:
+                sink.write(f"output of {ctx.run_id}\n".encode())
+                if not self.auto:
+                    await self.gate(ctx.run_id).wait()
         except asyncio.CancelledError:
             self.cancelled.append(ctx.run_id)
             raise
         finally:
             self.running -= 1
-        return ExecResult(outcome="succeeded", exit_code=0, output_tail=f"ok {ctx.run_id}")
+        return ExecResult(outcome=self.outcome, exit_code=0, output_tail=f"ok {ctx.run_id}")  # type: ignore[arg-type]
 
     async def close(self) -> None:
         pass
@@ -164,6 +168,7 @@ def make_rig(node: str = NODE, executor: Executor | None = None, **settings: Any
         lambda _: chosen,
         asyncio.Event(),
     )
+    driver.state.listeners.insert(0, worker.on_applied)  # as the node wires it
     return Rig(driver, clock, proposer, fake, worker)
 
 
@@ -274,6 +279,116 @@ async def test_reassigned_run_is_killed_locally(rig: Rig) -> None:
     rig.executor.release(run_id)
     assert await rig.worker.flush_reports()
     assert rig.proposer.of(CommandType.FINISH_RUNS) == []
+
+
+# ---------------------------------------------------------------- incremental reconciliation
+
+
+def count_full(rig: Rig) -> list[int]:
+    """How many times the worker went through its whole active set (one item per time)."""
+    calls: list[int] = []
+    full = rig.worker._reconcile_all
+
+    def counted() -> None:
+        calls.append(1)
+        full()
+
+    rig.worker._reconcile_all = counted  # type: ignore[method-assign]
+    return calls
+
+
+async def test_a_wake_up_looks_only_at_what_the_applied_commands_touched(rig: Rig) -> None:
+    assert rig.driver.add("b")["ok"]  # a change to the job table: the next reconcile is a full one
+    fire(rig, "a")
+    await rig.tick()
+    full = count_full(rig)
+    b = fire(rig, "b")
+    await rig.tick()
+    assert full == [] and set(rig.worker._local) == {rid("a"), b}
+    await rig.advance(1)
+    assert sorted(rig.executor.started_ids()) == [rid("a"), b]
+    await rig.advance(rig.worker.settings.full_reconcile_period_s)  # the safety net
+    assert full == [1]
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["delete the job", "pause the job", "edit the job", "replace by the next slot", "snapshot load"],
+)
+async def test_a_run_the_log_took_away_is_killed_whatever_command_did_it(rig: Rig, how: str) -> None:
+    run_id = fire(rig, "a", overlap="replace")
+    pending = fire(rig, "p", due_ms=DUE + 5000)
+    await rig.advance(1)
+    assert rig.executor.started_ids() == [run_id]
+    d = rig.driver
+    if how == "delete the job":
+        assert d.cmd(CommandType.DELETE_JOB, job_id="a", now_ms=DUE, actor="t")["ok"]
+        assert d.cmd(CommandType.DELETE_JOB, job_id="p", now_ms=DUE, actor="t")["ok"]
+    elif how == "pause the job":
+        assert d.start(run_id, at=DUE)["ok"]
+        assert d.cmd(CommandType.CANCEL_RUN, run_id=run_id, now_ms=DUE, actor="t")["ok"]
+        assert d.cmd(CommandType.PAUSE_JOB, job_id="p", now_ms=DUE, actor="t")["ok"]
+    elif how == "edit the job":
+        assert d.cmd(CommandType.CANCEL_RUN, run_id=run_id, now_ms=DUE, actor="t")["ok"]
+        spec = {**d.state.jobs["p"].spec.to_dict(), "schedule": {"every": 7}}
+        assert d.cmd(CommandType.PUT_JOB, spec=spec, now_ms=DUE, mode="replace")["ok"]
+    elif how == "replace by the next slot":
+        fire(rig, "a", due_ms=DUE + 60_000, node="n3")
+        assert d.cmd(CommandType.CANCEL_RUN, run_id=pending, now_ms=DUE, actor="t")["ok"]
+    else:
+        other = Driver()
+        other.state.load(d.state.dump())
+        for cancel in (run_id, pending):
+            other.cmd(CommandType.CANCEL_RUN, run_id=cancel, now_ms=DUE, actor="t")
+        rig.worker.on_applied, listener = (lambda *_: None), rig.worker.on_applied  # type: ignore[method-assign]
+        d.state.load(other.state.dump())  # no listener hears a snapshot load
+        rig.worker.on_applied = listener  # type: ignore[method-assign]
+    if how != "snapshot load":
+        rig.worker._generation = d.state.generation  # what the commands touched is enough
+    await rig.tick()
+    assert rig.executor.cancelled == [run_id]
+    assert rig.worker._local == {} and rig.worker._local_jobs == {}  # at once, not by the safety net
+    await rig.advance(10)
+    assert rig.executor.started_ids() == [run_id]  # the pending one never started
+
+
+async def test_a_queued_run_released_by_a_finish_elsewhere_gets_its_timer(rig: Rig) -> None:
+    first = fire(rig, "q", overlap="queue", node="n3")
+    queued = fire(rig, "q", due_ms=DUE + 1000)
+    assert rig.driver.state.runs[queued].waiting
+    await rig.tick()
+    assert rig.worker._local == {}
+    assert rig.driver.start(first, node="n3", at=DUE)["ok"]
+    assert rig.driver.finish(first, node="n3", at=DUE + 1500)["ok"]  # n3's report releases ours
+    await rig.tick()
+    assert set(rig.worker._local) == {queued}
+    await rig.advance(2.499)
+    assert rig.executor.started_ids() == []
+    await rig.advance(0.001)  # released at the finish: due then
+    assert rig.executor.started_ids() == [queued]
+
+
+async def test_a_retry_on_this_node_is_a_new_attempt_with_its_own_timer(rig: Rig) -> None:
+    for other in ("n1", "n3"):  # down: the retry stays here
+        assert rig.driver.cmd(CommandType.SET_NODE, term=1, node=other, up=False, now_ms=T0)["ok"]
+    run_id = fire(rig, "r", retries={"max": 1, "initial_delay": 1, "jitter": 0})
+    rig.executor.auto, rig.executor.outcome = True, "failed"
+    await rig.advance(1)
+    assert await rig.worker.flush_reports()
+    run = rig.driver.state.runs[run_id]
+    assert (run.attempt, run.state, run.node) == (2, RunState.PENDING, NODE)
+    await rig.tick()
+    await rig.advance(1)
+    assert [a for r, a, _ in rig.executor.started if r == run_id] == [1, 2]
+
+
+async def test_a_command_the_worker_cannot_read_makes_it_look_at_everything(rig: Rig) -> None:
+    fire(rig, "a")
+    await rig.tick()
+    full = count_full(rig)
+    rig.worker.on_applied(Command(type=CommandType.NOOP, body={}), {"ok": False, "code": "internal"})
+    await rig.tick()
+    assert full == [1]
 
 
 # ---------------------------------------------------------------- at_most_once
@@ -438,40 +553,50 @@ def _outputs(directory: Path, sizes: list[int]) -> list[str]:
     return names
 
 
+def _retention(directory: Path, keep_files: int, keep_bytes: int) -> OutputRetention:
+    retention = OutputRetention(directory, keep_files=keep_files, keep_bytes=keep_bytes)
+    retention.scan()
+    return retention
+
+
 def test_prune_keeps_the_newest_files_within_count_and_bytes(tmp_path: Path) -> None:
     names = _outputs(tmp_path, [10] * 6)
     (tmp_path / "notes.txt").write_text("not an output")
-    result = prune_outputs(tmp_path, keep_files=4, keep_bytes=1000)
+    retention = _retention(tmp_path, keep_files=4, keep_bytes=1000)
+    result = retention.delete(retention.take_excess())
     assert (result.removed_files, result.kept_files) == (2, 4)
     assert sorted(p.name for p in tmp_path.glob("*.log")) == sorted(names[2:])
-    result = prune_outputs(tmp_path, keep_files=100, keep_bytes=25)
+    retention = _retention(tmp_path, keep_files=100, keep_bytes=25)
+    result = retention.delete(retention.take_excess())
     assert sorted(p.name for p in tmp_path.glob("*.log")) == sorted(names[4:])
     assert (result.kept_bytes, result.removed_bytes) == (20, 20)
     assert (tmp_path / "notes.txt").exists()
-    assert prune_outputs(tmp_path / "missing", keep_files=0, keep_bytes=0).kept_files == 0
+    missing = _retention(tmp_path / "missing", keep_files=0, keep_bytes=0)
+    assert missing.files == 0 and (tmp_path / "missing").is_dir()  # created once, at start
 
 
-def test_prune_never_deletes_a_busy_file(tmp_path: Path) -> None:
-    names = _outputs(tmp_path, [10] * 4)
-    prune_outputs(tmp_path, keep_files=2, keep_bytes=1000, busy={names[0]})
-    assert sorted(p.name for p in tmp_path.glob("*.log")) == sorted([names[0], names[3]])
-    result = prune_outputs(tmp_path, keep_files=0, keep_bytes=0, busy={names[0]})
-    assert [p.name for p in tmp_path.glob("*.log")] == [names[0]]
-    assert result.kept_files == 1  # over the limit only by what is busy
+def test_prune_tracks_files_as_they_close_without_listing_the_directory(tmp_path: Path) -> None:
+    names = _outputs(tmp_path, [10] * 2)
+    retention = _retention(tmp_path, keep_files=3, keep_bytes=1000)
+    (tmp_path / output_file_name("never@told", 1)).write_bytes(b"x")  # not added: never pruned
+    retention.add(output_file_name("new@1", 1), 10)
+    assert not retention.over()
+    retention.add(output_file_name("new@2", 1), 10)
+    assert retention.over()
+    assert retention.take_excess() == [(names[0], 10)]
+    assert (retention.files, retention.total_bytes) == (3, 30)
+    result = retention.delete([(names[0], 10), ("gone.1.log", 5)])  # a file gone already is fine
+    assert (result.removed_files, result.removed_bytes) == (1, 10)
+    assert (tmp_path / output_file_name("never@told", 1)).exists()
 
 
-async def test_worker_prunes_at_start_and_every_n_runs_but_not_a_running_one(
+async def test_worker_prunes_at_start_and_as_runs_end_but_not_a_running_one(
     tmp_path: Path, rigs: Callable[..., Rig]
 ) -> None:
     out = tmp_path / "n2" / "outputs"
     old = _outputs(out, [10] * 5)
-    rig = rigs(
-        output_dir=out,
-        output_keep_files=2,
-        output_prune_every_runs=2,
-        output_prune_min_interval_s=0,
-        output_prune_period_s=3600,
-    )
+    rig = rigs(output_dir=out, output_keep_files=2, output_prune_min_interval_s=0)
+    rig.executor.tail_bytes = 4  # every run writes a file
     worker_task = asyncio.create_task(rig.worker.run())
     try:
         await _until(lambda: len(list(out.glob("*.log"))) == 2)
@@ -479,15 +604,36 @@ async def test_worker_prunes_at_start_and_every_n_runs_but_not_a_running_one(
         run_ids = [fire(rig, job) for job in ("a", "b", "c")]
         await rig.advance(1)
         await _until(lambda: len(rig.executor.started) == 3)
-        assert len(list(out.glob("*.log"))) == 5  # no prune per run: only every 2 runs
+        assert len(list(out.glob("*.log"))) == 5  # the running ones are not counted yet
         rig.executor.release(run_ids[0], run_ids[1])  # two runs end: a prune, while `c` still runs
         await _until(lambda: not any((out / name).exists() for name in old))
-        await _until(lambda: len(list(out.glob("*.log"))) == 2)
+        await _until(lambda: len(list(out.glob("*.log"))) == 3)
         assert (out / output_file_name(run_ids[2], 1)).exists()  # busy: kept whatever its age
+        rig.executor.release(run_ids[2])
+        await _until(lambda: len(list(out.glob("*.log"))) == 2)
+        assert not (out / output_file_name(run_ids[0], 1)).exists()
     finally:
         worker_task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await worker_task
+
+
+async def test_small_outputs_write_no_file_unless_the_attempt_did_not_succeed(
+    tmp_path: Path, rigs: Callable[..., Rig]
+) -> None:
+    out = tmp_path / "outputs"
+    rig = rigs(output_dir=out)
+    out.mkdir()
+    small = fire(rig, "small")
+    rig.executor.auto = True
+    await rig.advance(1)
+    assert rig.executor.started_ids() == [small]
+    assert list(out.iterdir()) == []  # the tail in the state is the whole output
+    rig.executor.outcome = "failed"  # a retry would replace its tail in the state: kept on disk
+    failing = fire(rig, "failing", due_ms=DUE + 1000)
+    await rig.advance(1)
+    assert (out / output_file_name(failing, 1)).read_text() == f"output of {failing}\n"
+    assert rig.worker.retention is not None and rig.worker.retention.files == 1
 
 
 async def _until(check: Callable[[], bool], within_s: float = 5.0) -> None:
@@ -646,11 +792,12 @@ async def test_worker_records_the_groups_of_running_tasks(tmp_path: Path) -> Non
         assert (group["run_id"], group["attempt"]) == (run_id, 1)
         assert start_ticks(group["pgid"]) == group["start"]
         output = out / output_file_name(run_id, 1)
-        await _until(lambda: output.exists() and output.read_text() == "started\n")
+        await _until(lambda: output_so_far(output) == b"started\n")  # small: in memory, no file yet
         assert rig.driver.cmd(CommandType.CANCEL_RUN, run_id=run_id, now_ms=DUE, actor="t")["ok"]
         rig.worker.wake.set()
         assert await _wait_dead(group["pgid"])
         await _until(lambda: recorded() == [])
+        await _until(lambda: output.read_text() == "started\n")  # a cancelled attempt's output is kept
     finally:
         worker_task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -754,9 +901,46 @@ def restarted(rig: Rig, tmp_path: Path) -> Rig:
         lambda _: fake,
         asyncio.Event(),
     )
+    rig.driver.state.listeners[0] = worker.on_applied  # the last life's worker is gone
     assert worker.attempts is not None
     worker.attempts.load()
     return Rig(rig.driver, rig.clock, rig.proposer, fake, worker)
+
+
+async def test_runs_starting_together_share_one_journal_write_and_finishes_go_with_the_report(
+    rigs: Callable[..., Rig], tmp_path: Path
+) -> None:
+    rig = rigs(output_dir=tmp_path / "outputs")
+    journal = rig.worker.attempts
+    assert journal is not None
+    writes: list[tuple[int, int]] = []  # (lines written, tasks started before the write)
+    flush = journal.flush
+
+    def counted() -> int:
+        lines = flush()
+        if lines:
+            writes.append((lines, len(rig.executor.started)))
+        return lines
+
+    journal.flush = counted  # type: ignore[method-assign]
+    run_ids = [fire(rig, job) for job in ("a", "b", "c", "d")]
+    await rig.advance(1)
+    assert sorted(rig.executor.started_ids()) == sorted(run_ids)
+    assert writes == [(4, 0)]  # one write, before any task started
+    rig.executor.release(*run_ids)
+    await rig.settle()
+    assert writes == [(4, 0)]  # finish lines wait for the report flush
+    seen: list[bytes] = []
+    propose = rig.worker.propose
+
+    async def proposing(data: bytes) -> dict[str, Any]:
+        seen.append(journal.path.read_bytes())
+        return await propose(data)
+
+    rig.worker.propose = proposing
+    assert await rig.worker.flush_reports()
+    assert writes == [(4, 0), (4, 4)]
+    assert seen[0].count(b'"e":"finish"') == 4  # on disk before the first report is proposed
 
 
 async def test_an_attempt_run_before_a_restart_is_reported_not_run_again(
