@@ -722,11 +722,18 @@ def _started_after_cancel(
                 cancelled[(r["run_id"], r.get("attempt"))] = _ms(r["finished_at"])
     excused = 0
     slack_ms = (history.ack_epsilon_s + history.max_clock_offset_s) * 1000
+    ops_by_job: dict[str, list[Op]] = defaultdict(list)
+    for op in history.ops:
+        ops_by_job[op.job].append(op)
     for ex in history.executions:
         at = cancelled.get((ex.run_id, ex.attempt))
         if at is None or ex.start_wall_ms <= at + slack_ms:
             continue
-        cancel_mono = at / 1000 - wall_minus_mono
+        cancel_mono = _cancel_committed(
+            ops_by_job[ex.job], at / 1000 - wall_minus_mono, history.ack_epsilon_s
+        )
+        if cancel_mono is None or ex.start_mono <= cancel_mono + history.ack_epsilon_s:
+            continue
         ahead = history.lookahead_s + history.ack_epsilon_s
         if _faulted(windows, ex.node, ex.start_mono - history.catch_up_s, ex.start_mono) or (
             ex.start_mono <= cancel_mono + ahead
@@ -742,6 +749,18 @@ def _started_after_cancel(
             after_s=round(ex.start_mono - cancel_mono, 3),
         )
     return excused
+
+
+def _cancel_committed(ops: list[Op], stamped: float, eps: float) -> float | None:
+    """When a cancel committed, at the latest. Its record carries the proposer's clock; an admin
+    write's time is read when the request arrives, and its commit may wait for a leader for
+    seconds: then the acknowledgement bounds it (None when the write's outcome is unknown)."""
+    during = [
+        o for o in ops if o.invoke_mono - eps <= stamped <= o.complete_mono + eps and o.status != "failed"
+    ]
+    if any(o.status != "ok" for o in during):
+        return None
+    return max([stamped, *(o.complete_mono for o in during)])
 
 
 # ---------------------------------------------------------------- 7. acknowledged writes

@@ -564,3 +564,19 @@ def test_a_cancel_the_failed_leader_never_announced_excuses_a_start_within_a_loo
     assert result.ok and result.counts["cut_off_starts"] == 1  # the leader (n1) was cut off
     h.executions[4] = ex("m", 5, node="n2", start=6.5)  # later than a lookahead after the cancel
     assert not check_no_run_after_stop(h).ok
+
+
+def test_a_cancel_by_a_write_that_waited_for_a_leader_counts_from_its_acknowledgement() -> None:
+    h = clean()
+    for items in h.records.values():  # the pause arrived at 3.0 but committed only at its ack, 5.2
+        items[4] = rec("m", 5, state="cancelled", finished_at=iso(BASE + 3000))
+    h.ops.insert(1, op("pause", "m", 2.95, 5.2, result=job_view("m", 2, paused=True)))
+
+    def cancel_violations() -> list[str]:
+        return [v["run"] for v in check_no_run_after_stop(h).violations if "log had cancelled" in v["what"]]
+
+    assert cancel_violations() == []  # slot 5 started at 5.01, before the pause committed
+    h.ops[1].status = "indeterminate"  # never acknowledged: when it committed is unknown
+    assert cancel_violations() == []
+    h.ops[1].complete_mono, h.ops[1].status = 3.5, "ok"  # acknowledged before slot 5 started
+    assert cancel_violations() == [f"m@{BASE + 5000}"]
