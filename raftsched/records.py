@@ -1,19 +1,23 @@
 """Records the replicated state keeps: jobs, runs, nodes, statistics.
 
 Frozen, so that a reader holding one never sees it change under it; the state replaces
-records (`dataclasses.replace`) instead of mutating them. Each has `to_dict`/`from_dict`
-for the orjson snapshot (nothing of ours is pickled).
+records (`evolve`, a cheap `dataclasses.replace`) instead of mutating them. Each has
+`to_dict`/`from_dict` for the orjson snapshot (nothing of ours is pickled).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .model import JobSpec, RunState
 
-__all__ = ["BUCKETS_MS", "JobRecord", "NodeRecord", "Run", "Summary", "new_stats"]
+__all__ = ["BUCKETS_MS", "JobRecord", "NodeRecord", "Run", "Summary", "evolve", "new_stats"]
+
+R = TypeVar("R")
 
 # Upper bounds (ms) of the latency histogram buckets; the last bucket is open.
 BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000, 300000)
@@ -46,7 +50,7 @@ class JobRecord:
     actor: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d = _fields_dict(self)
         d["spec"] = self.spec.to_dict()
         return d
 
@@ -84,7 +88,7 @@ class Run:
     count: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return _fields_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Run:
@@ -105,7 +109,7 @@ class NodeRecord:
     updated_ms: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return _fields_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NodeRecord:
@@ -122,12 +126,13 @@ class Summary:
     max_ms: int = 0
 
     def add(self, value_ms: int) -> None:
-        value_ms = max(0, value_ms)
-        index = next((i for i, b in enumerate(BUCKETS_MS) if value_ms <= b), len(BUCKETS_MS))
-        self.buckets[index] += 1
+        if value_ms < 0:
+            value_ms = 0
+        self.buckets[bisect_left(BUCKETS_MS, value_ms)] += 1  # the first bound >= value_ms
         self.count += 1
         self.total_ms += value_ms
-        self.max_ms = max(self.max_ms, value_ms)
+        if value_ms > self.max_ms:
+            self.max_ms = value_ms
 
     def quantile_ms(self, q: float) -> int | None:
         """The bucket bound at quantile q (an upper estimate), capped by the exact max."""
@@ -154,3 +159,47 @@ def new_stats() -> dict[str, Any]:
     stats["lateness"] = Summary()
     stats["duration"] = Summary()
     return stats
+
+
+# ---------------------------------------------------------------- copies
+
+
+def evolve(record: R, **changes: Any) -> R:
+    """`dataclasses.replace(record, **changes)` for the frozen, slotted records, at a third of the
+    cost: the copy takes every field from `record` (nothing to default, no `__init__` to run) and
+    then the changed ones. An unknown field name raises TypeError, as `replace` does."""
+    setters = _SETTERS.get(type(record)) or _setters(type(record))
+    new = setters[""](record)
+    for name, value in changes.items():
+        try:
+            setter = setters[name]
+        except KeyError:
+            raise TypeError(f"{type(record).__name__} has no field {name!r}") from None
+        setter(new, value)
+    return new  # type: ignore[no-any-return]
+
+
+_SETTERS: dict[type, dict[str, Callable[..., Any]]] = {}
+
+
+def _setters(cls: type) -> dict[str, Callable[..., Any]]:
+    """Per field, the slot's own setter (it bypasses the frozen `__setattr__`, as the generated
+    `__init__` does); under "", a function that copies every field into a new instance."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    setters: dict[str, Callable[..., Any]] = {name: cls.__dict__[name].__set__ for name in names}
+    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls, **{f"_set_{n}": setters[n] for n in names}}
+    body = "".join(f"    _set_{n}(new, record.{n})\n" for n in names)
+    exec(f"def copy(record):\n    new = _new(_cls)\n{body}    return new\n", scope)  # noqa: S102
+    setters[""] = scope["copy"]
+    _SETTERS[cls] = setters
+    return setters
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _fields_dict(record: Any) -> dict[str, Any]:
+    names = _FIELD_NAMES.get(type(record))
+    if names is None:
+        names = _FIELD_NAMES[type(record)] = tuple(f.name for f in dataclasses.fields(record))
+    return {name: getattr(record, name) for name in names}

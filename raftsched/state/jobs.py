@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from ..errors import RaftschedError
 from ..model import JobSpec, RunState
-from ..records import JobRecord, Run, new_stats
-from .data import Result, StateData, ok, reject
+from ..records import JobRecord, Run, evolve, new_stats
+from .data import ACTIVE, Result, StateData, ok, reject
 
 __all__ = ["JobCommands"]
 
@@ -53,7 +52,7 @@ class JobCommands(StateData):
                 if not self.runs[r].manual and self.runs[r].state in _STARTED
             ]
             last_slot, next_slot = max([now_ms, *(s for s in started if s <= last_slot)]), None
-        record = dataclasses.replace(
+        record = evolve(
             old,
             spec=spec,
             version=old.version + 1,
@@ -99,7 +98,7 @@ class JobCommands(StateData):
                 existing.append(spec.id)
                 continue
             self._create_job(spec, {**body, "next_nominal_ms": item.get("next_nominal_ms")})
-            self.jobs[spec.id] = dataclasses.replace(
+            self.jobs[spec.id] = evolve(
                 self.jobs[spec.id],
                 created_ms=item.get("created_ms", body["now_ms"]),
                 last_slot_ms=item.get("last_slot_ms"),
@@ -145,9 +144,9 @@ class JobCommands(StateData):
         now_ms = body["now_ms"]
         if not job.spec.paused:
             self._cancel_pending(job.spec.id, now_ms, "job paused")
-            job = dataclasses.replace(
+            job = evolve(
                 job,
-                spec=dataclasses.replace(job.spec, paused=True),
+                spec=evolve(job.spec, paused=True),
                 version=job.version + 1,
                 updated_ms=now_ms,
                 paused_ms=now_ms,
@@ -174,9 +173,9 @@ class JobCommands(StateData):
                     count=skipped["count"],
                 )
             last = max(job.last_slot_ms or 0, now_ms)
-            job = dataclasses.replace(
+            job = evolve(
                 job,
-                spec=dataclasses.replace(job.spec, paused=False),
+                spec=evolve(job.spec, paused=False),
                 version=job.version + 1,
                 updated_ms=now_ms,
                 paused_ms=None,
@@ -216,6 +215,6 @@ class JobCommands(StateData):
         run = self.runs.get(str(body.get("run_id")))
         if run is None:
             return reject("not_found", f"no run {body.get('run_id')!r}", "run_id")
-        if run.state.active:
+        if run.state in ACTIVE:
             self._finish(run, RunState.CANCELLED, body["now_ms"], reason=f"cancelled by {body.get('actor')}")
         return ok(run_id=run.run_id, state=self.runs[run.run_id].state.value)
