@@ -131,13 +131,17 @@ class StateData:
         if ids is None:
             return
         excess = len(ids) - len(self.job_active.get(job_id, {})) - self.settings["history_per_job"]
-        for rid in list(ids):
-            if excess <= 0:
-                return
+        if excess <= 0:
+            return
+        doomed = []  # the oldest `excess` ended runs, found without copying the whole history
+        for rid in ids:
             if self.runs[rid].state in TERMINAL:
-                del ids[rid]
-                del self.runs[rid]
-                excess -= 1
+                doomed.append(rid)
+                if len(doomed) == excess:
+                    break
+        for rid in doomed:
+            del ids[rid]
+            del self.runs[rid]
 
     def _count(self, job_id: str, counter: str, n: int = 1) -> None:
         """Add to a counter of the job (if it still exists) and of the cluster."""
