@@ -7,15 +7,30 @@ records (`evolve`, a cheap `dataclasses.replace`) instead of mutating them. Each
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-from .model import JobSpec, RunState
+from .model import JobSpec, Misfire, Retries, Route, RunState
 
-__all__ = ["BUCKETS_MS", "JobRecord", "NodeRecord", "Run", "Summary", "evolve", "new_stats"]
+__all__ = [
+    "BUCKETS_MS",
+    "NO_RUNS",
+    "ZERO_STATS",
+    "JobRecord",
+    "NodeRecord",
+    "ReadOnlyDict",
+    "Run",
+    "Summary",
+    "evolve",
+    "new_stats",
+    "shared_parts",
+    "stats_from_dict",
+    "stats_to_dict",
+]
 
 R = TypeVar("R")
 
@@ -56,7 +71,7 @@ class JobRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> JobRecord:
-        return cls(**{**d, "spec": JobSpec.from_dict(d["spec"])})
+        return cls(**{**d, "spec": shared_parts(JobSpec.from_dict(d["spec"]))})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,10 +170,82 @@ class Summary:
 
 
 def new_stats() -> dict[str, Any]:
+    """Counters and summaries of one job (or of the cluster), all zero, to be changed in place."""
     stats: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
     stats["lateness"] = Summary()
     stats["duration"] = Summary()
     return stats
+
+
+def stats_to_dict(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.to_dict() if isinstance(v, Summary) else v for k, v in stats.items()}
+
+
+def stats_from_dict(raw: dict[str, Any]) -> dict[str, Any]:
+    """The stats a snapshot holds; all-zero ones are the shared `ZERO_STATS`."""
+    if raw == _ZERO_DICT:
+        return ZERO_STATS
+    out = new_stats()
+    for key, value in raw.items():
+        out[key] = Summary(**value) if isinstance(value, dict) else value
+    return out
+
+
+# ---------------------------------------------------------------- shared parts
+#
+# Most jobs have the same empty maps, default policies and (until they run) all-zero statistics.
+# One instance of each serves them all; it refuses to change, so a writer that forgets to replace
+# it first fails (deterministically) instead of changing every job at once.
+
+
+class ReadOnlyDict(dict[str, Any]):
+    """A dict that refuses every change (reads, equality and serialization are a dict's)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("a shared read-only dict: replace it instead of changing it")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    setdefault = update = pop = popitem = clear = _refuse
+
+    def __reduce__(self) -> tuple[type[ReadOnlyDict], tuple[dict[str, Any]]]:
+        return (type(self), (dict(self),))  # pickle: built whole, not item by item
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)  # a copy is for changing
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(dict(self), memo)
+
+
+class _ReadOnlySummary(Summary):
+    __slots__ = ()
+
+    def add(self, value_ms: int) -> None:
+        raise TypeError("the shared zero summary: replace the stats instead of changing them")
+
+
+EMPTY = ReadOnlyDict()
+NO_RUNS = ReadOnlyDict()  # the run ids of a job that has none: `job_runs` and `job_active` values
+ZERO_STATS = ReadOnlyDict(new_stats(), lateness=_ReadOnlySummary(), duration=_ReadOnlySummary())
+_ZERO_DICT = stats_to_dict(ZERO_STATS)
+_RETRIES, _MISFIRE, _ROUTE = Retries(), Misfire(), Route(tags=EMPTY)
+
+
+def shared_parts(spec: JobSpec) -> JobSpec:
+    """`spec` (an equal one) whose default policies and empty maps are the shared instances."""
+    changes: dict[str, Any] = {}
+    for name, shared in (("retries", _RETRIES), ("misfire", _MISFIRE), ("route", _ROUTE), ("labels", EMPTY)):
+        value = getattr(spec, name)
+        if value is not shared and value == shared:
+            changes[name] = shared
+    if "route" not in changes and spec.route.tags == {} and spec.route.tags is not EMPTY:
+        changes["route"] = evolve(spec.route, tags=EMPTY)
+    task = {n: EMPTY for n in ("env", "headers", "kwargs") if getattr(spec.task, n) == {}}
+    if any(getattr(spec.task, n) is not EMPTY for n in task):
+        changes["task"] = evolve(spec.task, **task)
+    return evolve(spec, **changes) if changes else spec
 
 
 # ---------------------------------------------------------------- copies

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..commands import Command
 from ..model import Delivery, RunState
-from ..records import JobRecord, NodeRecord, Run, evolve, new_stats
+from ..records import NO_RUNS, ZERO_STATS, JobRecord, NodeRecord, Run, evolve, new_stats
 from ..routing import Candidate, pick_nodes
 
 __all__ = ["ACTIVE", "OUTCOME_COUNTER", "TERMINAL", "Result", "StateData", "ok", "reject"]
@@ -63,11 +63,12 @@ class StateData:
         self.jobs: dict[str, JobRecord] = {}
         self.runs: dict[str, Run] = {}
         self.nodes: dict[str, NodeRecord] = {}
-        self.job_runs: dict[str, dict[str, None]] = {}  # job -> its run ids, oldest first
-        self.job_active: dict[str, dict[str, None]] = {}  # job -> pending/running run ids
+        # job -> its run ids, oldest first; pending/running ones; NO_RUNS (shared) while it has none
+        self.job_runs: dict[str, dict[str, None]] = {}
+        self.job_active: dict[str, dict[str, None]] = {}
         self.node_active: dict[str, dict[str, None]] = {}  # node -> pending/running run ids
         self.job_waiting: dict[str, dict[str, None]] = {}  # job -> queued run ids (overlap `queue`)
-        self.stats: dict[str, dict[str, Any]] = {}  # job -> counters and summaries
+        self.stats: dict[str, dict[str, Any]] = {}  # job -> counters and summaries (ZERO_STATS: none yet)
         self.totals: dict[str, Any] = new_stats()
         self.requests: dict[str, tuple[str, Result, int]] = {}
         self.audit: dict[str, list[dict[str, Any]]] = {}  # job -> its last mutations, oldest first
@@ -82,13 +83,13 @@ class StateData:
 
     def _add_run(self, run: Run) -> None:
         self.runs[run.run_id] = run
-        self.job_runs.setdefault(run.job_id, {})[run.run_id] = None
+        _ids(self.job_runs, run.job_id)[run.run_id] = None
         if run.state in ACTIVE:
-            self.job_active.setdefault(run.job_id, {})[run.run_id] = None
+            _ids(self.job_active, run.job_id)[run.run_id] = None
             if run.node is not None:
-                self.node_active.setdefault(run.node, {})[run.run_id] = None
+                _ids(self.node_active, run.node)[run.run_id] = None
             if run.waiting:
-                self.job_waiting.setdefault(run.job_id, {})[run.run_id] = None
+                _ids(self.job_waiting, run.job_id)[run.run_id] = None
 
     def _move(self, old: Run, new: Run) -> None:
         if old.node is not None:
@@ -146,13 +147,22 @@ class StateData:
     def _count(self, job_id: str, counter: str, n: int = 1) -> None:
         """Add to a counter of the job (if it still exists) and of the cluster."""
         self.totals[counter] += n
-        if job_id in self.stats:
-            self.stats[job_id][counter] += n
+        stats = self._job_stats(job_id)
+        if stats is not None:
+            stats[counter] += n
 
     def _observe(self, job_id: str, summary: str, value_ms: int) -> None:
         self.totals[summary].add(value_ms)
-        if job_id in self.stats:
-            self.stats[job_id][summary].add(value_ms)
+        stats = self._job_stats(job_id)
+        if stats is not None:
+            stats[summary].add(value_ms)
+
+    def _job_stats(self, job_id: str) -> dict[str, Any] | None:
+        """The job's own stats to change (its first change replaces the shared ZERO_STATS)."""
+        stats = self.stats.get(job_id)
+        if stats is ZERO_STATS:
+            stats = self.stats[job_id] = new_stats()
+        return stats
 
     def _delivery(self, run: Run) -> Delivery:
         job = self.jobs.get(run.job_id)
@@ -233,6 +243,14 @@ class StateData:
 
     def digest_hex(self) -> str:
         return f"{self.applied}:{self.digest.hex()}"
+
+
+def _ids(index: dict[str, dict[str, None]], key: str) -> dict[str, None]:
+    """The run ids under `key`, to add to (the shared NO_RUNS is replaced first)."""
+    ids = index.get(key)
+    if ids is None or ids is NO_RUNS:
+        ids = index[key] = {}
+    return ids
 
 
 def _discard(index: dict[str, dict[str, None]], key: str, run_id: str) -> None:

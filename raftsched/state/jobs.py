@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import RaftschedError
 from ..model import JobSpec, RunState
-from ..records import JobRecord, Run, evolve, new_stats
+from ..records import NO_RUNS, ZERO_STATS, JobRecord, ReadOnlyDict, Run, evolve, shared_parts
 from .data import ACTIVE, Result, StateData, ok, reject
 
 __all__ = ["JobCommands"]
@@ -19,7 +19,7 @@ _STARTED = frozenset(
 class JobCommands(StateData):
     def _apply_put_job(self, body: dict[str, Any]) -> Result:
         try:
-            spec = JobSpec.from_dict(body["spec"])
+            spec = shared_parts(JobSpec.from_dict(body["spec"]))
         except RaftschedError as exc:
             return reject(exc.code, exc.message, exc.field)
         old = self.jobs.get(spec.id)
@@ -79,18 +79,19 @@ class JobCommands(StateData):
         )
         self.next_incarnation += 1
         self.jobs[spec.id] = record
-        self.job_runs[spec.id] = {}
-        self.job_active[spec.id] = {}
-        self.stats[spec.id] = new_stats()
+        # Shared until the job has runs and statistics of its own: most jobs of a big table never do.
+        self.job_runs[spec.id] = self.job_active[spec.id] = NO_RUNS
+        self.stats[spec.id] = ZERO_STATS
         return ok(job_id=spec.id, version=1, created=True)
 
     def _apply_restore_jobs(self, body: dict[str, Any]) -> Result:
         """Recreate jobs from a backup with their own creation time and schedule position, so that
         `every` phases and next fire times survive; jobs that exist are left to the caller."""
         restored, existing, invalid = [], [], []
+        entry: ReadOnlyDict | None = None  # one audit entry, shared by the jobs of this command
         for item in body.get("jobs", ()):
             try:
-                spec = JobSpec.from_dict(item["spec"])
+                spec = shared_parts(JobSpec.from_dict(item["spec"]))
             except (RaftschedError, KeyError, TypeError):
                 invalid.append(str((item.get("spec") or {}).get("id", "?")))
                 continue
@@ -103,14 +104,14 @@ class JobCommands(StateData):
                 created_ms=item.get("created_ms", body["now_ms"]),
                 last_slot_ms=item.get("last_slot_ms"),
             )
-            self.audit.setdefault(spec.id, []).append(
-                {
-                    "at_ms": body["now_ms"],
-                    "actor": str(body.get("actor", "")),
-                    "action": "restored from a backup",
-                    "version": 1,
-                }
-            )
+            if entry is None:
+                entry = ReadOnlyDict(
+                    at_ms=body["now_ms"],
+                    actor=str(body.get("actor", "")),
+                    action="restored from a backup",
+                    version=1,
+                )
+            self.audit.setdefault(spec.id, []).append(entry)
             restored.append(spec.id)
         return ok(restored=restored, existing=existing, invalid=invalid)
 
@@ -134,6 +135,7 @@ class JobCommands(StateData):
         del self.jobs[job.spec.id]
         self.audit.pop(job.spec.id, None)
         self.job_active.pop(job.spec.id, None)
+        self.job_waiting.pop(job.spec.id, None)
         self.stats.pop(job.spec.id, None)
         return ok(job_id=job.spec.id)
 

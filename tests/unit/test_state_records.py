@@ -1,0 +1,100 @@
+"""The cheap paths of the state: copies and shared defaults."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+
+import pytest
+
+from raftsched.model import JobSpec, RunState
+from raftsched.records import (
+    EMPTY,
+    NO_RUNS,
+    ZERO_STATS,
+    JobRecord,
+    ReadOnlyDict,
+    Run,
+    Summary,
+    evolve,
+)
+
+from statekit import T0, Driver, job_spec
+
+RUN = Run(
+    run_id="j@1",
+    job_id="j",
+    incarnation=1,
+    attempt=1,
+    nominal_ms=1,
+    due_ms=1,
+    node="n1",
+    state=RunState.PENDING,
+    created_ms=1,
+    env={"K": "v"},
+)
+
+
+def test_evolve_is_replace() -> None:
+    changed = evolve(RUN, state=RunState.RUNNING, started_ms=5, node=None)
+    assert changed == dataclasses.replace(RUN, state=RunState.RUNNING, started_ms=5, node=None)
+    assert RUN.state is RunState.PENDING and RUN.started_ms is None  # the original is untouched
+    assert evolve(RUN) == RUN and evolve(RUN) is not RUN
+    job = JobRecord(
+        spec=JobSpec.from_dict(job_spec()),
+        version=1,
+        incarnation=1,
+        created_ms=0,
+        updated_ms=0,
+        next_nominal_ms=1,
+    )
+    assert evolve(job, fired=3) == dataclasses.replace(job, fired=3)
+    with pytest.raises(TypeError, match="no field 'colour'"):
+        evolve(RUN, colour="red")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        changed.state = RunState.FAILED  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("value", [-5, 0, 1, 2, 3, 10, 11, 299_999, 300_000, 300_001, 10**9])
+def test_summary_buckets_by_upper_bound(value: int) -> None:
+    summary = Summary()
+    summary.add(value)
+    clamped = max(0, value)
+    bounds = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000, 300000)
+    expected = next((i for i, b in enumerate(bounds) if clamped <= b), len(bounds))
+    assert summary.buckets[expected] == 1 and summary.count == 1
+    assert summary.max_ms == summary.total_ms == clamped
+
+
+def test_jobs_share_defaults_until_they_need_their_own() -> None:
+    d = Driver()
+    d.boot()
+    d.add("a")
+    d.add("b", labels={"x": "y"})
+    a, b = d.state.jobs["a"].spec, d.state.jobs["b"].spec
+    assert a.retries is b.retries and a.misfire is b.misfire and a.route is b.route
+    assert a.labels is EMPTY and a.task.env is EMPTY and b.labels == {"x": "y"}
+    assert d.state.stats["a"] is ZERO_STATS and d.state.job_runs["a"] is NO_RUNS
+    d.fire("a", T0 + 1000)
+    assert d.state.stats["a"] is not ZERO_STATS and d.state.stats["a"]["fired"] == 1
+    assert d.state.stats["b"] is ZERO_STATS and ZERO_STATS["fired"] == 0
+    assert list(d.state.job_runs["a"]) == ["a@1800000001000"] and d.state.job_runs["b"] is NO_RUNS
+    d.start("a@1800000001000")
+    assert d.state.stats["a"]["lateness"].count == 1 and ZERO_STATS["lateness"].count == 0
+
+
+def test_shared_parts_refuse_to_change() -> None:
+    for change in (
+        lambda: EMPTY.__setitem__("k", "v"),
+        lambda: EMPTY.update(k="v"),
+        lambda: NO_RUNS.setdefault("r", None),
+        lambda: ZERO_STATS.__setitem__("fired", 1),
+        lambda: ZERO_STATS["lateness"].add(5),
+    ):
+        with pytest.raises(TypeError):
+            change()
+    mine = copy.copy(EMPTY)
+    mine["k"] = "v"  # a copy is an ordinary dict
+    assert EMPTY == {} and copy.deepcopy(ReadOnlyDict(a={"b": 1})) == {"a": {"b": 1}}
+    assert pickle.loads(pickle.dumps(ReadOnlyDict(a=1))) == {"a": 1}
