@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
-from .model import JobSpec, Misfire, Retries, Route, RunState
+from .errors import RaftschedError
+from .model import JobSpec, Misfire, Retries, Route, RunState, spec_from_snapshot
 
 __all__ = [
     "BUCKETS_MS",
@@ -71,7 +72,11 @@ class JobRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> JobRecord:
-        return cls(**{**d, "spec": shared_parts(JobSpec.from_dict(d["spec"]))})
+        try:
+            spec = spec_from_snapshot(d["spec"])
+        except (KeyError, TypeError, ValueError, RaftschedError):
+            spec = JobSpec.from_dict(d["spec"])  # not as `to_dict` writes it: the strict parser decides
+        return cls(**{**d, "spec": shared_parts(spec)})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
