@@ -241,15 +241,20 @@ _RETRIES, _MISFIRE, _ROUTE = Retries(), Misfire(), Route(tags=EMPTY)
 def shared_parts(spec: JobSpec) -> JobSpec:
     """`spec` (an equal one) whose default policies and empty maps are the shared instances."""
     changes: dict[str, Any] = {}
-    for name, shared in (("retries", _RETRIES), ("misfire", _MISFIRE), ("route", _ROUTE), ("labels", EMPTY)):
-        value = getattr(spec, name)
-        if value is not shared and value == shared:
-            changes[name] = shared
-    if "route" not in changes and spec.route.tags == {} and spec.route.tags is not EMPTY:
-        changes["route"] = evolve(spec.route, tags=EMPTY)
-    task = {n: EMPTY for n in ("env", "headers", "kwargs") if getattr(spec.task, n) == {}}
-    if any(getattr(spec.task, n) is not EMPTY for n in task):
-        changes["task"] = evolve(spec.task, **task)
+    if spec.retries is not _RETRIES and spec.retries == _RETRIES:
+        changes["retries"] = _RETRIES
+    if spec.misfire is not _MISFIRE and spec.misfire == _MISFIRE:
+        changes["misfire"] = _MISFIRE
+    route = spec.route
+    if not route.tags and route.tags is not EMPTY:
+        changes["route"] = _ROUTE if route == _ROUTE else evolve(route, tags=EMPTY)
+    if not spec.labels and spec.labels is not EMPTY:
+        changes["labels"] = EMPTY
+    task = spec.task
+    maps = (("env", task.env), ("headers", task.headers), ("kwargs", task.kwargs))
+    empty = {name: EMPTY for name, m in maps if not m and m is not EMPTY}
+    if empty:
+        changes["task"] = evolve(task, **empty)
     return evolve(spec, **changes) if changes else spec
 
 
