@@ -17,7 +17,13 @@ shared; wall time moves with the others' load).
   HTTP tasks), nothing due: traced bytes per job, the snapshot's dump and load times and the traced
   bytes per job of the loaded copy (a node that installed a snapshot).
 
-Prints a table and, last, one JSON line. `dump_sha` is the SHA-256 of the state's snapshot after
+Prints a table and, last, one JSON line. To compare two versions of the code, run each a few times
+with `--label` (alternating), collect the last lines in a file, and `--compare FILE`:
+
+    for i in 1 2 3; do for v in old:/tmp/old new:.; do
+      PYTHONPATH=${v#*:} python scripts/bench_apply.py --label ${v%%:*} | tail -1 >> runs.jsonl
+    done; done; python scripts/bench_apply.py --compare runs.jsonl
+ `dump_sha` is the SHA-256 of the state's snapshot after
 each stream: two versions of the code that apply the same commands to the same state print the same.
 """
 
@@ -232,6 +238,37 @@ def big(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def compare(path: str) -> None:
+    """Medians per label of the JSON lines in `path` (one per run), and new/old ratios."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    with open(path) as f:
+        for line in f:
+            if line.startswith("{"):
+                run = json.loads(line)
+                runs.setdefault(run["label"], []).append(run)
+    metrics = {
+        "allow us/run": lambda r: r["allow"]["us_per_run"],
+        "forbid us/run": lambda r: r["forbid"]["us_per_run"],
+        "big B/job": lambda r: r["big"]["bytes_per_job"],
+        "big loaded B/job": lambda r: r["big"]["loaded_bytes_per_job"],
+        "big restore s": lambda r: r["big"]["restore_s"],
+        "big dump s": lambda r: r["big"]["dump_s"],
+        "big load s": lambda r: r["big"]["load_s"],
+        "bench RSS MB (end)": lambda r: r["rss_mb"],
+    }
+    labels = list(runs)
+    medians = {
+        k: {lb: statistics.median(m(r) for r in runs[lb]) for lb in labels} for k, m in metrics.items()
+    }
+    print(
+        f"{'median of runs':<18}" + "".join(f"{lb + f' ({len(runs[lb])})':>14}" for lb in labels) + "   ratio"
+    )
+    for key, by_label in medians.items():
+        ratio = by_label[labels[-1]] / by_label[labels[0]] if by_label[labels[0]] else float("nan")
+        print(f"{key:<18}" + "".join(f"{by_label[lb]:>14,.2f}" for lb in labels) + f"   {ratio:.2f}x")
+    print(json.dumps({"medians": medians, "runs": {lb: len(runs[lb]) for lb in labels}}))
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
@@ -248,7 +285,11 @@ def main() -> None:
     parser.add_argument("--big-jobs", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--label", default="")
+    parser.add_argument("--compare", metavar="JSONL", help="print the medians of earlier runs' JSON lines")
     args = parser.parse_args()
+    if args.compare:
+        compare(args.compare)
+        return
     result: dict[str, Any] = {"label": args.label, "python": sys.version.split()[0], **cpu(args)}
     if args.big_jobs:
         result["big"] = big(args)
