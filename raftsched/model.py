@@ -34,6 +34,7 @@ __all__ = [
     "TaskType",
     "iso_ms",
     "parse_iso_ms",
+    "spec_from_snapshot",
 ]
 
 E = TypeVar("E", bound=StrEnum)
@@ -525,3 +526,78 @@ class JobSpec:
             "description": self.description,
             "labels": self.labels,
         }
+
+
+# ---------------------------------------------------------------- trusted: our own snapshots
+
+
+def spec_from_snapshot(d: Mapping[str, Any]) -> JobSpec:
+    """The inverse of `JobSpec.to_dict` for what this code wrote itself (a snapshot): the same spec
+    as `JobSpec.from_dict(d)` gives, without re-validating every field of every job. Anything that
+    did not come from `to_dict` (the API, a backup) goes through `from_dict`. A missing key gets
+    `from_dict`'s default; a malformed value raises KeyError, TypeError or ValueError."""
+    timeout = d.get("timeout")
+    retries, misfire, route = d.get("retries", {}), d.get("misfire", {}), d.get("route", {})
+    return JobSpec(
+        id=d["id"],
+        schedule=_schedule_from_snapshot(d["schedule"]),
+        task=_task_from_snapshot(d["task"]),
+        timeout=None if timeout is None else float(timeout),
+        retries=Retries(
+            max=retries.get("max", 0),
+            initial_delay=float(retries.get("initial_delay", 1.0)),
+            backoff=float(retries.get("backoff", 2.0)),
+            max_delay=float(retries.get("max_delay", 60.0)),
+            jitter=float(retries.get("jitter", 0.1)),
+        ),
+        delivery=Delivery(d.get("delivery", "at_least_once")),
+        overlap=Overlap(d.get("overlap", "forbid")),
+        misfire=Misfire(
+            policy=MisfirePolicy(misfire.get("policy", "fire_once")),
+            grace=float(misfire.get("grace", 60.0)),
+            max_catchup=misfire.get("max_catchup", 10),
+        ),
+        route=Route(
+            strategy=RouteStrategy(route.get("strategy", "least_loaded")),
+            tags=route.get("tags", {}),
+            shards=route.get("shards", 1),
+        ),
+        jitter=float(d.get("jitter", 0)),
+        paused=d.get("paused", False),
+        description=d.get("description", ""),
+        labels=d.get("labels", {}),
+    )
+
+
+def _schedule_from_snapshot(d: Mapping[str, Any]) -> Schedule:
+    every, at, start, end = d.get("every"), d.get("at"), d.get("start_at"), d.get("end_at")
+    return Schedule(
+        cron=d.get("cron"),
+        every_s=None if every is None else float(every),
+        at_ms=None if at is None else parse_iso_ms(at, "schedule.at"),
+        start_at_ms=None if start is None else parse_iso_ms(start, "schedule.start_at"),
+        end_at_ms=None if end is None else parse_iso_ms(end, "schedule.end_at"),
+        timezone=d.get("timezone", "UTC"),
+    )
+
+
+def _task_from_snapshot(d: Mapping[str, Any]) -> TaskSpec:
+    kind = TaskType(d["type"])
+    if kind is TaskType.SHELL:
+        return TaskSpec(type=kind, command=d["command"], env=d.get("env", {}), cwd=d.get("cwd"))
+    if kind is TaskType.HTTP:
+        return TaskSpec(
+            type=kind,
+            method=d.get("method", "GET"),
+            url=d["url"],
+            headers=d.get("headers", {}),
+            body=d.get("body"),
+            expect_status=_expect(d.get("expect_status", "200-299"), "task.expect_status"),
+        )
+    return TaskSpec(
+        type=kind,
+        callable=d["callable"],
+        kwargs=dict(d.get("kwargs", {})),
+        env=d.get("env", {}),
+        in_process=d.get("in_process", False),
+    )

@@ -5,17 +5,18 @@ See `machine` for the contract: deterministic, never raises, one lock for reader
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..commands import Command
 from ..model import Delivery, RunState
-from ..records import JobRecord, NodeRecord, Run, new_stats
+from ..records import NO_RUNS, ZERO_STATS, JobRecord, NodeRecord, Run, evolve, new_stats
 from ..routing import Candidate, pick_nodes
 
-__all__ = ["OUTCOME_COUNTER", "TERMINAL", "Result", "StateData", "ok", "reject"]
+__all__ = ["ACTIVE", "OUTCOME_COUNTER", "TERMINAL", "Result", "StateData", "ok", "reject"]
+
+ACTIVE = frozenset({RunState.PENDING, RunState.RUNNING})  # `run.state in ACTIVE`: no property call
 
 TERMINAL = frozenset(
     {
@@ -62,10 +63,12 @@ class StateData:
         self.jobs: dict[str, JobRecord] = {}
         self.runs: dict[str, Run] = {}
         self.nodes: dict[str, NodeRecord] = {}
-        self.job_runs: dict[str, dict[str, None]] = {}  # job -> its run ids, oldest first
-        self.job_active: dict[str, dict[str, None]] = {}  # job -> pending/running run ids
+        # job -> its run ids, oldest first; pending/running ones; NO_RUNS (shared) while it has none
+        self.job_runs: dict[str, dict[str, None]] = {}
+        self.job_active: dict[str, dict[str, None]] = {}
         self.node_active: dict[str, dict[str, None]] = {}  # node -> pending/running run ids
-        self.stats: dict[str, dict[str, Any]] = {}  # job -> counters and summaries
+        self.job_waiting: dict[str, dict[str, None]] = {}  # job -> queued run ids (overlap `queue`)
+        self.stats: dict[str, dict[str, Any]] = {}  # job -> counters and summaries (ZERO_STATS: none yet)
         self.totals: dict[str, Any] = new_stats()
         self.requests: dict[str, tuple[str, Result, int]] = {}
         self.audit: dict[str, list[dict[str, Any]]] = {}  # job -> its last mutations, oldest first
@@ -80,11 +83,13 @@ class StateData:
 
     def _add_run(self, run: Run) -> None:
         self.runs[run.run_id] = run
-        self.job_runs.setdefault(run.job_id, {})[run.run_id] = None
-        if run.state.active:
-            self.job_active.setdefault(run.job_id, {})[run.run_id] = None
+        _ids(self.job_runs, run.job_id)[run.run_id] = None
+        if run.state in ACTIVE:
+            _ids(self.job_active, run.job_id)[run.run_id] = None
             if run.node is not None:
-                self.node_active.setdefault(run.node, {})[run.run_id] = None
+                _ids(self.node_active, run.node)[run.run_id] = None
+            if run.waiting:
+                _ids(self.job_waiting, run.job_id)[run.run_id] = None
 
     def _move(self, old: Run, new: Run) -> None:
         if old.node is not None:
@@ -93,26 +98,33 @@ class StateData:
         if new.node is not None:
             self.node_active.setdefault(new.node, {})[new.run_id] = None
 
-    def _finish(self, run: Run, state: RunState, now_ms: int, *, reason: str | None = None) -> None:
-        self.runs[run.run_id] = dataclasses.replace(
-            run, state=state, finished_ms=now_ms, waiting=False, reason=reason or run.reason
+    def _finish(
+        self, run: Run, state: RunState, now_ms: int, *, reason: str | None = None, **report: Any
+    ) -> None:
+        """End an active run; `report` holds the worker's fields (output, exit code...), so that a
+        reported run is copied once."""
+        self.runs[run.run_id] = evolve(
+            run, state=state, finished_ms=now_ms, waiting=False, reason=reason or run.reason, **report
         )
-        self.job_active.get(run.job_id, {}).pop(run.run_id, None)
+        _discard(self.job_active, run.job_id, run.run_id)
         if run.node is not None:
-            self.node_active.get(run.node, {}).pop(run.run_id, None)
+            _discard(self.node_active, run.node, run.run_id)
+        if run.waiting:
+            _discard(self.job_waiting, run.job_id, run.run_id)
         self._count(run.job_id, OUTCOME_COUNTER[state])
         self._release_queued(run.job_id, now_ms)
         self._trim_history(run.job_id)
 
     def _release_queued(self, job_id: str, now_ms: int) -> None:
+        if not self.job_waiting.get(job_id):
+            return  # nothing of the job waits: the usual case, without a list per finish
         active = [self.runs[r] for r in self.job_active.get(job_id, {})]
         if any(not r.waiting for r in active if not r.manual):
             return
         for run in active:
             if run.waiting:
-                self.runs[run.run_id] = dataclasses.replace(
-                    run, waiting=False, due_ms=max(run.due_ms, now_ms)
-                )
+                self.runs[run.run_id] = evolve(run, waiting=False, due_ms=max(run.due_ms, now_ms))
+                _discard(self.job_waiting, job_id, run.run_id)
                 return
 
     def _trim_history(self, job_id: str) -> None:
@@ -120,23 +132,37 @@ class StateData:
         if ids is None:
             return
         excess = len(ids) - len(self.job_active.get(job_id, {})) - self.settings["history_per_job"]
-        for rid in list(ids):
-            if excess <= 0:
-                return
+        if excess <= 0:
+            return
+        doomed = []  # the oldest `excess` ended runs, found without copying the whole history
+        for rid in ids:
             if self.runs[rid].state in TERMINAL:
-                del ids[rid]
-                del self.runs[rid]
-                excess -= 1
+                doomed.append(rid)
+                if len(doomed) == excess:
+                    break
+        for rid in doomed:
+            del ids[rid]
+            del self.runs[rid]
 
     def _count(self, job_id: str, counter: str, n: int = 1) -> None:
+        """Add to a counter of the job (if it still exists) and of the cluster."""
         self.totals[counter] += n
-        if job_id in self.stats:
-            self.stats[job_id][counter] += n
+        stats = self._job_stats(job_id)
+        if stats is not None:
+            stats[counter] += n
 
     def _observe(self, job_id: str, summary: str, value_ms: int) -> None:
         self.totals[summary].add(value_ms)
-        if job_id in self.stats:
-            self.stats[job_id][summary].add(value_ms)
+        stats = self._job_stats(job_id)
+        if stats is not None:
+            stats[summary].add(value_ms)
+
+    def _job_stats(self, job_id: str) -> dict[str, Any] | None:
+        """The job's own stats to change (its first change replaces the shared ZERO_STATS)."""
+        stats = self.stats.get(job_id)
+        if stats is ZERO_STATS:
+            stats = self.stats[job_id] = new_stats()
+        return stats
 
     def _delivery(self, run: Run) -> Delivery:
         job = self.jobs.get(run.job_id)
@@ -146,7 +172,7 @@ class StateData:
         candidates = self.candidates()
         others = [c for c in candidates if c.id != exclude]
         picked = pick_nodes(
-            dataclasses.replace(job.spec.route, strategy=job.spec.route.strategy.LEAST_LOADED),
+            evolve(job.spec.route, strategy=job.spec.route.strategy.LEAST_LOADED),
             job.spec.id,
             salt,
             others or candidates,
@@ -217,3 +243,17 @@ class StateData:
 
     def digest_hex(self) -> str:
         return f"{self.applied}:{self.digest.hex()}"
+
+
+def _ids(index: dict[str, dict[str, None]], key: str) -> dict[str, None]:
+    """The run ids under `key`, to add to (the shared NO_RUNS is replaced first)."""
+    ids = index.get(key)
+    if ids is None or ids is NO_RUNS:
+        ids = index[key] = {}
+    return ids
+
+
+def _discard(index: dict[str, dict[str, None]], key: str, run_id: str) -> None:
+    ids = index.get(key)
+    if ids is not None:
+        ids.pop(run_id, None)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from ..errors import RaftschedError
 from ..model import JobSpec, RunState
-from ..records import JobRecord, Run, new_stats
-from .data import Result, StateData, ok, reject
+from ..records import NO_RUNS, ZERO_STATS, JobRecord, ReadOnlyDict, Run, evolve, shared_parts
+from .data import ACTIVE, Result, StateData, ok, reject
 
 __all__ = ["JobCommands"]
 
@@ -20,7 +19,7 @@ _STARTED = frozenset(
 class JobCommands(StateData):
     def _apply_put_job(self, body: dict[str, Any]) -> Result:
         try:
-            spec = JobSpec.from_dict(body["spec"])
+            spec = shared_parts(JobSpec.from_dict(body["spec"]))
         except RaftschedError as exc:
             return reject(exc.code, exc.message, exc.field)
         old = self.jobs.get(spec.id)
@@ -53,7 +52,7 @@ class JobCommands(StateData):
                 if not self.runs[r].manual and self.runs[r].state in _STARTED
             ]
             last_slot, next_slot = max([now_ms, *(s for s in started if s <= last_slot)]), None
-        record = dataclasses.replace(
+        record = evolve(
             old,
             spec=spec,
             version=old.version + 1,
@@ -80,18 +79,19 @@ class JobCommands(StateData):
         )
         self.next_incarnation += 1
         self.jobs[spec.id] = record
-        self.job_runs[spec.id] = {}
-        self.job_active[spec.id] = {}
-        self.stats[spec.id] = new_stats()
+        # Shared until the job has runs and statistics of its own: most jobs of a big table never do.
+        self.job_runs[spec.id] = self.job_active[spec.id] = NO_RUNS
+        self.stats[spec.id] = ZERO_STATS
         return ok(job_id=spec.id, version=1, created=True)
 
     def _apply_restore_jobs(self, body: dict[str, Any]) -> Result:
         """Recreate jobs from a backup with their own creation time and schedule position, so that
         `every` phases and next fire times survive; jobs that exist are left to the caller."""
         restored, existing, invalid = [], [], []
+        entry: ReadOnlyDict | None = None  # one audit entry, shared by the jobs of this command
         for item in body.get("jobs", ()):
             try:
-                spec = JobSpec.from_dict(item["spec"])
+                spec = shared_parts(JobSpec.from_dict(item["spec"]))
             except (RaftschedError, KeyError, TypeError):
                 invalid.append(str((item.get("spec") or {}).get("id", "?")))
                 continue
@@ -99,19 +99,19 @@ class JobCommands(StateData):
                 existing.append(spec.id)
                 continue
             self._create_job(spec, {**body, "next_nominal_ms": item.get("next_nominal_ms")})
-            self.jobs[spec.id] = dataclasses.replace(
+            self.jobs[spec.id] = evolve(
                 self.jobs[spec.id],
                 created_ms=item.get("created_ms", body["now_ms"]),
                 last_slot_ms=item.get("last_slot_ms"),
             )
-            self.audit.setdefault(spec.id, []).append(
-                {
-                    "at_ms": body["now_ms"],
-                    "actor": str(body.get("actor", "")),
-                    "action": "restored from a backup",
-                    "version": 1,
-                }
-            )
+            if entry is None:
+                entry = ReadOnlyDict(
+                    at_ms=body["now_ms"],
+                    actor=str(body.get("actor", "")),
+                    action="restored from a backup",
+                    version=1,
+                )
+            self.audit.setdefault(spec.id, []).append(entry)
             restored.append(spec.id)
         return ok(restored=restored, existing=existing, invalid=invalid)
 
@@ -135,6 +135,7 @@ class JobCommands(StateData):
         del self.jobs[job.spec.id]
         self.audit.pop(job.spec.id, None)
         self.job_active.pop(job.spec.id, None)
+        self.job_waiting.pop(job.spec.id, None)
         self.stats.pop(job.spec.id, None)
         return ok(job_id=job.spec.id)
 
@@ -145,9 +146,9 @@ class JobCommands(StateData):
         now_ms = body["now_ms"]
         if not job.spec.paused:
             self._cancel_pending(job.spec.id, now_ms, "job paused")
-            job = dataclasses.replace(
+            job = evolve(
                 job,
-                spec=dataclasses.replace(job.spec, paused=True),
+                spec=evolve(job.spec, paused=True),
                 version=job.version + 1,
                 updated_ms=now_ms,
                 paused_ms=now_ms,
@@ -174,9 +175,9 @@ class JobCommands(StateData):
                     count=skipped["count"],
                 )
             last = max(job.last_slot_ms or 0, now_ms)
-            job = dataclasses.replace(
+            job = evolve(
                 job,
-                spec=dataclasses.replace(job.spec, paused=False),
+                spec=evolve(job.spec, paused=False),
                 version=job.version + 1,
                 updated_ms=now_ms,
                 paused_ms=None,
@@ -216,6 +217,6 @@ class JobCommands(StateData):
         run = self.runs.get(str(body.get("run_id")))
         if run is None:
             return reject("not_found", f"no run {body.get('run_id')!r}", "run_id")
-        if run.state.active:
+        if run.state in ACTIVE:
             self._finish(run, RunState.CANCELLED, body["now_ms"], reason=f"cancelled by {body.get('actor')}")
         return ok(run_id=run.run_id, state=self.runs[run.run_id].state.value)

@@ -25,7 +25,17 @@ from typing import Any
 import orjson
 
 from ..commands import Command, CommandType, DecodeError, decode
-from ..records import JobRecord, NodeRecord, Run, Summary, new_stats
+from ..records import (
+    NO_RUNS,
+    ZERO_STATS,
+    JobRecord,
+    NodeRecord,
+    ReadOnlyDict,
+    Run,
+    new_stats,
+    stats_from_dict,
+    stats_to_dict,
+)
 from .data import Result, reject
 from .jobs import JobCommands
 from .nodes import NodeCommands
@@ -146,8 +156,8 @@ class State(NodeCommands, JobCommands, RunCommands):
                 "jobs": [j.to_dict() for j in self.jobs.values()],
                 "runs": [r.to_dict() for r in self.runs.values()],
                 "nodes": [n.to_dict() for n in self.nodes.values()],
-                "stats": {k: _stats_dict(v) for k, v in self.stats.items()},
-                "totals": _stats_dict(self.totals),
+                "stats": {k: stats_to_dict(v) for k, v in self.stats.items()},
+                "totals": stats_to_dict(self.totals),
                 "requests": [[k, *v] for k, v in self.requests.items()],
                 "audit": self.audit,
                 "removed": self.removed,
@@ -173,14 +183,16 @@ class State(NodeCommands, JobCommands, RunCommands):
         for d in raw["jobs"]:
             job = JobRecord.from_dict(d)
             self.jobs[job.spec.id] = job
-            self.job_runs[job.spec.id], self.job_active[job.spec.id] = {}, {}
+            self.job_runs[job.spec.id] = self.job_active[job.spec.id] = NO_RUNS
         self.nodes = {n["id"]: NodeRecord.from_dict(n) for n in raw["nodes"]}
         for d in raw["runs"]:
             self._add_run(Run.from_dict(d))
-        self.stats = {k: _stats_from(v) for k, v in raw["stats"].items()}
-        self.totals = _stats_from(raw["totals"])
+        self.stats = {k: stats_from_dict(v) for k, v in raw["stats"].items()}
+        self.totals = stats_from_dict(raw["totals"])
+        if self.totals is ZERO_STATS:
+            self.totals = new_stats()
         self.requests = {k: (fp, res, ms) for k, fp, res, ms in raw["requests"]}
-        self.audit = raw.get("audit", {})
+        self.audit = _shared_entries(raw.get("audit", {}))
         self.removed = raw.get("removed", {})
 
     _HANDLERS: dict[CommandType, Callable[[State, dict[str, Any]], Result]] = {}
@@ -217,12 +229,15 @@ _AUDITED = {
 State._HANDLERS = {t: getattr(State, f"_apply_{t.value}") for t in CommandType}
 
 
-def _stats_dict(stats: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.to_dict() if isinstance(v, Summary) else v for k, v in stats.items()}
-
-
-def _stats_from(raw: dict[str, Any]) -> dict[str, Any]:
-    out = new_stats()
-    for key, value in raw.items():
-        out[key] = Summary(**value) if isinstance(value, dict) else value
-    return out
+def _shared_entries(audit: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """The loaded audit trails, equal entries shared (a restore writes one entry to every job)."""
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for trail in audit.values():
+        for i, entry in enumerate(trail):
+            key = tuple(entry.items())
+            try:
+                shared = seen.get(key)
+            except TypeError:  # an unhashable value (not one this code writes): keep the entry
+                continue
+            trail[i] = shared if shared is not None else seen.setdefault(key, ReadOnlyDict(entry))
+    return audit

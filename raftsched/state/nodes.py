@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from ..records import NodeRecord
+from ..records import NodeRecord, evolve
 from .data import Result, StateData, ok, reject
 
 __all__ = ["NodeCommands"]
@@ -74,9 +73,7 @@ class NodeCommands(StateData):
             return reject("not_found", f"no node {body['node']!r}", "id")
         draining = bool(body.get("draining", True))
         leaving = draining and (bool(body.get("leaving", False)) or node.leaving)
-        self.nodes[node.id] = dataclasses.replace(
-            node, draining=draining, leaving=leaving, updated_ms=body["now_ms"]
-        )
+        self.nodes[node.id] = evolve(node, draining=draining, leaving=leaving, updated_ms=body["now_ms"])
         return ok(node=node.id, draining=draining, leaving=leaving)
 
     def _apply_remove_node(self, body: dict[str, Any]) -> Result:
@@ -95,7 +92,7 @@ class NodeCommands(StateData):
         node = self.nodes.get(body["node"])
         if node is None:
             return reject("not_found", f"no node {body['node']!r}", "node")
-        self.nodes[node.id] = dataclasses.replace(node, up=bool(body["up"]), updated_ms=body["now_ms"])
+        self.nodes[node.id] = evolve(node, up=bool(body["up"]), updated_ms=body["now_ms"])
         return ok()
 
     def _apply_node_clocks(self, body: dict[str, Any]) -> Result:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from typing import Any
 
 from ..model import Delivery, Overlap, RunState
-from ..records import JobRecord, Run
-from .data import Result, StateData, ok
+from ..records import JobRecord, Run, evolve
+from .data import ACTIVE, Result, StateData, ok
 
 __all__ = ["RunCommands"]
 
@@ -36,7 +35,7 @@ class RunCommands(StateData):
 
     def _advance(self, job: JobRecord, item: dict[str, Any], now_ms: int, *, fired: bool) -> None:
         last = item.get("until_ms") or item["nominal_ms"]
-        self.jobs[job.spec.id] = dataclasses.replace(
+        self.jobs[job.spec.id] = evolve(
             job,
             last_slot_ms=last,
             next_nominal_ms=item.get("next_nominal_ms"),
@@ -95,15 +94,16 @@ class RunCommands(StateData):
                 )
             )
             ids.append(rid)
-        self.stats[job.spec.id]["fired"] += 1
-        self.totals["fired"] += 1
+        self._count(job.spec.id, "fired")
         return ids
 
     def _overlap_verdict(self, job: JobRecord, now_ms: int) -> str:
         """'run', 'queue' or 'skip' for a new slot of `job`, by its overlap policy."""
-        active = [self.runs[r] for r in self.job_active.get(job.spec.id, {}) if not self.runs[r].manual]
         policy = job.spec.overlap
-        if not active or policy is Overlap.ALLOW:
+        if policy is Overlap.ALLOW:
+            return "run"
+        active = [self.runs[r] for r in self.job_active.get(job.spec.id, {}) if not self.runs[r].manual]
+        if not active:
             return "run"
         if policy is Overlap.REPLACE:
             for run in active:
@@ -126,7 +126,7 @@ class RunCommands(StateData):
             run = self._worker_run(item, body["node"])
             if run is not None and run.state is RunState.PENDING and not run.waiting:
                 if not run.claimed:
-                    self.runs[run.run_id] = dataclasses.replace(run, claimed=True)
+                    self.runs[run.run_id] = evolve(run, claimed=True)
                 accepted.append(run.run_id)
         return ok(accepted=accepted)
 
@@ -134,12 +134,12 @@ class RunCommands(StateData):
         accepted = []
         for item in body["items"]:
             run = self._worker_run(item, body["node"])
-            if run is None or run.waiting or not run.state.active:
+            if run is None or run.waiting or run.state not in ACTIVE:
                 continue
             if run.state is RunState.PENDING:
                 if self._delivery(run) is Delivery.AT_MOST_ONCE and not run.claimed:
                     continue
-                run = dataclasses.replace(run, state=RunState.RUNNING, started_ms=item["started_ms"])
+                run = evolve(run, state=RunState.RUNNING, started_ms=item["started_ms"])
                 self.runs[run.run_id] = run
                 self._observe(run.job_id, "lateness", item["started_ms"] - run.due_ms)
             accepted.append(run.run_id)
@@ -149,7 +149,7 @@ class RunCommands(StateData):
         accepted = []
         for item in body["items"]:
             run = self._worker_run(item, body["node"])
-            if run is None or run.waiting or not run.state.active:
+            if run is None or run.waiting or run.state not in ACTIVE:
                 continue
             try:
                 outcome = RunState(item["outcome"])
@@ -165,25 +165,23 @@ class RunCommands(StateData):
         started = item.get("started_ms") or run.started_ms or item["finished_ms"]
         if run.started_ms is None:
             self._observe(run.job_id, "lateness", started - run.due_ms)
-        tail = self.settings["output_tail_bytes"]
-        output = str(item.get("output") or "")
-        run = dataclasses.replace(
-            run,
-            started_ms=started,
-            exit_code=item.get("exit_code"),
-            http_status=item.get("http_status"),
-            error=item.get("error"),
-            output=output.encode()[-tail:].decode(errors="ignore"),
-        )
+        report: dict[str, Any] = {
+            "started_ms": started,
+            "exit_code": item.get("exit_code"),
+            "http_status": item.get("http_status"),
+            "error": item.get("error"),
+            "output": _tail(str(item.get("output") or ""), self.settings["output_tail_bytes"]),
+        }
         self._observe(run.job_id, "duration", item["finished_ms"] - started)
         job = self.jobs.get(run.job_id)
         if outcome is not RunState.SUCCEEDED and job is not None and run.attempt <= job.spec.retries.max:
-            self._retry(run, job, item["finished_ms"])
+            self._retry(run, job, item["finished_ms"], report)
             return
-        self._finish(run, outcome, item["finished_ms"])
+        self._finish(run, outcome, item["finished_ms"], **report)
 
-    def _retry(self, run: Run, job: JobRecord, now_ms: int) -> None:
-        """Decided here, once the failure is committed: every node computes the same next attempt."""
+    def _retry(self, run: Run, job: JobRecord, now_ms: int, report: dict[str, Any]) -> None:
+        """Decided here, once the failure is committed: every node computes the same next attempt.
+        The new attempt keeps the failed one's `report` (its output and error), but not its start."""
         attempt = run.attempt + 1
         delay_ms = int(job.spec.retries.delay_s(attempt) * 1000)
         spread = int(delay_ms * job.spec.retries.jitter)
@@ -192,26 +190,24 @@ class RunCommands(StateData):
                 hashlib.blake2b(f"{run.run_id}#{attempt}".encode(), digest_size=4).digest(), "big"
             ) % (spread + 1)
         node = self._pick_node(job, run.run_id, exclude=run.node) or run.node
-        self._move(
-            run,
-            dataclasses.replace(
-                run,
-                attempt=attempt,
-                node=node,
-                state=RunState.PENDING,
-                due_ms=now_ms + delay_ms,
-                started_ms=None,
-                claimed=False,
-                reason=f"retry after: {run.error}",
-            ),
-        )
+        retry = {
+            **report,
+            "attempt": attempt,
+            "node": node,
+            "state": RunState.PENDING,
+            "due_ms": now_ms + delay_ms,
+            "started_ms": None,
+            "claimed": False,
+            "reason": f"retry after: {report['error']}",
+        }
+        self._move(run, evolve(run, **retry))
         self._count(run.job_id, "retried")
 
     def _apply_reassign_runs(self, body: dict[str, Any]) -> Result:
         moved, lost = [], []
         for item in body["moves"]:
             run = self.runs.get(str(item.get("run_id")))
-            if run is None or not run.state.active or run.attempt != item.get("attempt"):
+            if run is None or run.state not in ACTIVE or run.attempt != item.get("attempt"):
                 continue
             if run.node == item.get("node"):
                 continue
@@ -224,7 +220,7 @@ class RunCommands(StateData):
             due = max(run.due_ms, body["now_ms"]) if run.state is RunState.RUNNING else run.due_ms
             self._move(
                 run,
-                dataclasses.replace(
+                evolve(
                     run,
                     attempt=run.attempt + 1,
                     node=item["node"],
@@ -238,3 +234,8 @@ class RunCommands(StateData):
             self._count(run.job_id, "reassigned")
             moved.append(run.run_id)
         return ok(moved=moved, lost=lost)
+
+
+def _tail(output: str, max_bytes: int) -> str:
+    """The last `max_bytes` bytes of `output` in UTF-8, without a character cut in two."""
+    return output.encode()[-max_bytes:].decode(errors="ignore")
