@@ -131,7 +131,12 @@ class NodeRecord:
     clock_ok: bool = True  # within max_clock_offset_s of the cluster: false takes no new runs
 
     def to_dict(self) -> dict[str, Any]:
-        return _fields_dict(self)
+        out = _fields_dict(self)
+        # Unmeasured clocks stay out of snapshots: those of a cluster without clock checks keep
+        # their bytes (and older code can still read them).
+        if self.clock_offset_ms is None and self.clock_ok:
+            del out["clock_offset_ms"], out["clock_ok"]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NodeRecord:

@@ -102,7 +102,7 @@ class NodeCommands(StateData):
         for node_id, offset_ms, clock_ok in clocks:
             node = self.nodes.get(node_id)
             if node is not None:
-                self.nodes[node_id] = dataclasses.replace(node, clock_offset_ms=offset_ms, clock_ok=clock_ok)
+                self.nodes[node_id] = evolve(node, clock_offset_ms=offset_ms, clock_ok=clock_ok)
                 changed += 1
         return ok(changed=changed)
 

@@ -109,3 +109,14 @@ async def test_a_leader_whose_own_clock_is_off_hands_leadership_over() -> None:
     rig.watch.hand_over = hand_over
     await rig.watch.check(1)
     assert handed and not rig.node("n1").clock_ok and rig.node("n2").clock_ok
+
+
+async def test_clock_verdicts_survive_a_snapshot() -> None:
+    from raftsched.state import State
+
+    rig = Rig({"n2": 0, "n3": 2000})
+    await rig.watch.check(1)
+    copy = State()
+    copy.load(rig.driver.state.dump())
+    assert copy.nodes["n3"] == rig.node("n3") and not copy.nodes["n3"].clock_ok
+    assert copy.digest_hex() == rig.driver.state.digest_hex()
