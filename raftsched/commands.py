@@ -35,7 +35,7 @@ class CommandType(StrEnum):
     NODE_CLOCKS = "node_clocks"  # leader: {term, now_ms, clocks: [{node, offset_ms, ok}]}
     PUT_JOB = "put_job"  # api:    {spec, now_ms, next_nominal_ms, mode, if_version, actor}
     DELETE_JOB = "delete_job"  # api:    {job_id, now_ms, if_version, actor}
-    PAUSE_JOB = "pause_job"  # api:    {job_id, now_ms, actor}
+    PAUSE_JOB = "pause_job"  # api:    {job_id, now_ms, actor, missed?: {from_ms, until_ms, count}}
     RESUME_JOB = "resume_job"  # api:    {job_id, now_ms, next_nominal_ms, actor}
     TRIGGER_JOB = "trigger_job"  # api:    {job_id, now_ms, node, env, kwargs, actor}
     RESTORE_JOBS = (

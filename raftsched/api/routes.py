@@ -250,7 +250,19 @@ async def delete_job(request: web.Request) -> web.Response:
 async def pause_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     job_id = request.match_info["id"]
-    await svc.write(request, CommandType.PAUSE_JOB, {"job_id": job_id, "if_version": _if_match(request)})
+    now_ms = svc.clock.now_ms()
+    with svc.state.lock:
+        job = _job(svc, job_id)
+    body: dict[str, Any] = {"job_id": job_id, "now_ms": now_ms, "if_version": _if_match(request)}
+    if not job.spec.paused and job.next_nominal_ms is not None and job.next_nominal_ms <= now_ms:
+        # Slots due before this pause that no leader fired (there was none): recorded missed, so
+        # that none vanishes. The state keeps them only if no fire has moved the job on meanwhile.
+        due = triggers.slots_between(
+            job.spec.schedule, job.next_nominal_ms - 1, now_ms, created_ms=job.created_ms, limit=1_000_000
+        )
+        if due:
+            body["missed"] = {"from_ms": due[0], "until_ms": due[-1], "count": len(due)}
+    await svc.write(request, CommandType.PAUSE_JOB, body)
     return _job_response(svc, job_id)
 
 

@@ -146,12 +146,23 @@ class JobCommands(StateData):
         now_ms = body["now_ms"]
         if not job.spec.paused:
             self._cancel_pending(job.spec.id, now_ms, "job paused")
+            last = job.last_slot_ms
+            missed = body.get("missed")
+            if isinstance(missed, dict) and missed.get("from_ms") == job.next_nominal_ms:
+                # Due before the pause and never fired (no leader then): missed, not lost.
+                reason = "not fired before the job was paused (no leader)"
+                until, count = int(missed["until_ms"]), int(missed["count"])
+                self._record(
+                    job, RunState.MISSED, missed["from_ms"], now_ms, reason, until_ms=until, count=count
+                )
+                last = max(last or 0, until)
             job = evolve(
                 job,
                 spec=evolve(job.spec, paused=True),
                 version=job.version + 1,
                 updated_ms=now_ms,
                 paused_ms=now_ms,
+                last_slot_ms=last,
                 actor=str(body.get("actor", "")),
             )
             self.jobs[job.spec.id] = job

@@ -297,3 +297,22 @@ async def test_times_beyond_what_iso_8601_can_write_are_refused_not_fatal(api: A
     assert status == 200  # the listing always renders
     status, err = await api.call("POST", "/v1/jobs", {**JOB, "schedule": {"at": "0001-01-01T00:00:00+01:00"}})
     assert status == 400 and error(err)[1] == "schedule.at"
+
+
+async def test_a_pause_records_the_slots_no_leader_fired_before_it(api: Api) -> None:
+    """Slots due while there was no leader, then a pause before one planned them: missed, with a
+    record (they vanished without one)."""
+    status, job = await api.call("POST", "/v1/jobs", {**JOB, "id": "tick", "schedule": {"every": 1}})
+    assert status == 201, job
+    api.clock.advance(5.5)  # five slots fall due, nothing fires them (no scheduler runs here)
+    status, paused = await api.call("POST", "/v1/jobs/tick/pause")
+    assert status == 200 and paused["paused"], paused
+    status, runs = await api.call("GET", "/v1/jobs/tick/runs?state=missed")
+    assert status == 200 and len(runs["items"]) == 1, runs
+    missed = runs["items"][0]
+    assert missed["count"] == 5 and "paused" in missed["reason"], missed
+    status, stats = await api.call("GET", "/v1/stats")
+    assert stats["jobs"]["tick"]["missed"] == 5
+    status, again = await api.call("POST", "/v1/jobs/tick/pause")  # already paused: nothing more
+    status, runs = await api.call("GET", "/v1/jobs/tick/runs?state=missed")
+    assert len(runs["items"]) == 1 and again["version"] == paused["version"]
