@@ -182,7 +182,10 @@ class Node:
                 log.warning("node %s stopping: draining runs for up to %ss", n.id, n.shutdown_grace_s)
                 register_task.cancel()
                 await self._hand_over()
+                # Its log is the most caught-up: a stopping node can win the next election again.
+                handing_task = group.create_task(self._keep_handing_over())
                 await worker.drain(n.shutdown_grace_s)
+                handing_task.cancel()
                 scheduler_task.cancel()
                 clocks_task.cancel()
                 worker_task.cancel()
@@ -246,6 +249,14 @@ class Node:
         if self.raft.is_leader() and self.raft.settings.partner_addrs:
             handed = await self.raft.transfer_leadership(timeout_s=3.0)
             log.warning("leadership %s", "handed over" if handed else "not handed over (no caught-up peer)")
+
+    async def _keep_handing_over(self) -> None:
+        """While this node drains, it does not lead: elected again, it hands leadership over again."""
+        while self.raft.settings.partner_addrs:
+            await asyncio.sleep(0.5)
+            if self.raft.is_leader():
+                log.warning("elected while stopping: handing leadership over again")
+                await self.raft.transfer_leadership(timeout_s=3.0)
 
     async def _register_loop(self) -> None:
         """Keep this node's record (address, tags, capacity, version) current in the state."""

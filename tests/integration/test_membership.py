@@ -133,3 +133,38 @@ def test_a_node_restarted_after_sigterm_takes_runs_again(make_cluster: Any) -> N
     code, nodes = cluster.api(leader, "GET", "/v1/nodes")
     assert taken, [n for n in nodes["items"] if n["id"] == node]
     assert not next(n for n in nodes["items"] if n["id"] == node)["draining"]
+
+
+def test_a_stopping_leader_does_not_lead_again_while_it_drains(make_cluster: Any) -> None:
+    """SIGTERM hands leadership over, but the stopping node's log is the most caught-up: it could
+    win the next election and lead through its whole drain. It hands over again each time."""
+    cluster: Cluster = make_cluster(node_keys={"shutdown_grace_s": 15})
+    cluster.start()
+    leader = cluster.leader()
+    cluster.wait_registered()
+    zone = "abc"[cluster.ids.index(leader) % 3]
+    long = {
+        "id": "long",
+        "schedule": {"every": 3600, "start_at": "2020-01-01T00:00:00Z"},
+        "route": {"tags": {"zone": zone}},
+        "task": {"type": "shell", "command": ["sleep", "12"]},
+    }
+    assert cluster.api(leader, "POST", "/v1/jobs", long)[0] == 201
+    assert cluster.api(leader, "POST", "/v1/jobs/long/trigger")[0] == 201
+    time.sleep(1.5)  # it runs on the leader: the drain lasts until it ends
+    proc = cluster.procs[leader]
+    proc.terminate()
+    others = [n for n in cluster.ids if n != leader]
+    led_again, deadline = [], time.monotonic() + 9
+    time.sleep(3)  # the hand-over
+    while time.monotonic() < deadline and proc.poll() is None:
+        st = cluster.status(leader)
+        if st and st.get("role") == "leader":
+            led_again.append(round(deadline - time.monotonic(), 1))
+        for n in others:  # an election among the others also makes it a follower again
+            cluster.status(n)
+        time.sleep(0.5)
+    assert proc.poll() is None, "the drain should still be running (the task sleeps 12 s)"
+    assert len(led_again) <= 1, f"the stopping node led again at {led_again}"
+    assert cluster.leader(exclude=(leader,)) in others
+    assert cluster.wait_exit(leader, timeout=30) == 0
