@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -149,6 +150,16 @@ class Cluster:
         for node in list(self.procs):
             with contextlib.suppress(Exception):
                 self.kill(node)
+
+    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 40) -> Any:
+        """Poll `check` until it returns something true; fail with the nodes' logs on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
 
     def logs(self, tail: int | None = 4000) -> str:
         """Each node's log, its last `tail` characters (None: all of it)."""

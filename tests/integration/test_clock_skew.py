@@ -33,16 +33,6 @@ def _nodes(cluster: ChaosCluster, via: str) -> dict[str, dict[str, Any]]:
     return {n["id"]: n for n in body["items"]}
 
 
-def _wait(what: str, check: Any, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_node_whose_clock_is_off_gets_no_new_runs(cluster: ChaosCluster) -> None:
     cluster.clock_offset("n3", 3.0, restart=False)
     cluster.start()
@@ -56,7 +46,9 @@ def test_a_node_whose_clock_is_off_gets_no_new_runs(cluster: ChaosCluster) -> No
         "task": {"type": "shell", "command": ["true"]},
     }
     assert cluster.api(leader, "POST", "/v1/jobs", job)[0] == 201
-    n3 = _wait("n3 judged off", lambda: (n := _nodes(cluster, "n1")["n3"]) and not n["clock_ok"] and n)
+    n3 = cluster.wait_for(
+        "n3 judged off", lambda: (n := _nodes(cluster, "n1")["n3"]) and not n["clock_ok"] and n
+    )
     assert 2500 <= n3["clock_offset_ms"] <= 3500, n3  # its clock minus the cluster's (the median)
     code, health = cluster.api("n3", "GET", "/v1/health")
     assert code == 503 and health["clock_ok"] is False, health
@@ -69,8 +61,8 @@ def test_a_node_whose_clock_is_off_gets_no_new_runs(cluster: ChaosCluster) -> No
     assert recent and all(r["node"] != "n3" for r in recent), [(r["run_id"], r["node"]) for r in recent]
 
     cluster.clock_offset("n3", 0.0)  # restarted with the right time
-    _wait("n3 judged right again", lambda: _nodes(cluster, "n1")["n3"]["clock_ok"])
-    _wait(
+    cluster.wait_for("n3 judged right again", lambda: _nodes(cluster, "n1")["n3"]["clock_ok"])
+    cluster.wait_for(
         "a run on n3 again",
         lambda: any(
             r["node"] == "n3" for r in cluster.api("n1", "GET", "/v1/runs?job=tick&limit=50")[1]["items"]

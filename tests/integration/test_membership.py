@@ -18,13 +18,7 @@ def _ms(iso: str) -> int:
 
 
 def _wait(what: str, check: Any, cluster: Cluster, timeout: float = 40) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}\n{cluster.logs()}")
+    return cluster.wait_for(what, check, timeout)
 
 
 def _nodes(cluster: Cluster, via: str) -> dict[str, dict[str, Any]]:
