@@ -57,7 +57,7 @@ def plan_job(
         nxt = first = first if first is not None else _next(job, after)
     if nxt is None or nxt > horizon:
         return nxt
-    base = {"job_id": spec.id, "incarnation": job.incarnation}
+    base = {"job_id": spec.id, "incarnation": job.incarnation, "version": job.version}
     skips = len(plan.skips)
     first = first if first is not None else _next(job, after)
     catch_up, first = _catch_up(job, first, after, now_ms, load, base, plan)

@@ -25,9 +25,14 @@ class RunCommands(StateData):
         return ok(fired=fired, rejected=rejected)
 
     def _slot_job(self, item: dict[str, Any]) -> JobRecord | None:
-        """The job a fire or skip is for, when it is still that incarnation, enabled, and the slot new."""
+        """The job a fire or skip is for, when it is still that incarnation and version (a plan made
+        from the record an edit replaced would fire the old schedule's slots: an edit can commit
+        between the leader's plan and its fire), enabled, and the slot new. Items without a version
+        (logs written before it was carried) are fenced by incarnation alone."""
         job = self.jobs.get(item["job_id"])
         if job is None or job.incarnation != item["incarnation"] or job.spec.paused:
+            return None
+        if "version" in item and item["version"] != job.version:
             return None
         if job.last_slot_ms is not None and item["nominal_ms"] <= job.last_slot_ms:
             return None  # already fired or recorded: exactly once per slot

@@ -6,7 +6,7 @@ from raftsched.commands import CommandType, encode
 from raftsched.model import RunState
 from raftsched.state import State
 
-from statekit import T0, Driver
+from statekit import T0, Driver, job_spec
 
 
 def test_fire_is_idempotent_per_slot_and_run_id_is_deterministic() -> None:
@@ -312,3 +312,26 @@ def test_a_schedule_change_plans_from_the_edit_even_when_every_pending_run_is_ke
     assert d.state.runs["j@1800000002000"].state is RunState.PENDING
     assert (d.state.jobs["j"].last_slot_ms, d.state.jobs["j"].next_nominal_ms) == (T0 + 100, None)
     assert d.fire("j", T0 + 2000)["fired"] == []  # kept, never fired twice
+
+
+def test_a_fire_planned_from_a_replaced_version_is_refused() -> None:
+    """Chaos seed 13: an edit committed between the leader's plan and its fire; the old
+    schedule's slot fired and moved the job past a slot of the new one, which was lost."""
+    d = Driver()
+    d.boot()
+    d.add("j")
+    version = d.state.jobs["j"].version
+    assert d.fire("j", T0 + 1000, version=version)["fired"]
+    d.cmd(
+        CommandType.PUT_JOB,
+        spec=job_spec("j", schedule={"every": 1.5}),
+        now_ms=T0 + 1200,
+        mode="put",
+        next_nominal_ms=T0 + 1500,
+    )
+    stale = d.fire("j", T0 + 2000, version=version)  # the plan read the job before the edit
+    assert stale["fired"] == [] and stale["rejected"] == 1
+    assert d.state.jobs["j"].last_slot_ms < T0 + 1500  # the new schedule's next slot is still due
+    assert d.fire("j", T0 + 1500, version=version + 1)["fired"] == ["j@1800000001500"]
+    d.fire("j", T0 + 3000)  # without a version (older logs): fenced by incarnation alone
+    assert "j@1800000003000" in d.state.runs  # fired, or skipped by the overlap policy: decided
