@@ -89,7 +89,12 @@ def _failovers(history: History) -> list[dict[str, Any]]:
         old = _leader_at(history, f["mono"])
         if old is None or old not in hit:
             continue
-        new = next(((m, n) for m, n, _ in leaders if m > f["mono"] and n not in hit), None)
+        back = _recovered_at(history, hit, f["mono"])
+        # A node the fault hit counts once it is back (after a full-cluster restart the old leader
+        # may well lead again; waiting for another node measured the next fault instead).
+        new = next(
+            ((m, n) for m, n, _ in leaders if m > f["mono"] and (n not in hit or m > back.get(n, m))), None
+        )
         fire = next((c for c in created if c > f["wall_ms"]), None)
         out.append(
             {
@@ -100,6 +105,17 @@ def _failovers(history: History) -> list[dict[str, Any]]:
                 "next_fire_s": round((fire - f["wall_ms"]) / 1000, 3) if fire else None,
             }
         )
+    return out
+
+
+def _recovered_at(history: History, nodes: set[str], after: float) -> dict[str, float]:
+    """When each node was next started, resumed or healed after `after` (absent: not yet)."""
+    out: dict[str, float] = {}
+    for g in sorted(history.faults, key=lambda g: g["mono"]):
+        if g["mono"] <= after or g["kind"] not in ("start", "resume", "heal"):
+            continue
+        for n in nodes if g["kind"] == "heal" else _fault_targets(g) & nodes:
+            out.setdefault(n, g["mono"])
     return out
 
 

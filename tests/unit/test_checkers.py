@@ -580,3 +580,16 @@ def test_a_cancel_by_a_write_that_waited_for_a_leader_counts_from_its_acknowledg
     assert cancel_violations() == []
     h.ops[1].complete_mono, h.ops[1].status = 3.5, "ok"  # acknowledged before slot 5 started
     assert cancel_violations() == [f"m@{BASE + 5000}"]
+
+
+def test_after_a_full_restart_the_old_leader_leading_again_ends_the_failover() -> None:
+    from chaoskit.figures import _failovers
+
+    h = clean()
+    h.samples = [s for s in h.samples if not 3.0 <= s["mono"] < 5.0]  # no leader from 3 s to 5 s
+    h.faults = [
+        *({"kind": "kill", "node": n, "mono": 3.0, "wall_ms": wall(3.0)} for n in ("n1", "n2")),
+        *({"kind": "start", "node": n, "mono": 4.0, "wall_ms": wall(4.0)} for n in ("n1", "n2")),
+    ]
+    events = _failovers(h)
+    assert [(e["old_leader"], e["new_leader"], e["new_leader_s"]) for e in events] == [("n1", "n1", 2.0)]
