@@ -133,6 +133,11 @@ class ClockWatch:
             # A round trip longer than the bound cannot tell a good clock from a bad one.
             if s is not None and s.rtt_ms <= bound_ms
         }
+        if len(offsets) + 1 < max(3, (len(nodes) + 1) // 2 + 1):
+            # Two clocks cannot tell which one is wrong (their median is the midpoint: both would
+            # look off), nor can a minority of them: keep the verdicts until enough nodes answer.
+            log.info("clock check skipped: %d of %d nodes answered", len(offsets), len(nodes))
+            return []
         checks = clock_verdicts(offsets, self.settings.node_id, bound_ms)
         changed = [
             c

@@ -120,3 +120,9 @@ async def test_clock_verdicts_survive_a_snapshot() -> None:
     copy.load(rig.driver.state.dump())
     assert copy.nodes["n3"] == rig.node("n3") and not copy.nodes["n3"].clock_ok
     assert copy.digest_hex() == rig.driver.state.digest_hex()
+
+
+async def test_two_clocks_alone_judge_nothing() -> None:
+    rig = Rig({"n3": 3000})  # n2 does not answer: n1 and n3 disagree and nothing tells who is right
+    assert await rig.watch.check(1) == [] and not rig.proposed
+    assert rig.node("n1").clock_ok and rig.node("n3").clock_ok
