@@ -632,7 +632,8 @@ async def test_no_eligible_node_fires_nothing_then_records_missed_past_grace(pol
     assert {r.node for r in rig.runs().values() if r.attempt} == {"n3"}
 
 
-async def test_drain_moves_pending_runs_waits_for_running_then_removes_the_node() -> None:
+async def _rig_with_a_run_started_on_n2() -> tuple[Rig, Run]:
+    """A job fired over the nodes, one of n2's runs started (its other runs still pending)."""
     rig = Rig()
     rig.add("j", overlap="allow")
     await rig.tick()
@@ -640,6 +641,11 @@ async def test_drain_moves_pending_runs_waits_for_running_then_removes_the_node(
     assert on_n2, "least_loaded spreads the first fires over the nodes"
     running = on_n2[0]
     rig.start(running.run_id)
+    return rig, running
+
+
+async def test_drain_moves_pending_runs_waits_for_running_then_removes_the_node() -> None:
+    rig, running = await _rig_with_a_run_started_on_n2()
     rig.cmd(CommandType.DRAIN_NODE, node="n2", draining=True, leaving=True, now_ms=rig.clock.now_ms())
     await rig.tick(0.1)
     active = rig.state.active_runs_of("n2")
@@ -664,13 +670,7 @@ async def test_a_draining_leader_hands_over_first() -> None:
 
 
 async def test_a_node_with_a_bad_clock_gets_no_new_runs_and_its_pending_ones_move() -> None:
-    rig = Rig()
-    rig.add("j", overlap="allow")
-    await rig.tick()
-    on_n2 = rig.state.active_runs_of("n2")
-    assert on_n2, "least_loaded spreads the first fires over the nodes"
-    running = on_n2[0]
-    rig.start(running.run_id)
+    rig, running = await _rig_with_a_run_started_on_n2()
     clocks = [{"node": "n2", "offset_ms": 2400, "ok": False}]
     assert rig.cmd(CommandType.NODE_CLOCKS, term=1, now_ms=rig.clock.now_ms(), clocks=clocks)["ok"]
     await rig.tick(0.1)
