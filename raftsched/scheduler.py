@@ -155,7 +155,7 @@ class Scheduler:
         horizon = now_ms + lookahead_ms
         self._refresh_queue()
         with self.state.lock:
-            load = NodeLoad(self.state.candidates())
+            load = NodeLoad(self.state.candidates(executing=True))
             plan.generation = self.state.generation
         due: list[tuple[int, str]] = []
         while self._queue and self._queue[0][0] <= horizon:
@@ -304,7 +304,7 @@ class Scheduler:
         now_ms = self.clock.now_ms()
         moves: list[dict[str, Any]] = []
         with self.state.lock:
-            load = NodeLoad(self.state.candidates())
+            load = NodeLoad(self.state.candidates(executing=True))
             for node in self.state.nodes.values():
                 if node.up and not node.draining and node.clock_ok:
                     continue

@@ -439,6 +439,8 @@ class Bench:
             time.sleep(2.5)  # the load goes on: late runs of the window (and the failovers) land meanwhile
             events = self.sink_events()
             rs.update(m.lateness_report(events, (w0, w1), expected_slots(n, False, anchor, 1000, w0, w1)))
+            if self.args.keep:  # the raw ground truth, for analyses the tables do not make
+                m.save_events(events, self.work / f"events-spread-{n}.jsonl")
             if first and "failover" in self.only:
                 self.failover_lateness(events, n, anchor)
         finally:

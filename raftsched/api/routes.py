@@ -299,7 +299,7 @@ async def trigger_job(request: web.Request) -> web.Response:
     overrides = {"env": body.get("env"), "kwargs": body.get("kwargs")}
     with svc.state.lock:
         job = _job(svc, job_id)
-        nodes = pick_nodes(job.spec.route, job_id, f"{job_id}@manual", svc.state.candidates())
+        nodes = pick_nodes(job.spec.route, job_id, f"{job_id}@manual", svc.state.candidates(executing=True))
     if not nodes:
         raise ValidationError("no live node matches the job's route tags", field="route.tags")
     result = await svc.write(

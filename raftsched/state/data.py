@@ -67,6 +67,10 @@ class StateData:
         self.job_runs: dict[str, dict[str, None]] = {}
         self.job_active: dict[str, dict[str, None]] = {}
         self.node_active: dict[str, dict[str, None]] = {}  # node -> pending/running run ids
+        # node -> how many of its runs are executing (RUNNING): routing's load. Fire-ahead makes
+        # a node's pending runs commitments for later, not load: counting them herded whole
+        # stretches of fires onto whichever node had just reported its finishes.
+        self.node_executing: dict[str, int] = {}
         self.job_waiting: dict[str, dict[str, None]] = {}  # job -> queued run ids (overlap `queue`)
         self.stats: dict[str, dict[str, Any]] = {}  # job -> counters and summaries (ZERO_STATS: none yet)
         self.totals: dict[str, Any] = new_stats()
@@ -88,15 +92,28 @@ class StateData:
             _ids(self.job_active, run.job_id)[run.run_id] = None
             if run.node is not None:
                 _ids(self.node_active, run.node)[run.run_id] = None
+                self._executing(run, 1)
             if run.waiting:
                 _ids(self.job_waiting, run.job_id)[run.run_id] = None
 
     def _move(self, old: Run, new: Run) -> None:
         if old.node is not None:
             self.node_active.get(old.node, {}).pop(old.run_id, None)
+            self._executing(old, -1)
         self.runs[new.run_id] = new
         if new.node is not None:
             self.node_active.setdefault(new.node, {})[new.run_id] = None
+            self._executing(new, 1)
+
+    def _started(self, run: Run, started_ms: int) -> Run:
+        """PENDING -> RUNNING."""
+        started = self.runs[run.run_id] = evolve(run, state=RunState.RUNNING, started_ms=started_ms)
+        self._executing(started, 1)
+        return started
+
+    def _executing(self, run: Run, delta: int) -> None:
+        if run.state is RunState.RUNNING and run.node is not None:
+            self.node_executing[run.node] = self.node_executing.get(run.node, 0) + delta
 
     def _finish(
         self, run: Run, state: RunState, now_ms: int, *, reason: str | None = None, **report: Any
@@ -109,6 +126,7 @@ class StateData:
         _discard(self.job_active, run.job_id, run.run_id)
         if run.node is not None:
             _discard(self.node_active, run.node, run.run_id)
+            self._executing(run, -1)
         if run.waiting:
             _discard(self.job_waiting, run.job_id, run.run_id)
         self._count(run.job_id, OUTCOME_COUNTER[state])
@@ -220,14 +238,20 @@ class StateData:
 
     # ------------------------------------------------------------------ reads (hold `lock`)
 
-    def candidates(self) -> list[Candidate]:
-        """Routing's view of the nodes: tags, capacity and active runs per node."""
+    def candidates(self, *, executing: bool = False) -> list[Candidate]:
+        """Routing's view of the nodes: tags, capacity and load per node.
+
+        The load is the node's active runs (pending or running): what the replicated retry
+        routing has always counted, and must keep counting for old logs to replay the same.
+        `executing=True` counts the runs executing only: the leader's planner, whose choice the
+        log records, routes on that (see `node_executing`)."""
+        executing_on, active_on = self.node_executing.get, self.node_active.get
         return [
             Candidate(
                 id=n.id,
                 tags=n.tags,
                 capacity=n.capacity,
-                running=len(self.node_active.get(n.id, {})),
+                running=executing_on(n.id, 0) if executing else len(active_on(n.id, {})),
                 up=n.up,
                 draining=n.draining or not n.clock_ok,  # both take no new runs
             )

@@ -85,6 +85,7 @@ class NodeCommands(StateData):
             return reject("rejected", f"node {node.id!r} is not drained", "id")
         del self.nodes[node.id]
         self.node_active.pop(node.id, None)
+        self.node_executing.pop(node.id, None)
         self.removed[node.id] = body["now_ms"]
         return ok(node=node.id, removed=True)
 

@@ -144,8 +144,7 @@ class RunCommands(StateData):
             if run.state is RunState.PENDING:
                 if self._delivery(run) is Delivery.AT_MOST_ONCE and not run.claimed:
                     continue
-                run = evolve(run, state=RunState.RUNNING, started_ms=item["started_ms"])
-                self.runs[run.run_id] = run
+                run = self._started(run, item["started_ms"])
                 self._observe(run.job_id, "lateness", item["started_ms"] - run.due_ms)
             accepted.append(run.run_id)
         return ok(accepted=accepted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -187,6 +188,12 @@ def parse_events(raw: list[list[Any]]) -> list[Event]:
     return out
 
 
+def save_events(events: list[Event], path: Path) -> None:
+    with path.open("w") as f:
+        for e in events:
+            f.write(json.dumps(dataclasses.astuple(e)) + "\n")
+
+
 def lateness_report(events: list[Event], window: tuple[int, int], expected: int) -> dict[str, Any]:
     """Ground truth over the runs due in [window): lateness, runs/s, missed, duplicates."""
     lo, hi = window
@@ -202,7 +209,29 @@ def lateness_report(events: list[Event], window: tuple[int, int], expected: int)
         "duplicates": len(inside) - len(slots),
         "runs_per_s": round(len(arrived) / seconds, 1),
         "expected_runs_per_s": round(expected / seconds, 1),
+        "by_node": {node: dist(e.t_ms - e.due_ms for e in inside if e.node == node)
+                    for node in sorted({e.node for e in inside})},
+        "late_timeline": late_timeline(inside),
     }
+
+
+def late_timeline(events: list[Event], late_ms: float = 10.0, bucket_ms: int = 100) -> list[list[Any]]:
+    """When the late runs were due: [bucket start (ms into the window), late runs, worst ms, nodes].
+
+    Late runs that bunch in a few buckets point at a stall (a pause of one process: GC, a long
+    callback, a held lock); late runs spread evenly point at a steady shortage of CPU.
+    """
+    if not events:
+        return []
+    lo = min(e.due_ms for e in events)
+    buckets: dict[int, list[Event]] = {}
+    for e in events:
+        if e.t_ms - e.due_ms > late_ms:
+            buckets.setdefault((e.due_ms - lo) // bucket_ms * bucket_ms, []).append(e)
+    return [
+        [start, len(late), round(max(e.t_ms - e.due_ms for e in late), 1), sorted({e.node for e in late})]
+        for start, late in sorted(buckets.items())
+    ]
 
 
 def http_json(url: str, method: str = "GET", body: Any = None, timeout: float = 30) -> Any:

@@ -220,3 +220,29 @@ def test_a_loaded_snapshot_applies_the_rest_of_the_log_identically() -> None:
     for data in stream.d.log[split:]:
         assert loaded.apply(data) == first.apply(data)
     assert loaded.dump() == first.dump() == stream.d.state.dump()
+
+
+def test_the_executing_count_per_node_follows_every_transition() -> None:
+    """Routing's load index (`node_executing`) is derived: after any mix of starts, finishes,
+    retries, moves, cancels, deletes and a snapshot load it equals the RUNNING runs per node."""
+
+    def counted(state: State) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for run in state.runs.values():
+            if run.state is RunState.RUNNING and run.node is not None:
+                out[run.node] = out.get(run.node, 0) + 1
+        return out
+
+    stream = Stream(4)
+    stream.boot()
+    seen_running = 0
+    for _ in range(1500):
+        stream.step()
+        state = stream.d.state
+        index = {node: n for node, n in state.node_executing.items() if n}
+        assert index == counted(state)
+        seen_running = max(seen_running, sum(index.values()))
+    assert seen_running >= 3  # the stream did keep runs executing
+    loaded = State()
+    loaded.load(stream.d.state.dump())
+    assert {n: c for n, c in loaded.node_executing.items() if c} == counted(stream.d.state)
