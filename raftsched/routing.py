@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .ids import stable_hash
 from .model import Route, RouteStrategy
 
-__all__ = ["Candidate", "NodeLoad", "eligible", "pick_nodes"]
+__all__ = ["PLANNER_GRAIN", "Candidate", "NodeLoad", "eligible", "pick_nodes"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,20 +45,29 @@ def pick_nodes(
     return NodeLoad(candidates).pick(route, job_id, salt, counter=counter)
 
 
+PLANNER_GRAIN = 8  # the leader's least-loaded: loads within 1/8 of capacity count as equal
+
+
 class NodeLoad:
     """The candidates as one batch of choices sees them: each tag set's eligible nodes, filtered and
     sorted once, and the runs the batch has assigned so far (`add`), counted in a dict.
 
     `pick` answers exactly as `pick_nodes` would on the candidates with `running` raised by
     what was added: eligibility does not depend on load, so the cached lists stay valid.
+
+    `grain`: least-loaded compares loads in steps of 1/grain of a node's capacity and spreads
+    nodes within one step by the slot's hash. The leader's planner uses `PLANNER_GRAIN`: its load
+    figures lag by the report round trip, and exact comparisons of lagging figures send a whole
+    batch of fires to one node. None (exact) is what the replicated retry routing always used.
     """
 
-    __slots__ = ("_candidates", "_eligible", "added")
+    __slots__ = ("_candidates", "_eligible", "added", "_grain")
 
-    def __init__(self, candidates: Sequence[Candidate]) -> None:
+    def __init__(self, candidates: Sequence[Candidate], *, grain: int | None = None) -> None:
         self._candidates = candidates
         self._eligible: dict[frozenset[tuple[str, str]], list[Candidate]] = {}
         self.added: dict[str, int] = {}
+        self._grain = grain
 
     def eligible(self, tags: Mapping[str, str]) -> list[Candidate]:
         key = frozenset(tags.items())
@@ -94,11 +103,14 @@ class NodeLoad:
             # Rendezvous hashing: stable per job, moves only the jobs of a node that leaves.
             return [max(nodes, key=lambda c: stable_hash(job_id, c.id)).id]
         # Least loaded: free capacity first; ties broken by a stable hash so equal nodes share the load.
-        best = min(
-            with_room,
-            key=lambda c: (self.full(c), self.running(c) / max(1, c.capacity), stable_hash(salt, c.id)),
-        )
+        best = min(with_room, key=lambda c: (self.full(c), self.load(c), stable_hash(salt, c.id)))
         return [best.id]
+
+    def load(self, c: Candidate) -> float:
+        """How loaded least-loaded sees `c`: its share of capacity in use, exact or in grains."""
+        if self._grain is None:
+            return self.running(c) / max(1, c.capacity)
+        return self.running(c) * self._grain // max(1, c.capacity)
 
     def full(self, c: Candidate) -> bool:
         return self.running(c) >= c.capacity

@@ -22,7 +22,7 @@ from .errors import RaftschedError
 from .model import RouteStrategy, RunState
 from .planning import Plan, next_key, plan_job
 from .records import JobRecord, Run
-from .routing import NodeLoad
+from .routing import PLANNER_GRAIN, NodeLoad
 from .state import State
 
 __all__ = ["Leadership", "Scheduler", "SchedulerSettings"]
@@ -155,7 +155,7 @@ class Scheduler:
         horizon = now_ms + lookahead_ms
         self._refresh_queue()
         with self.state.lock:
-            load = NodeLoad(self.state.candidates(executing=True))
+            load = NodeLoad(self.state.candidates(executing=True), grain=PLANNER_GRAIN)
             plan.generation = self.state.generation
         due: list[tuple[int, str]] = []
         while self._queue and self._queue[0][0] <= horizon:
@@ -304,7 +304,7 @@ class Scheduler:
         now_ms = self.clock.now_ms()
         moves: list[dict[str, Any]] = []
         with self.state.lock:
-            load = NodeLoad(self.state.candidates(executing=True))
+            load = NodeLoad(self.state.candidates(executing=True), grain=PLANNER_GRAIN)
             for node in self.state.nodes.values():
                 if node.up and not node.draining and node.clock_ok:
                     continue

@@ -123,3 +123,17 @@ def test_node_load_picks_as_pick_nodes_on_the_raised_load() -> None:
             load.add(node)
             candidates = add_load(candidates, node)
     assert {c.id: c.running for c in candidates} == {c.id: load.running(c) for c in LOADED}
+
+
+def test_planner_grain_spreads_nodes_within_a_step_and_still_steers_past_it() -> None:
+    """Loads that differ by less than capacity/grain are equal for the planner: a batch spreads
+    over them by hash instead of filling the least loaded first; a real difference still steers."""
+    lagging = [node("n1", 0, capacity=256), node("n2", 20, capacity=256), node("n3", 30, capacity=256)]
+    exact, coarse = NodeLoad(lagging), NodeLoad(lagging, grain=8)
+    picked_exact = [exact.pick(route("least_loaded"), "j", f"j@{i}")[0] for i in range(30)]
+    picked_coarse = [coarse.pick(route("least_loaded"), "j", f"j@{i}")[0] for i in range(30)]
+    assert set(picked_exact) == {"n1"}  # exact: the lagging figure wins every pick
+    assert {picked_coarse.count(n) for n in ("n1", "n2", "n3")} <= set(range(5, 16))  # spread
+    busy = [node("n1", 0, capacity=256), node("n2", 100, capacity=256)]
+    steered = NodeLoad(busy, grain=8)
+    assert {steered.pick(route("least_loaded"), "j", f"j@{i}")[0] for i in range(20)} == {"n1"}
