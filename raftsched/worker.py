@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,7 @@ Propose = Callable[[bytes], Awaitable[dict[str, Any]]]
 ExecutorFor = Callable[[TaskType], Executor]
 
 MAX_BATCH = 1000  # items per report command: the state's work per command stays bounded
-STALL_S = 0.5  # a gap this long between two reconciliations means this process was stopped
+STALL_S = 0.5  # this much more time than CPU between two reconciliations: the process was stopped
 SUSPECT_S = 10.0  # after such a gap, starts read through the log for this long
 
 
@@ -108,6 +109,7 @@ class Worker:
         ready: Callable[[], bool] = lambda: True,
         barrier: Callable[[], Awaitable[object]] | None = None,
         behind: Callable[[], bool] = lambda: False,
+        cpu_time: Callable[[], float] = time.process_time,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -118,6 +120,7 @@ class Worker:
         self.ready = ready  # True once this node has applied what the cluster had committed
         self.barrier = barrier  # commits a no-op and returns once this node has applied it
         self.behind = behind  # True while this node knows of committed entries it has not applied
+        self.cpu_time = cpu_time  # this process's CPU seconds: tells a stall from a busy spell
         self.draining = False
         attempts = settings.attempts_path
         self.attempts = AttemptJournal(attempts, fsync=settings.fsync) if attempts is not None else None
@@ -181,14 +184,15 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.settings.reconcile_period_s)
         self._compact_attempts()
-        last = self.clock.monotonic()
+        last, last_cpu = self.clock.monotonic(), self.cpu_time()
         while True:
-            now = self.clock.monotonic()
-            if now - last > STALL_S:
+            now, cpu = self.clock.monotonic(), self.cpu_time()
+            if (now - last) - (cpu - last_cpu) > STALL_S:
                 # This process did not run for a while (paused, starved): its copy of the log may
-                # be behind, so starts go through the log until a lookahead has passed.
+                # be behind, so starts go through the log until a lookahead has passed. A gap the
+                # process spent computing (a big plan or apply) is no stall: its Raft thread ran.
                 self._suspect_until = now + SUSPECT_S
-            last = now
+            last, last_cpu = now, cpu
             self.reconcile()
             self.wake.clear()
             with contextlib.suppress(TimeoutError):

@@ -495,6 +495,7 @@ class Bench:
         want = min(n, 50 if self.mode != "full" else 100)
         sample = sorted({(i * n) // want for i in range(want)})
         values, asked = [], 0
+        by_node: dict[str, list[float]] = {}
         deadline = time.monotonic() + 30  # an overloaded node answers slowly: take what comes in time
         for i in sample:
             if time.monotonic() > deadline:
@@ -510,7 +511,9 @@ class Bench:
                 due = int(run["run_id"].rpartition("@")[2].split("~")[0])
                 if w0 <= due < w1 and run["lateness"] is not None:
                     values.append(run["lateness"] * 1000)
-        return {**m.dist(values), "jobs_sampled": asked}
+                    by_node.setdefault(str(run.get("node")), []).append(run["lateness"] * 1000)
+        by = {node: m.dist(v) for node, v in sorted(by_node.items())}
+        return {**m.dist(values), "jobs_sampled": asked, "by_node": by}
 
     def profile_nodes(self, cluster: Cluster, tag: str, seconds: float = 8) -> None:
         if prof.py_spy() is None:

@@ -88,6 +88,7 @@ class _Node:
     draining: bool
     capacity: int
     running: int
+    pending: int
     clock_offset_ms: int | None = None
     clock_ok: bool = True
 
@@ -133,7 +134,8 @@ def _snapshot(state: State) -> _Snapshot:
                 up=n.up,
                 draining=n.draining,
                 capacity=n.capacity,
-                running=len(state.node_active.get(n.id, {})),
+                running=state.node_executing.get(n.id, 0),
+                pending=len(state.node_active.get(n.id, {})) - state.node_executing.get(n.id, 0),
                 clock_offset_ms=n.clock_offset_ms,
                 clock_ok=n.clock_ok,
             )
@@ -239,7 +241,10 @@ def _cluster(snap: _Snapshot) -> Iterator[Metric]:
     families = {
         "up": GaugeMetricFamily("raftsched_node_up", "1 if the node is committed alive.", labels=["node"]),
         "running": GaugeMetricFamily(
-            "raftsched_node_running", "Runs assigned to the node, pending or running.", labels=["node"]
+            "raftsched_node_running", "Runs executing on the node now (its load).", labels=["node"]
+        ),
+        "pending": GaugeMetricFamily(
+            "raftsched_node_pending", "Runs assigned to the node, not yet due.", labels=["node"]
         ),
         "capacity": GaugeMetricFamily(
             "raftsched_node_capacity", "Runs the node executes at once.", labels=["node"]
@@ -261,6 +266,7 @@ def _cluster(snap: _Snapshot) -> Iterator[Metric]:
     for n in snap.nodes:
         families["up"].add_metric([n.id], int(n.up))
         families["running"].add_metric([n.id], n.running)
+        families["pending"].add_metric([n.id], n.pending)
         families["capacity"].add_metric([n.id], n.capacity)
         families["draining"].add_metric([n.id], int(n.draining))
         families["clock_ok"].add_metric([n.id], int(n.clock_ok))

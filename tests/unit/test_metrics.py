@@ -15,6 +15,7 @@ from raftsched.api.app import Services, make_app
 from raftsched.clock import FakeClock
 from raftsched.commands import CommandType
 from raftsched.errors import NoLeader
+from raftsched.model import RunState
 from raftsched.records import BUCKETS_MS, COUNTERS, Summary
 from raftsched.replication import RaftStatus
 
@@ -192,10 +193,12 @@ async def test_cluster_gauges(client_for: Any) -> None:
         assert value(fams, "raftsched_node_capacity", node=node) == 4
         assert value(fams, "raftsched_node_draining", node=node) == 0
         with d.state.lock:
-            running = len(d.state.node_active.get(node, {}))
+            active = d.state.active_runs_of(node)
+        running = sum(r.state is RunState.RUNNING for r in active)
         assert value(fams, "raftsched_node_running", node=node) == running
-    assert value(fams, "raftsched_node_running", node="n2") == 2  # a's running and pending runs
-    assert value(fams, "raftsched_node_running", node="n3") == 1
+        assert value(fams, "raftsched_node_pending", node=node) == len(active) - running
+    assert value(fams, "raftsched_node_running", node="n2") == 1  # a's running run
+    assert value(fams, "raftsched_node_pending", node="n2") == 1  # and its pending one
     assert value(fams, "raftsched_state_applied", "raftsched_state_applied_total") == d.state.applied > 0
     assert value(fams, "raftsched_build_info", version=__version__, node="n2") == 1
 

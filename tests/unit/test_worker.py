@@ -7,6 +7,7 @@ dead node left running, and the parent-death signal of real task processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -1067,6 +1068,27 @@ async def test_after_a_stall_on_time_starts_read_through_the_log(rig: Rig) -> No
     await rig.advance(1)  # on time, but suspect
     await rig.settle()
     assert rig.executor.started_ids() == [run_id] and calls == 1
+
+
+async def test_a_gap_without_cpu_is_a_stall_a_busy_gap_is_not(rig: Rig) -> None:
+    """SIGSTOP or starvation: time passed and this process got no CPU, so its copy of the log may
+    be stale. A spell of computing (a big plan, a long apply) is no reason to distrust it."""
+    cpu = 0.0
+    rig.worker.cpu_time = lambda: cpu
+    loop = asyncio.create_task(rig.worker._reconcile_loop())
+    try:
+        await asyncio.sleep(0.12)
+        rig.clock.advance(1.0)
+        cpu += 0.9  # busy, not stopped
+        await asyncio.sleep(0.12)
+        assert rig.worker._suspect_until == 0.0
+        rig.clock.advance(1.0)  # stopped: no CPU meanwhile
+        await asyncio.sleep(0.12)
+        assert rig.worker._suspect_until > rig.clock.monotonic()
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
 
 
 async def test_a_node_behind_its_log_applies_it_before_starting(rig: Rig) -> None:
