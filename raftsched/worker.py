@@ -577,21 +577,38 @@ class Worker:
         """
         async with self._flush_lock:
             self._write_finish_lines()
-            batches = (
-                (CommandType.CLAIM_RUNS, list(self._claims.values())),
-                (CommandType.START_RUNS, self._starts),
-                (CommandType.FINISH_RUNS, self._finishes),
+            self._fold_starts()
+            claims = list(self._claims.values())
+            claimed = await self._send_all(CommandType.CLAIM_RUNS, claims)
+            unsent = {item["run_id"] for item in claims}
+            self._claims = {rid: item for rid, item in self._claims.items() if rid in unsent}
+            if not claimed:
+                return False
+            # Starts and finishes of one flush concern different runs (`_fold_starts`): their
+            # order in the log does not matter, so they commit side by side, not one after the other.
+            sent = await asyncio.gather(
+                self._send_all(CommandType.START_RUNS, self._starts),
+                self._send_all(CommandType.FINISH_RUNS, self._finishes),
             )
-            for cmd_type, items in batches:
-                while items:
-                    sent = items[:MAX_BATCH]
-                    if not await self._send(cmd_type, sent):
-                        return False
-                    del items[: len(sent)]
-                    if cmd_type is CommandType.CLAIM_RUNS:
-                        for item in sent:
-                            self._claims.pop(item["run_id"], None)
-            return True
+            return all(sent)
+
+    def _fold_starts(self) -> None:
+        """A run that started and finished since the last flush is reported by its finish alone
+        (it carries `started_ms`): one item and one apply instead of two, on every node."""
+        if not (self._starts and self._finishes):
+            return
+        done = {(f["run_id"], f["attempt"]) for f in self._finishes if f.get("started_ms") is not None}
+        if done:
+            self._starts[:] = [s for s in self._starts if (s["run_id"], s["attempt"]) not in done]
+
+    async def _send_all(self, cmd_type: CommandType, items: list[dict[str, Any]]) -> bool:
+        """Propose `items` (MAX_BATCH per command), removing what commits from the list."""
+        while items:
+            sent = items[:MAX_BATCH]
+            if not await self._send(cmd_type, sent):
+                return False
+            del items[: len(sent)]
+        return True
 
     def _write_finish_lines(self) -> None:
         """The finish lines go to the journal before their reports are proposed. If the disk
