@@ -602,12 +602,16 @@ class Worker:
             self._starts[:] = [s for s in self._starts if (s["run_id"], s["attempt"]) not in done]
 
     async def _send_all(self, cmd_type: CommandType, items: list[dict[str, Any]]) -> bool:
-        """Propose `items` (MAX_BATCH per command), removing what commits from the list."""
-        while items:
-            sent = items[:MAX_BATCH]
+        """Propose what `items` (a queue the runs append to) holds now, MAX_BATCH per command,
+        removing what commits from its front. What is queued meanwhile waits for the next flush:
+        chasing it kept one flush going for seconds under load, holding back the other kind."""
+        left = len(items)
+        while left:
+            sent = items[: min(left, MAX_BATCH)]
             if not await self._send(cmd_type, sent):
                 return False
             del items[: len(sent)]
+            left -= len(sent)
         return True
 
     def _write_finish_lines(self) -> None:

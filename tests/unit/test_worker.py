@@ -469,6 +469,24 @@ async def test_failed_report_is_retried_without_losing_items(rig: Rig) -> None:
     assert rig.run_state(first) is RunState.SUCCEEDED and rig.run_state(second) is RunState.SUCCEEDED
 
 
+async def test_a_flush_sends_what_was_queued_when_it_began(rig: Rig) -> None:
+    """Runs that report while a flush is in flight wait for the next one: a flush that chased the
+    queue ran for seconds under load, and the other kind of report waited behind it."""
+    first, second = fire(rig, "a"), fire(rig, "b")
+    await rig.advance(1)  # both start; nothing finishes yet
+    rig.proposer.gate = asyncio.Event()
+    flush = asyncio.create_task(rig.worker.flush_reports())
+    await rig.settle()
+    rig.worker._starts.append({"run_id": second, "attempt": 1, "started_ms": DUE})  # arrives meanwhile
+    rig.proposer.gate.set()
+    assert await flush
+    assert [[i["run_id"] for i in items] for items in rig.proposer.of(CommandType.START_RUNS)] == [
+        sorted([first, second])
+    ]
+    assert [i["run_id"] for i in rig.worker._starts] == [second]  # for the next flush
+    rig.executor.release(first, second)
+
+
 async def test_concurrent_flushes_send_each_item_once(rig: Rig) -> None:
     first, second = fire(rig, "a"), fire(rig, "b")
     rig.executor.auto = True
