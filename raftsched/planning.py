@@ -129,7 +129,9 @@ def _fire(
         due = slot + triggers.jitter_ms(spec.id, slot, spec.jitter)
         if exclusive and (active or fired) and due > now_ms:
             break  # overlap decided at the due time, by the state (DESIGN.md §2.4)
-        nodes = load.pick(spec.route, spec.id, f"{spec.id}@{slot}", counter=job.fired + len(plan.fires))
+        nodes = load.pick(
+            spec.route, spec.id, f"{spec.id}@{slot}", counter=job.fired + len(plan.fires), due_ms=due
+        )
         if not nodes:
             break  # no eligible node yet: retried next tick, recorded missed once past grace
         successor = next(slots)
@@ -137,7 +139,7 @@ def _fire(
             {**base, "nominal_ms": slot, "due_ms": due, "nodes": nodes, "next_nominal_ms": successor}
         )
         for node in nodes:
-            load.add(node)
+            load.add(node, due)
         fired, slot = fired + 1, successor
     return fired, slot
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .ids import stable_hash
 from .model import Route, RouteStrategy
 
-__all__ = ["PLANNER_GRAIN", "Candidate", "NodeLoad", "eligible", "pick_nodes"]
+__all__ = ["PLANNER_GRAIN", "Candidate", "DueDensity", "NodeLoad", "eligible", "pick_nodes"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +48,37 @@ def pick_nodes(
 PLANNER_GRAIN = 8  # the leader's least-loaded: loads within 1/8 of capacity count as equal
 
 
+class DueDensity:
+    """How many runs the leader has assigned to each node, per `bucket_ms` of due time.
+
+    Fire-ahead assigns runs seconds before they are due, while the executing counts that
+    least-loaded compares lag behind the reports. Among nodes equally loaded by those counts,
+    the one with the fewest runs due in the same bucket gets the next: a node never takes a
+    whole stretch of due times, nor the bulk of an aligned burst. The leader's own memory,
+    not replicated: a new leader starts empty, and a fire that did not commit counts until its
+    bucket is forgotten.
+    """
+
+    __slots__ = ("bucket_ms", "_counts")
+
+    def __init__(self, bucket_ms: int = 50) -> None:
+        self.bucket_ms = bucket_ms
+        self._counts: dict[int, dict[str, int]] = {}
+
+    def count(self, node_id: str, due_ms: int) -> int:
+        return self._counts.get(due_ms // self.bucket_ms, {}).get(node_id, 0)
+
+    def add(self, node_id: str, due_ms: int) -> None:
+        bucket = self._counts.setdefault(due_ms // self.bucket_ms, {})
+        bucket[node_id] = bucket.get(node_id, 0) + 1
+
+    def forget_before(self, ms: int) -> None:
+        """Drop the buckets wholly before `ms` (their runs are due: the executing counts know)."""
+        first = ms // self.bucket_ms
+        for bucket in [b for b in self._counts if b < first]:
+            del self._counts[bucket]
+
+
 class NodeLoad:
     """The candidates as one batch of choices sees them: each tag set's eligible nodes, filtered and
     sorted once, and the runs the batch has assigned so far (`add`), counted in a dict.
@@ -59,15 +90,24 @@ class NodeLoad:
     nodes within one step by the slot's hash. The leader's planner uses `PLANNER_GRAIN`: its load
     figures lag by the report round trip, and exact comparisons of lagging figures send a whole
     batch of fires to one node. None (exact) is what the replicated retry routing always used.
+    `density` (the planner's) breaks ties between equally loaded nodes by the runs each has due
+    near the run's due time (`DueDensity`), before the hash.
     """
 
-    __slots__ = ("_candidates", "_eligible", "added", "_grain")
+    __slots__ = ("_candidates", "_eligible", "added", "_grain", "_density")
 
-    def __init__(self, candidates: Sequence[Candidate], *, grain: int | None = None) -> None:
+    def __init__(
+        self,
+        candidates: Sequence[Candidate],
+        *,
+        grain: int | None = None,
+        density: DueDensity | None = None,
+    ) -> None:
         self._candidates = candidates
         self._eligible: dict[frozenset[tuple[str, str]], list[Candidate]] = {}
         self.added: dict[str, int] = {}
         self._grain = grain
+        self._density = density
 
     def eligible(self, tags: Mapping[str, str]) -> list[Candidate]:
         key = frozenset(tags.items())
@@ -76,15 +116,19 @@ class NodeLoad:
             nodes = self._eligible[key] = eligible(self._candidates, tags)
         return nodes
 
-    def add(self, node_id: str) -> None:
-        """Count one more run on `node_id`."""
+    def add(self, node_id: str, due_ms: int | None = None) -> None:
+        """Count one more run on `node_id` (due at `due_ms`, for the density)."""
         self.added[node_id] = self.added.get(node_id, 0) + 1
+        if self._density is not None and due_ms is not None:
+            self._density.add(node_id, due_ms)
 
     def running(self, c: Candidate) -> int:
         return c.running + self.added.get(c.id, 0)
 
-    def pick(self, route: Route, job_id: str, salt: str, *, counter: int = 0) -> list[str]:
-        """As `pick_nodes`, on this view."""
+    def pick(
+        self, route: Route, job_id: str, salt: str, *, counter: int = 0, due_ms: int | None = None
+    ) -> list[str]:
+        """As `pick_nodes`, on this view; `due_ms`: when the run is due (for the density)."""
         nodes = self.eligible(route.tags)
         if not nodes:
             return []
@@ -103,7 +147,16 @@ class NodeLoad:
             # Rendezvous hashing: stable per job, moves only the jobs of a node that leaves.
             return [max(nodes, key=lambda c: stable_hash(job_id, c.id)).id]
         # Least loaded: free capacity first; ties broken by a stable hash so equal nodes share the load.
-        best = min(with_room, key=lambda c: (self.full(c), self.load(c), stable_hash(salt, c.id)))
+        density = self._density
+        if density is None or due_ms is None:
+            best = min(with_room, key=lambda c: (self.full(c), self.load(c), stable_hash(salt, c.id)))
+        else:
+            best = min(
+                with_room,
+                key=lambda c: (
+                    self.full(c), self.load(c), density.count(c.id, due_ms), stable_hash(salt, c.id)
+                ),
+            )
         return [best.id]
 
     def load(self, c: Candidate) -> float:

@@ -22,7 +22,7 @@ from .errors import RaftschedError
 from .model import RouteStrategy, RunState
 from .planning import Plan, next_key, plan_job
 from .records import JobRecord, Run
-from .routing import PLANNER_GRAIN, NodeLoad
+from .routing import PLANNER_GRAIN, DueDensity, NodeLoad
 from .state import State
 
 __all__ = ["Leadership", "Scheduler", "SchedulerSettings"]
@@ -86,6 +86,7 @@ class Scheduler:
         self._queue_dirty = True
         # job -> (incarnation, version, last slot, the slot after it) as this leader computed it
         self._successors: dict[str, tuple[int, int, int, int | None]] = {}
+        self._density = DueDensity()  # runs this leader assigned per node and due-time bucket
 
     async def run(self) -> None:
         while True:
@@ -155,7 +156,7 @@ class Scheduler:
         horizon = now_ms + lookahead_ms
         self._refresh_queue()
         with self.state.lock:
-            load = NodeLoad(self.state.candidates(executing=True), grain=PLANNER_GRAIN)
+            load = self._node_load()
             plan.generation = self.state.generation
         due: list[tuple[int, str]] = []
         while self._queue and self._queue[0][0] <= horizon:
@@ -173,6 +174,12 @@ class Scheduler:
                 key = plan_job(job, active, load, now_ms, lookahead_ms, plan, first=self._first(job))
                 self._remember(job, key, plan)
         return plan
+
+    def _node_load(self) -> NodeLoad:
+        """Routing's view for one batch (hold `state.lock`): executing counts in grains, then the
+        runs this leader has assigned near each due time."""
+        self._density.forget_before(self.clock.now_ms() - 1000)
+        return NodeLoad(self.state.candidates(executing=True), grain=PLANNER_GRAIN, density=self._density)
 
     def _read_jobs(self, entries: list[tuple[int, str]]) -> dict[str, tuple[JobRecord, bool]]:
         """The jobs' records (frozen: safe to read after the lock) and whether each has a scheduled
@@ -304,7 +311,7 @@ class Scheduler:
         now_ms = self.clock.now_ms()
         moves: list[dict[str, Any]] = []
         with self.state.lock:
-            load = NodeLoad(self.state.candidates(executing=True), grain=PLANNER_GRAIN)
+            load = self._node_load()
             for node in self.state.nodes.values():
                 if node.up and not node.draining and node.clock_ok:
                     continue
@@ -327,10 +334,10 @@ class Scheduler:
         if job is None:
             return
         plain = dataclasses.replace(job.spec.route, strategy=RouteStrategy.LEAST_LOADED)
-        picked = load.pick(plain, run.job_id, run.run_id)
+        picked = load.pick(plain, run.job_id, run.run_id, due_ms=run.due_ms)
         if picked:
             moves.append({"run_id": run.run_id, "attempt": run.attempt, "node": picked[0]})
-            load.add(picked[0])
+            load.add(picked[0], run.due_ms)
 
     async def finish_drains(self) -> None:
         """Remove each drained node: first from the table (it sees that and stops), then from Raft.

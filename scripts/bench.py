@@ -150,6 +150,27 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def sample_node_loads(cluster: Cluster, node: str, until_ms: int, period_s: float = 0.2) -> dict[str, Any]:
+    """Until `until_ms`, what routing sees on `node`: each node's `running` (executing, the load
+    least-loaded compares) and `pending` runs, every `period_s`: mean and max per node."""
+    seen: dict[str, dict[str, list[int]]] = {}
+    while now_ms() < until_ms:
+        try:
+            code, body = cluster.api(node, "GET", "/v1/nodes", timeout=2)
+        except OSError:
+            code, body = 0, None
+        if code == 200:
+            for item in body["items"]:
+                mine = seen.setdefault(item["id"], {"running": [], "pending": []})
+                mine["running"].append(item.get("running", 0))
+                mine["pending"].append(item.get("pending", 0))
+        time.sleep(period_s)
+    return {
+        n: {k: {"mean": round(sum(v) / len(v), 1), "max": max(v)} for k, v in kinds.items() if v}
+        for n, kinds in sorted(seen.items())
+    }
+
+
 def sleep_until(epoch_ms: float) -> None:
     delay = epoch_ms / 1000 - time.time()
     if delay > 0:
@@ -473,7 +494,7 @@ class Bench:
         counts0 = cluster.counts()
         watch = m.CpuWatch({**self.pids(cluster), "sink": self.sink_proc.pid}).start()
         progress(f"  measuring {(w1 - w0) / 1000:.0f} s window (leader {leader})")
-        sleep_until(w1)
+        loads = sample_node_loads(cluster, leader, w1)
         procs = watch.stop()
         if cluster.count_calls:
             time.sleep(1.1)  # the counters are written once a second
@@ -488,7 +509,7 @@ class Bench:
         entries: int | None = st1.get("commit_index", 0) - st0.get("commit_index", 0)
         if not st0 or not st1 or st0.get("term") != st1.get("term") or (entries or 0) < 0:
             entries = None  # no status, or the leader changed: not comparable
-        return {"leader": leader, "procs": procs, "log_entries": entries, "window": [w0, w1]}
+        return {"leader": leader, "procs": procs, "log_entries": entries, "window": [w0, w1], "loads": loads}
 
     def run_records(self, cluster: Cluster, node: str, n: int, w0: int, w1: int) -> dict[str, Any]:
         """Lateness as raftsched records it (started_at - due_at), for a sample of jobs."""

@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from raftsched.model import Route, RouteStrategy
-from raftsched.routing import Candidate, NodeLoad, eligible, pick_nodes
+from raftsched.routing import Candidate, DueDensity, NodeLoad, eligible, pick_nodes
 
 
 def node(
@@ -137,3 +137,21 @@ def test_planner_grain_spreads_nodes_within_a_step_and_still_steers_past_it() ->
     busy = [node("n1", 0, capacity=256), node("n2", 100, capacity=256)]
     steered = NodeLoad(busy, grain=8)
     assert {steered.pick(route("least_loaded"), "j", f"j@{i}")[0] for i in range(20)} == {"n1"}
+
+
+def test_due_density_spreads_runs_due_together_and_remembers_across_batches() -> None:
+    """Among equally loaded nodes, the next run goes to the node with the fewest runs due near it:
+    an aligned burst splits evenly, and a later batch evens out what an earlier one left."""
+    density = DueDensity(bucket_ms=50)
+    nodes = [node(f"n{i}", 0, capacity=256) for i in (1, 2, 3)]
+    first = NodeLoad(nodes, grain=8, density=density)
+    for i in range(31):
+        first.add(first.pick(route("least_loaded"), f"j{i}", f"j{i}@1000", due_ms=1000)[0], 1000)
+    assert sorted(density.count(n, 1000) for n in ("n1", "n2", "n3")) == [10, 10, 11]
+    second = NodeLoad(nodes, grain=8, density=density)  # the next plan: fresh counts, same memory
+    for i in range(2):
+        second.add(second.pick(route("least_loaded"), f"k{i}", f"k{i}@1010", due_ms=1010)[0], 1010)
+    assert [density.count(n, 1049) for n in ("n1", "n2", "n3")] == [11, 11, 11]
+    assert density.count("n1", 1050) == 0  # another bucket
+    density.forget_before(1050)
+    assert density.count("n1", 1000) == 0
