@@ -20,10 +20,11 @@ every later leader's log: Raft's leader completeness), and entries of the messag
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["trim_append_entries"]
+__all__ = ["assemble_transmission", "trim_append_entries"]
 
 TermAt = Callable[[int], "int | None"]  # the term of this node's entry at an index; None: not held
 
@@ -64,3 +65,34 @@ def trim_append_entries(
     if prev == message["prevLogIdx"]:
         return message
     return {**message, "prevLogIdx": prev, "prevLogTerm": term_at(prev), "entries": rest}
+
+
+def assemble_transmission(message: dict[str, Any], so_far: Any) -> tuple[dict[str, Any] | None, Any]:
+    """An AppendEntries that carries one oversized entry in chunks ("start", "process", "finish"),
+    made whole: returns (the message to handle, what PySyncObj's receive buffer should hold next).
+
+    PySyncObj handles the "finish" chunk like any AppendEntries: it deletes every entry after
+    `prevLogIdx`, committed or not (a repeated transmission cut applied entries under load, and
+    the node then refused every later AppendEntries: stuck for good). The whole message goes
+    through `trim_append_entries` instead. A chunk that comes without its start, or a whole that
+    does not unpickle (PySyncObj marks "finish" by the entry's data length, not the pickle's, so a
+    trailing chunk can follow it), is dropped: the leader sends again from what this node answers.
+    Unpickling happens after the transport has authenticated and decrypted the message, as
+    PySyncObj's own path does.
+    """
+    kind = message.get("transmission")
+    if kind is None:
+        return message, so_far
+    if kind == "start":
+        return message, so_far  # PySyncObj starts its buffer with this chunk
+    if not isinstance(so_far, bytes) or not so_far:
+        return None, so_far
+    if kind != "finish":
+        return message, so_far
+    try:
+        entry = pickle.loads(so_far + message["data"])
+    except Exception:  # noqa: BLE001 - any failure means a broken transmission: drop it
+        return None, ""
+    whole = {k: v for k, v in message.items() if k not in ("transmission", "data")}
+    whole["entries"] = [entry]
+    return whole, ""

@@ -4,9 +4,10 @@ A log here is a list of terms: entry i (from `first`) has term log[i - first].""
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
-from raftsched.logmatch import trim_append_entries
+from raftsched.logmatch import assemble_transmission, trim_append_entries
 
 
 def view(terms: list[int], first: int = 1) -> tuple[Any, int]:
@@ -93,3 +94,51 @@ def test_a_compacted_log_starts_later() -> None:
     terms = [2, 2, 3, 3]  # entries 101..104 after a snapshot at 100
     out = trim(ae(102, 2, [(103, 3)]), terms, committed=104, first=101)
     assert out is not None and (out["prevLogIdx"], out["entries"]) == (104, [])
+
+
+def chunks(prev: int, prev_term: int, entry: tuple[bytes, int, int], size: int) -> list[dict[str, Any]]:
+    """An oversized entry as PySyncObj's leader sends it: its pickle in start/process/finish chunks."""
+    data = pickle.dumps(entry)
+    parts = [data[i : i + size] for i in range(0, len(data), size)]
+    kinds = ["start"] + ["process"] * (len(parts) - 2) + ["finish"]
+    base = {"type": "append_entries", "term": 3, "commit_index": 0}
+    base.update(prevLogIdx=prev, prevLogTerm=prev_term)
+    return [{**base, "transmission": kind, "data": part} for kind, part in zip(kinds, parts, strict=True)]
+
+
+def receive(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any] | None], Any]:
+    """What the guard hands on, and PySyncObj's buffer as PySyncObj itself keeps it for start/process."""
+    buffer: Any = ""
+    out = []
+    for m in messages:
+        handed, buffer = assemble_transmission(m, buffer)
+        out.append(handed)
+        if handed is not None and handed.get("transmission") == "start":
+            buffer = handed["data"]
+        elif handed is not None and handed.get("transmission") == "process":
+            buffer += handed["data"]
+    return out, buffer
+
+
+def test_a_repeated_oversized_entry_no_longer_cuts_what_follows_it() -> None:
+    # This node holds 1..12 (term 3 from 11 on), committed and applied 12; the leader resends
+    # entry 11 (big, in chunks) from prevLogIdx 10. PySyncObj alone deleted 12, an applied entry.
+    big = (b"x" * 5000, 11, 3)
+    handed, buffer = receive(chunks(10, 1, big, 1024))
+    assert [h is not None and h.get("transmission") for h in handed[:-1]] == ["start"] + ["process"] * 3
+    whole = handed[-1]
+    assert whole is not None and whole["entries"] == [big] and "transmission" not in whole and buffer == ""
+    out = trim(whole, [1] * 10 + [3, 3], committed=12)
+    assert out is not None and out["prevLogIdx"] == 12 and out["entries"] == []  # nothing deleted
+
+
+def test_chunks_without_their_start_or_a_broken_whole_are_dropped() -> None:
+    big = (b"y" * 3000, 11, 3)
+    parts = chunks(10, 1, big, 1024)
+    handed, _ = receive(parts[1:])  # joined mid-transmission (a new connection)
+    assert handed == [None] * (len(parts) - 1)
+    broken = [*parts[:-2], parts[-1]]  # a chunk lost: the pickle is cut
+    handed, buffer = receive(broken)
+    assert handed[-1] is None and buffer == ""
+    plain = ae(10, 1, [(11, 3)])
+    assert assemble_transmission(plain, "") == (plain, "")
