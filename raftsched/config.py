@@ -105,11 +105,11 @@ class ClusterConfig:
     output_tail_bytes: int = 4096
     max_body_bytes: int = 1048576
     fsync: bool = False
-    raft_min_timeout_s: float = 0.5
-    raft_max_timeout_s: float = 1.5
+    raft_min_timeout_s: float = 0.4
+    raft_max_timeout_s: float = 1.2
     append_entries_period_s: float = 0.02
     auto_tick_period_s: float = 0.01
-    leader_fallback_timeout_s: float = 0.5
+    leader_fallback_timeout_s: float = 0.4
     connection_timeout_s: float = 3.5
     log_compaction_min_entries: int = 5000
     log_compaction_min_time_s: float = 300.0

@@ -444,8 +444,8 @@ def test_secret_is_mandatory_and_long(tmp_path: Path, secret: str | None, says: 
         ({"append_entries_period_s": "0.3", "auto_tick_period_s": "0.01"}, "append_entries_period_s"),
         ({"leader_fallback_timeout_s": "1.0"}, "leader_fallback_timeout_s"),
         ({"leader_fallback_timeout_s": "0.01"}, "leader_fallback_timeout_s"),
-        ({"raft_max_timeout_s": "0.5"}, "raft_max_timeout_s"),
-        ({"connection_timeout_s": "1.4"}, "connection_timeout_s"),
+        ({"raft_max_timeout_s": "0.4"}, "raft_max_timeout_s"),
+        ({"connection_timeout_s": "1.1"}, "connection_timeout_s"),
     ],
 )
 def test_raft_timers_are_checked(tmp_path: Path, changes: Keys, key: str) -> None:
@@ -457,10 +457,10 @@ def test_raft_timers_at_their_limits_pass(tmp_path: Path) -> None:
     limits = {
         "auto_tick_period_s": "0.05",
         "append_entries_period_s": "0.05",
-        "leader_fallback_timeout_s": "0.5",
-        "connection_timeout_s": "1.5",
+        "leader_fallback_timeout_s": "0.4",
+        "connection_timeout_s": "1.2",
     }
-    assert load_text(tmp_path, ini(limits))[0].connection_timeout_s == 1.5
+    assert load_text(tmp_path, ini(limits))[0].connection_timeout_s == 1.2
 
 
 @pytest.mark.parametrize(
