@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import ssl
@@ -178,7 +179,9 @@ class Node:
                 scheduler_task = group.create_task(scheduler.run())
                 register_task = group.create_task(self._register_loop())
                 worker_task = group.create_task(worker.run())
+                freeze_task = group.create_task(self._freeze_heap())
                 await self.stopping.wait()
+                freeze_task.cancel()
                 log.warning("node %s stopping: draining runs for up to %ss", n.id, n.shutdown_grace_s)
                 register_task.cancel()
                 await self._hand_over()
@@ -196,6 +199,17 @@ class Node:
                 await executor.close()
             self.raft.stop()
             log.warning("node %s stopped", n.id)
+
+    async def _freeze_heap(self) -> None:
+        """Once caught up, move what the node holds (code, configuration, the replayed state) out of
+        the cyclic garbage collector's sight: a full collection is a pause of the whole process
+        (50-70 ms at 1,000 jobs and their history), and then walks only what changed since.
+        Objects frozen are still freed when their last reference goes."""
+        while not self._caught_up():  # noqa: ASYNC110 - Raft indexes, polled: no event to wait on
+            await asyncio.sleep(0.1)
+        gc.collect()
+        gc.freeze()
+        log.info("heap frozen: %d objects", gc.get_freeze_count())
 
     async def _probe_time(self, node: NodeRecord) -> float:
         """A peer's wall clock, from its `GET /v1/health` (open without a token)."""

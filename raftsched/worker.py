@@ -429,6 +429,9 @@ class Worker:
                 return
             if self._barrier_flight is None:
                 self._barrier_flight = asyncio.ensure_future(self._one_barrier())
+                # Its waiters may all be gone (their runs cancelled) when it fails: retrieved here,
+                # the failure is theirs to see, not asyncio's "exception was never retrieved".
+                self._barrier_flight.add_done_callback(_retrieved)
             flight = self._barrier_flight
             await asyncio.shield(flight)
 
@@ -678,6 +681,11 @@ _RUN_ITEMS = {
 _JOB_COMMANDS = frozenset(
     {CommandType.DELETE_JOB, CommandType.PAUSE_JOB, CommandType.RESUME_JOB, CommandType.TRIGGER_JOB}
 )
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _touched(cmd: Command, result: dict[str, Any]) -> tuple[Iterable[str], Iterable[str], bool]:
