@@ -25,8 +25,10 @@ the tick thread nothing (PYSYNCOBJ.md bug 4) and what lands on disk is plain byt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -179,6 +181,7 @@ class Replicator:
         self._consumer = _Consumer(state, self._snapshot_loaded)
         self.role_listeners: list[Callable[[], None]] = []  # called on the loop
         self.snapshot_loaded = asyncio.Event()
+        self._handoff: _Handoff | None = None  # commit results, tick thread -> loop
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -402,9 +405,12 @@ class Replicator:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[Any, int]] = loop.create_future()
 
+        handoff = self._handoff
+        if handoff is None or handoff.loop is not loop:
+            handoff = self._handoff = _Handoff(loop)
+
         def done(result: Any, reason: int) -> None:  # runs on the tick thread
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(_resolve, future, (result, reason))
+            handoff.post(future, (result, reason))
 
         self._consumer.apply_command(data, callback=done)
         return future
@@ -472,6 +478,31 @@ class Replicator:
             if loop.time() > deadline:
                 raise NoLeader("this node is behind the log")
             await asyncio.sleep(0.005)
+
+
+class _Handoff:
+    """Commit results from the tick thread to the loop, one wake-up of the loop per batch: a
+    `call_soon_threadsafe` each wrote to the loop's self-pipe once per command (7-11 % of the
+    leader's tick thread at 1,000 runs/s), where one tick resolves several."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[tuple[asyncio.Future[tuple[Any, int]], tuple[Any, int]]] = []
+
+    def post(self, future: asyncio.Future[tuple[Any, int]], value: tuple[Any, int]) -> None:
+        with self._lock:
+            first = not self._pending
+            self._pending.append((future, value))
+        if first and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for future, value in pending:
+            _resolve(future, value)
 
 
 def _resolve(future: asyncio.Future[tuple[Any, int]], value: tuple[Any, int]) -> None:
