@@ -3,7 +3,8 @@ followers must never cut entries they hold (PySyncObj did, logging "truncating a
 log entries" in the overloaded benchmarks; raftsched/logmatch.py is the fix). Stalls are
 SIGSTOP/SIGCONT bursts of the nodes under a steady write load; afterwards every node has the same
 digest, no node's log shows the truncation, and the rewritten messages are counted (the path was
-exercised)."""
+exercised). With `big` writes every entry is over PySyncObj's 64 KB batch size, so it travels in
+chunks (start/process/finish), the path the guard first let through."""
 
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ pytestmark = pytest.mark.integration
 TRUNCATION = "truncating already-applied log entries"
 
 
-def _writer(cluster: Cluster, node: str, stop: threading.Event, done: list[int]) -> None:
+def _writer(cluster: Cluster, node: str, stop: threading.Event, done: list[int], big: bool) -> None:
     i = 0
+    padding = ["x" * 40_000, "y" * 40_000] if big else []  # arguments `true` ignores
     while not stop.is_set():
         job = {
             "id": f"w{i % 40}",
             "schedule": {"every": 3600},
-            "task": {"type": "shell", "command": ["true"]},
+            "task": {"type": "shell", "command": ["true", *padding]},
             "description": f"write {i}",
         }
         try:
@@ -39,7 +41,8 @@ def _writer(cluster: Cluster, node: str, stop: threading.Event, done: list[int])
         i += 1
 
 
-def test_a_stalling_leader_never_makes_a_follower_cut_its_log(make_cluster: Any) -> None:
+@pytest.mark.parametrize("big", [False, True], ids=["small-entries", "chunked-entries"])
+def test_a_stalling_leader_never_makes_a_follower_cut_its_log(make_cluster: Any, big: bool) -> None:
     cluster: Cluster = make_cluster(cluster_keys={"lookahead_s": 2})
     cluster.start()
     leader = cluster.leader()
@@ -53,7 +56,7 @@ def test_a_stalling_leader_never_makes_a_follower_cut_its_log(make_cluster: Any)
     assert cluster.api(leader, "POST", "/v1/jobs", noisy)[0] == 201
     stop, done = threading.Event(), []
     writers = [
-        threading.Thread(target=_writer, args=(cluster, n, stop, done), daemon=True)
+        threading.Thread(target=_writer, args=(cluster, n, stop, done, big), daemon=True)
         for n in cluster.ids
         if n != leader
     ]
