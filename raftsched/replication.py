@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import stat
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 from pysyncobj.journal import FileJournal, createJournal
 
 from .errors import Indeterminate, NoLeader
+from .executors._reaper import set_parent_death_signal
 from .journalcheck import check_data_dir
 from .logmatch import assemble_transmission, trim_append_entries
 from .state import State
@@ -94,6 +96,40 @@ class RaftStatus:
 
 
 _PING: dict[str, str] = {"type": "raftsched_ping"}
+
+_forking_pid = 0
+_fork_guard_registered = False
+
+
+def _guard_forked_children() -> None:
+    """PySyncObj forks to write a snapshot (`useFork`: 20-30 s at 100,000 jobs). The child held
+    every socket of the node, the HTTP and Raft listening ones too, and outlived a kill -9 of its
+    parent: the node, started again at once, could not bind its port ("address already in use",
+    the big-table bench's restart) until the child was done. In each child of this process: die
+    with the parent (SIGKILL on parent death; a half-written `.tmp` dump is ignored) and drop the
+    inherited sockets (the child writes a file; the parent keeps its connections)."""
+    global _fork_guard_registered
+    if _fork_guard_registered or not hasattr(os, "register_at_fork"):
+        return
+    _fork_guard_registered = True
+    os.register_at_fork(before=_note_forking_pid, after_in_child=_in_forked_child)
+
+
+def _note_forking_pid() -> None:
+    global _forking_pid
+    _forking_pid = os.getpid()
+
+
+def _in_forked_child() -> None:
+    set_parent_death_signal(_forking_pid)
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: the sockets stay open in the child (a restart may wait for it)
+        return
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.close(fd)
 
 
 class _LazyDump:
@@ -211,6 +247,7 @@ class Replicator:
             logCompactionMinTime=s.log_compaction_min_time_s,
             onStateChanged=self._state_changed,
         )
+        _guard_forked_children()
         # The one seam PySyncObj offers for its journal is the module-level factory it calls.
         pysyncobj.syncobj.createJournal = _journal_factory(s.fsync)
         self._sync = SyncObj(s.self_addr, list(s.partner_addrs), conf=conf, consumers=[self._consumer])
