@@ -385,15 +385,10 @@ class Replicator:
         while loop.time() < deadline:
             if (addr in self.members()) == (kind == "add"):
                 return
-            future: asyncio.Future[tuple[Any, int]] = loop.create_future()
-
-            def done(result: Any, reason: int, future: asyncio.Future[tuple[Any, int]] = future) -> None:
-                if not loop.is_closed():
-                    loop.call_soon_threadsafe(_resolve, future, (result, reason))
-
+            future = loop.create_future()
             sync = self._require()
             change = sync.addNodeToCluster if kind == "add" else sync.removeNodeFromCluster
-            change(addr, callback=done)
+            change(addr, callback=self._callback(future))
             try:
                 _, reason = await asyncio.wait_for(future, min(3.0, max(0.1, deadline - loop.time())))
             except TimeoutError:
@@ -439,18 +434,20 @@ class Replicator:
         return not any(self.status().connected.values())
 
     def _submit(self, data: bytes) -> asyncio.Future[tuple[Any, int]]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[Any, int]] = loop.create_future()
+        future: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
+        self._consumer.apply_command(data, callback=self._callback(future))
+        return future
 
+    def _callback(self, future: asyncio.Future[tuple[Any, int]]) -> Callable[[Any, int], None]:
+        """PySyncObj's completion callback (tick thread) that resolves `future` on its loop."""
         handoff = self._handoff
-        if handoff is None or handoff.loop is not loop:
-            handoff = self._handoff = _Handoff(loop)
+        if handoff is None or handoff.loop is not future.get_loop():
+            handoff = self._handoff = _Handoff(future.get_loop())
 
-        def done(result: Any, reason: int) -> None:  # runs on the tick thread
+        def done(result: Any, reason: int) -> None:
             handoff.post(future, (result, reason))
 
-        self._consumer.apply_command(data, callback=done)
-        return future
+        return done
 
     # ------------------------------------------------------------------ status (loop thread)
 

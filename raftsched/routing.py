@@ -147,17 +147,15 @@ class NodeLoad:
             # Rendezvous hashing: stable per job, moves only the jobs of a node that leaves.
             return [max(nodes, key=lambda c: stable_hash(job_id, c.id)).id]
         # Least loaded: free capacity first; ties broken by a stable hash so equal nodes share the load.
-        density = self._density
-        if density is None or due_ms is None:
-            best = min(with_room, key=lambda c: (self.full(c), self.load(c), stable_hash(salt, c.id)))
-        else:
-            best = min(
-                with_room,
-                key=lambda c: (
-                    self.full(c), self.load(c), density.count(c.id, due_ms), stable_hash(salt, c.id)
-                ),
-            )
+        best = min(
+            with_room,
+            key=lambda c: (self.full(c), self.load(c), self.near(c, due_ms), stable_hash(salt, c.id)),
+        )
         return [best.id]
+
+    def near(self, c: Candidate, due_ms: int | None) -> int:
+        """The runs this leader has assigned to `c` due near `due_ms` (0 without a density)."""
+        return 0 if self._density is None or due_ms is None else self._density.count(c.id, due_ms)
 
     def load(self, c: Candidate) -> float:
         """How loaded least-loaded sees `c`: its share of capacity in use, exact or in grains."""

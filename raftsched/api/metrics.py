@@ -134,12 +134,13 @@ def _snapshot(state: State) -> _Snapshot:
                 up=n.up,
                 draining=n.draining,
                 capacity=n.capacity,
-                running=state.node_executing.get(n.id, 0),
-                pending=len(state.node_active.get(n.id, {})) - state.node_executing.get(n.id, 0),
+                running=running,
+                pending=pending,
                 clock_offset_ms=n.clock_offset_ms,
                 clock_ok=n.clock_ok,
             )
             for n in state.nodes.values()
+            for running, pending in (state.node_runs(n.id),)
         ]
         snap.totals = _copy_stats(state.totals)
         snap.per_job = {job_id: _copy_stats(s) for job_id, s in state.stats.items()}

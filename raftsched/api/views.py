@@ -79,14 +79,15 @@ def run_view(run: Run, *, with_output: bool = True) -> dict[str, Any]:
 
 
 def node_view(node: NodeRecord, state: State, connected: bool | None) -> dict[str, Any]:
+    running, pending = state.node_runs(node.id)
     return {
         "id": node.id,
         "raft": node.raft,
         "http": node.http,
         "tags": node.tags,
         "capacity": node.capacity,
-        "running": state.node_executing.get(node.id, 0),
-        "pending": len(state.node_active.get(node.id, {})) - state.node_executing.get(node.id, 0),
+        "running": running,
+        "pending": pending,
         "alive": node.up,
         "connected": connected,
         "draining": node.draining,

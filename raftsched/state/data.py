@@ -238,6 +238,11 @@ class StateData:
 
     # ------------------------------------------------------------------ reads (hold `lock`)
 
+    def node_runs(self, node_id: str) -> tuple[int, int]:
+        """(running, pending): the node's runs executing now, and those assigned but not started."""
+        running = self.node_executing.get(node_id, 0)
+        return running, len(self.node_active.get(node_id, {})) - running
+
     def candidates(self, *, executing: bool = False) -> list[Candidate]:
         """Routing's view of the nodes: tags, capacity and load per node.
 
