@@ -108,6 +108,7 @@ class ClusterConfig:
     raft_min_timeout_s: float = 0.4
     raft_max_timeout_s: float = 1.2
     append_entries_period_s: float = 0.02
+    heartbeat_period_s: float = 0.1
     auto_tick_period_s: float = 0.01
     leader_fallback_timeout_s: float = 0.4
     connection_timeout_s: float = 3.5
@@ -309,6 +310,7 @@ _CLUSTER_PARSERS: Mapping[str, Callable[[str], Any]] = {
     "raft_min_timeout_s": _seconds(positive=True),
     "raft_max_timeout_s": _seconds(positive=True),
     "append_entries_period_s": _seconds(positive=True),
+    "heartbeat_period_s": _seconds(positive=True),
     "auto_tick_period_s": _seconds(positive=True),
     "leader_fallback_timeout_s": _seconds(positive=True),
     "connection_timeout_s": _seconds(positive=True),
@@ -495,9 +497,10 @@ def _build_cluster(
 # (key, comparison, in words, other key, factor): `key * factor <comparison> other` must hold.
 _TIMER_RULES = (
     ("auto_tick_period_s", operator.le, "not exceed", "append_entries_period_s", 1),
-    ("append_entries_period_s", operator.lt, "be less than a third of", "raft_min_timeout_s", 3),
+    ("append_entries_period_s", operator.le, "not exceed", "heartbeat_period_s", 1),
+    ("heartbeat_period_s", operator.lt, "be less than a third of", "raft_min_timeout_s", 3),
     ("leader_fallback_timeout_s", operator.le, "not exceed", "raft_min_timeout_s", 1),
-    ("leader_fallback_timeout_s", operator.gt, "be greater than", "append_entries_period_s", 1),
+    ("leader_fallback_timeout_s", operator.gt, "be greater than", "heartbeat_period_s", 1),
     ("raft_max_timeout_s", operator.gt, "be greater than", "raft_min_timeout_s", 1),
     ("connection_timeout_s", operator.ge, "be at least", "raft_max_timeout_s", 1),
 )

@@ -319,6 +319,7 @@ def _raft_settings(cluster: ClusterConfig, node: NodeConfig) -> RaftSettings:
         raft_min_timeout_s=cluster.raft_min_timeout_s,
         raft_max_timeout_s=cluster.raft_max_timeout_s,
         append_entries_period_s=cluster.append_entries_period_s,
+        heartbeat_period_s=cluster.heartbeat_period_s,
         auto_tick_period_s=cluster.auto_tick_period_s,
         leader_fallback_timeout_s=cluster.leader_fallback_timeout_s,
         connection_timeout_s=cluster.connection_timeout_s,

@@ -483,7 +483,8 @@ class Bench:
 
     def any_follower(self, cluster: Cluster) -> str:
         leader = self.leader_or_none(cluster, 10)
-        return next(x for x in cluster.alive() if x != leader)
+        alive = cluster.alive()
+        return next((x for x in alive if x != leader), alive[0])  # a 1-node cluster: its leader
 
     def raftsched_window(self, cluster: Cluster, w0: int, w1: int) -> dict[str, Any]:
         sleep_until(w0)
@@ -541,14 +542,14 @@ class Bench:
             progress("  py-spy not found: no profile")
             return
         leader = self.leader_or_none(cluster) or cluster.alive()[0]
-        follower = next(x for x in cluster.alive() if x != leader)
-        progress(f"  profiling {leader} (leader) and {follower} with py-spy for {seconds:.0f} s")
+        follower = next((x for x in cluster.alive() if x != leader), None)
+        who = f"{leader} (leader)" + (f" and {follower}" if follower else "")
+        progress(f"  profiling {who} with py-spy for {seconds:.0f} s")
         out = self.out_dir() / f"profiles-{tag}"
         out.mkdir(parents=True, exist_ok=True)
-        pids = {
-            f"leader-{leader}": cluster.procs[leader].pid,
-            f"follower-{follower}": cluster.procs[follower].pid,
-        }
+        pids = {f"leader-{leader}": cluster.procs[leader].pid}
+        if follower is not None:
+            pids[f"follower-{follower}"] = cluster.procs[follower].pid
         files = prof.record(pids, seconds, out)
         summaries = {name: prof.summarize(path, seconds) for name, path in files.items()}
         self.results.setdefault("profiles", {})[tag] = {"dir": str(out), "summaries": summaries}
@@ -997,6 +998,7 @@ class Bench:
             ours = {k: v for k, v in procs.items() if k not in ("sink", "others")}
             cpu = " ".join(f"{k}:{v['cpu_pct']}" for k, v in ours.items())
             rss = " ".join(f"{v['rss_mb']}" for v in ours.values())
+            wait = " ".join(f"{v.get('wait_pct')}" for v in ours.values())
             others = procs.get("others", {}).get("cores")
             rows.append(
                 [
@@ -1012,6 +1014,7 @@ class Bench:
                     r.get("duplicates"),
                     r.get("log_entries"),
                     cpu,
+                    wait,
                     rss,
                     others,
                 ]
@@ -1032,6 +1035,7 @@ class Bench:
                     "dup",
                     "log entries",
                     "CPU % per process",
+                    "run-queue wait %",
                     "RSS MB",
                     "others' cores",
                 ],

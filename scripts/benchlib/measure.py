@@ -64,6 +64,7 @@ class ProcSample:
     pid: int
     cpu_s: float
     at: float
+    wait_s: float | None = None  # the main thread's time runnable but not on a CPU (schedstat)
 
     @classmethod
     def take(cls, pid: int) -> ProcSample | None:
@@ -72,7 +73,25 @@ class ProcSample:
         except OSError:
             return None
         fields = stat.rpartition(")")[2].split()
-        return cls(pid, (int(fields[11]) + int(fields[12])) / CLK_TCK, time.monotonic())
+        return cls(pid, (int(fields[11]) + int(fields[12])) / CLK_TCK, time.monotonic(), _run_delay_s(pid))
+
+
+def _run_delay_s(pid: int) -> float | None:
+    """The run-queue wait of the process's main thread (for a node: its asyncio loop), from
+    /proc/PID/task/PID/schedstat (on CPU ns, waiting ns, slices); None without schedstats."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def wait_percent(before: ProcSample | None, after: ProcSample | None) -> float | None:
+    """Share of the wall time the main thread was ready to run and waited for a core."""
+    if before is None or after is None or before.wait_s is None or after.wait_s is None:
+        return None
+    if after.at <= before.at:
+        return None
+    return round(100 * (after.wait_s - before.wait_s) / (after.at - before.at), 1)
 
 
 def rss_mb(pid: int) -> float | None:
@@ -109,10 +128,14 @@ class CpuWatch:
         return self
 
     def stop(self) -> dict[str, dict[str, float | None]]:
-        out: dict[str, dict[str, float | None]] = {
-            name: {"cpu_pct": cpu_percent(self.before.get(name), ProcSample.take(pid)), "rss_mb": rss_mb(pid)}
-            for name, pid in self.pids.items()
-        }
+        out: dict[str, dict[str, float | None]] = {}
+        for name, pid in self.pids.items():
+            before, after = self.before.get(name), ProcSample.take(pid)
+            out[name] = {
+                "cpu_pct": cpu_percent(before, after),
+                "rss_mb": rss_mb(pid),
+                "wait_pct": wait_percent(before, after),
+            }
         total, idle = _machine()
         dt, di = total - self.machine[0], idle - self.machine[1]
         busy = (os.cpu_count() or 1) * (1 - di / dt) if dt > 0 else 0.0

@@ -98,7 +98,8 @@ async def _serve(rep: Replicator, req: dict[str, Any]) -> None:
     _emit({"id": req["id"], **reply})
 
 
-TIMERS = ("raft_min_timeout_s", "raft_max_timeout_s", "append_entries_period_s", "auto_tick_period_s",
+TIMERS = ("raft_min_timeout_s", "raft_max_timeout_s", "append_entries_period_s", "heartbeat_period_s",
+          "auto_tick_period_s",
           "leader_fallback_timeout_s", "connection_timeout_s", "log_compaction_min_entries",
           "log_compaction_min_time_s", "fsync")
 
