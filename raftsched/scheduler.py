@@ -29,6 +29,8 @@ __all__ = ["Leadership", "Scheduler", "SchedulerSettings"]
 
 log = logging.getLogger(__name__)
 
+FIRE_CHUNK_MAX_MS = 100  # see `fire_chunk_ms`
+
 Propose = Callable[[bytes], Awaitable[dict[str, Any]]]
 MAX_FIRES_PER_COMMAND = 2000
 PLAN_CHUNK = 256  # due jobs read per hold of state.lock while planning
@@ -87,6 +89,7 @@ class Scheduler:
         # job -> (incarnation, version, last slot, the slot after it) as this leader computed it
         self._successors: dict[str, tuple[int, int, int, int | None]] = {}
         self._density = DueDensity()  # runs this leader assigned per node and due-time bucket
+        self._planned_ms = 0  # when this leader last planned fires (`fire_chunk_ms`)
 
     async def run(self) -> None:
         while True:
@@ -155,6 +158,10 @@ class Scheduler:
         lookahead_ms = int(self.settings.lookahead_s * 1000)
         horizon = now_ms + lookahead_ms
         self._refresh_queue()
+        chunk = fire_chunk_ms(lookahead_ms)
+        if not self._queue or (self._queue[0][0] > horizon - chunk and now_ms < self._planned_ms + chunk):
+            return plan
+        self._planned_ms = now_ms
         with self.state.lock:
             load = self._node_load()
             plan.generation = self.state.generation
@@ -166,6 +173,7 @@ class Scheduler:
             if len(plan.fires) >= MAX_FIRES_PER_COMMAND:  # the rest wait for the next command
                 for rest in due[index:]:
                     heapq.heappush(self._queue, rest)
+                self._planned_ms = 0  # which may follow at once
                 break
             if index % PLAN_CHUNK == 0:
                 read = self._read_jobs(due[index : index + PLAN_CHUNK])
@@ -371,3 +379,13 @@ def _last_item(plan: Plan, job_id: str) -> dict[str, Any] | None:
         if items and items[-1]["job_id"] == job_id:
             return items[-1]
     return None
+
+
+def fire_chunk_ms(lookahead_ms: int) -> int:
+    """Fires go out in chunks: the leader plans at most once a chunk, unless a slot is due within
+    `lookahead - chunk` (a new job, a catch-up: it goes out at once); each command then carries a
+    chunk's worth of slots, every one committed at least `lookahead - chunk` ahead. Planning on
+    every wake-up, as each commit wakes the leader, committed a sliver of the lookahead per
+    command: ~40 fire entries a second at 1,000 runs/s, each paid for in Raft frames and
+    applies on every node, more the faster commits came back."""
+    return min(FIRE_CHUNK_MAX_MS, lookahead_ms // 10)

@@ -444,7 +444,10 @@ def test_secret_is_mandatory_and_long(tmp_path: Path, secret: str | None, says: 
         ({"append_entries_period_s": "0.3", "auto_tick_period_s": "0.01"}, "append_entries_period_s"),
         ({"append_entries_period_s": "0.05", "heartbeat_period_s": "0.04"}, "append_entries_period_s"),
         ({"heartbeat_period_s": "0.2"}, "heartbeat_period_s"),
-        ({"heartbeat_period_s": "0.4", "raft_min_timeout_s": "2", "raft_max_timeout_s": "3"}, "leader_fallback_timeout_s"),
+        (
+            {"heartbeat_period_s": "0.4", "raft_min_timeout_s": "2", "raft_max_timeout_s": "3"},
+            "leader_fallback_timeout_s",
+        ),
         ({"leader_fallback_timeout_s": "1.0"}, "leader_fallback_timeout_s"),
         ({"leader_fallback_timeout_s": "0.01"}, "leader_fallback_timeout_s"),
         ({"raft_max_timeout_s": "0.4"}, "raft_max_timeout_s"),

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from raftsched import triggers
+from raftsched import scheduler, triggers
 from raftsched.clock import FakeClock
 from raftsched.commands import Command, CommandType, decode, encode
-from raftsched.model import JobSpec, RunState
+from raftsched.model import JobSpec, RunState, iso_ms
 from raftsched.records import Run
 from raftsched.scheduler import Scheduler, SchedulerSettings
 from raftsched.state import State
@@ -254,6 +254,31 @@ async def test_fires_are_committed_up_to_lookahead_ahead_and_no_further() -> Non
     assert rig.proposer.results[1]["fired"] == [rid(T0 + 5 * S), rid(T0 + 6 * S)]
     assert rig.fired_slots() == slots(1, 6)
     assert all(r["rejected"] == 0 for r in rig.proposer.results)
+
+
+async def test_fires_go_out_in_chunks_and_an_urgent_slot_at_once() -> None:
+    """Each commit wakes the leader; planning on every wake-up committed a sliver of the lookahead
+    per command. Now at most one fire per chunk (100 ms at lookahead 3 s), each slot still
+    committed at least lookahead - chunk ahead; a slot due sooner than that goes out at once."""
+    rig = Rig(lookahead_s=3)
+    for i in range(50):
+        rig.add(f"j{i}", overlap="allow", schedule={"every": 1, "start_at": iso_ms(T0 + 20 * i)})
+    await rig.tick()
+    rig.proposer.clear()
+    for _ in range(200):  # 2 s of wake-ups every 10 ms
+        await rig.tick(0.01)
+        for command in rig.proposer.of(FIRE):
+            for fire in command.body["fires"]:
+                assert fire["nominal_ms"] - command.body["now_ms"] >= 3000 - scheduler.fire_chunk_ms(3000)
+    fires = rig.proposer.of(FIRE)
+    assert 19 <= len(fires) <= 21  # one per 100 ms, not one per wake-up
+    assert sum(len(c.body["fires"]) for c in fires) == 100  # every slot, once: 50 jobs x 2 s
+    rig.proposer.clear()
+    await rig.tick(0.01)
+    assert rig.proposer.of(FIRE) == []  # within the chunk: nothing is due close enough
+    rig.add("now", overlap="allow", schedule={"at": iso_ms(rig.clock.now_ms() + 500)})
+    await rig.tick(0.01)
+    assert "now" in [f["job_id"] for c in rig.proposer.of(FIRE) for f in c.body["fires"]]
 
 
 async def test_jitter_delays_due_time_deterministically() -> None:
