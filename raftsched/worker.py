@@ -70,7 +70,7 @@ class WorkerSettings:
     output_keep_files: int = 10000
     output_keep_bytes: int = 1 << 30
     output_prune_min_interval_s: float = 1.0
-    report_period_s: float = 0.02
+    report_period_s: float = 0.05
     reconcile_period_s: float = 0.05
     full_reconcile_period_s: float = 5.0  # the safety net under incremental reconciliation
     shutdown_grace_s: float = 30.0
@@ -199,9 +199,14 @@ class Worker:
                 await asyncio.wait_for(self.wake.wait(), self.settings.reconcile_period_s)
 
     async def _report_loop(self) -> None:
+        """At most one flush per `report_period_s`, counted from the start of the previous one:
+        sleeping the period after each flush made the flush rate follow the commit latency, so
+        faster commits meant more, smaller report entries, each paid for on every node."""
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.settings.report_period_s)
+            began = loop.time()
             await self.flush_reports()
+            await asyncio.sleep(max(0.0, began + self.settings.report_period_s - loop.time()))
 
     async def _prune_loop(self) -> None:
         while True:
