@@ -234,7 +234,9 @@ class Scheduler:
 
     async def fire_due(self) -> None:
         now_ms = self.clock.now_ms()
-        plan = self._still_current(self.plan(now_ms))
+        plan = self.plan(now_ms)
+        if plan.fires or plan.skips:
+            plan = self._still_current(plan)
         if not plan.fires and not plan.skips:
             return
         self._queue_dirty = True  # until the fire is committed: the queue assumed it was

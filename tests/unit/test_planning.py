@@ -13,6 +13,7 @@ from test_scheduler import FIRE, Rig, rid
 
 from raftsched import scheduler, triggers
 from raftsched.commands import CommandType
+from raftsched.model import iso_ms
 
 from statekit import T0
 
@@ -139,3 +140,23 @@ async def test_fires_of_one_plan_spread_the_load_as_before() -> None:
     await rig.tick()
     nodes = [f["nodes"][0] for f in rig.proposer.of(FIRE)[0].body["fires"]]
     assert sorted(nodes) == ["n1"] * 3 + ["n2"] * 3 + ["n3"] * 3
+
+
+async def test_wake_ups_between_chunks_do_not_rebuild_the_due_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wake-up that plans nothing (the next chunk is not due) leaves the queue as it is: rebuilding
+    it reads every job (seen: 5 % of a leader's loop at 1,000 jobs, once per commit)."""
+    rig = Rig()
+    for i in range(50):
+        rig.add(f"j{i}", overlap="allow", schedule={"every": 1, "start_at": iso_ms(T0 + 20 * i)})
+    await rig.tick()
+    keys: list[int] = []
+    real = scheduler.next_key
+
+    def next_key(job: Any) -> int | None:
+        keys.append(1)
+        return real(job)
+
+    monkeypatch.setattr(scheduler, "next_key", next_key)
+    for _ in range(200):
+        await rig.tick(0.01)
+    assert len(rig.proposer.of(FIRE)) >= 19 and keys == []
