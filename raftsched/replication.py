@@ -40,6 +40,7 @@ from typing import Any
 import pysyncobj.syncobj
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.journal import FileJournal, createJournal
+from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.syncobj import _RAFT_STATE
 
 from .errors import Indeterminate, NoLeader
@@ -220,6 +221,7 @@ class Replicator:
         self.role_listeners: list[Callable[[], None]] = []  # called on the loop
         self.snapshot_loaded = asyncio.Event()
         self._handoff: _Handoff | None = None  # commit results, tick thread -> loop
+        self._pacer: TickPacer | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -258,6 +260,12 @@ class Replicator:
         self._guard_log_matching(self._sync)
         self._keep_connections_alive(self._sync)
         self._send_entries_promptly(self._sync)
+        self._pacer = TickPacer(
+            self._sync,
+            busy_s=s.auto_tick_period_s,
+            idle_s=max(s.auto_tick_period_s, s.heartbeat_period_s / 2),
+        )
+        self._sync.addOnTickCallback(self._pacer)
 
     def stop(self) -> None:
         if self._sync is not None:
@@ -399,6 +407,8 @@ class Replicator:
             sync = self._require()
             change = sync.addNodeToCluster if kind == "add" else sync.removeNodeFromCluster
             change(addr, callback=self._callback(future))
+            if self._pacer is not None:
+                self._pacer.wake()
             try:
                 _, reason = await asyncio.wait_for(future, min(3.0, max(0.1, deadline - loop.time())))
             except TimeoutError:
@@ -446,6 +456,8 @@ class Replicator:
     def _submit(self, data: bytes) -> asyncio.Future[tuple[Any, int]]:
         future: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
         self._consumer.apply_command(data, callback=self._callback(future))
+        if self._pacer is not None:
+            self._pacer.wake()  # the tick thread takes the command now, not at its next tick
         return future
 
     def _callback(self, future: asyncio.Future[tuple[Any, int]]) -> Callable[[Any, int], None]:
@@ -562,6 +574,70 @@ class PromptSender:
             sync._SyncObj__sendAppendEntries()
             self.sends += 1
             self._seen_deadline, self._commit_sent = sync._SyncObj__newAppendEntriesTime, commit
+
+
+class TickPacer:
+    """PySyncObj's tick period, chosen per tick: `busy_s` on a leader that has appended entries in
+    the last `busy_for_s` (its sends of new entries wait for a tick, see PromptSender), `idle_s`
+    otherwise; and a pipe on which another thread wakes the tick thread when it queues a command.
+
+    A tick polls the sockets and runs every timer; at 100 ticks a second an idle node spent
+    1-2 % of a core on ticks alone. Messages wake the tick thread whatever the period, and
+    commands queued from the loop wake it through the pipe, so the period only bounds how late
+    timers run: an election deadline by `idle_s` (a fraction of `raft_min_timeout_s`), a
+    heartbeat by `idle_s` (after `heartbeat_period_s`). PySyncObj reads `autoTickPeriod` from
+    its configuration before each tick. The pipe lives as long as the process."""
+
+    def __init__(
+        self,
+        sync: Any,
+        *,
+        busy_s: float,
+        idle_s: float,
+        busy_for_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sync, self.clock = sync, clock
+        self.busy_s, self.idle_s, self.busy_for_s = busy_s, idle_s, busy_for_s
+        self._last_index = -1
+        self._busy_until = 0.0
+        self._write_fd: int | None = None
+
+    def __call__(self) -> None:
+        sync = self.sync
+        if self._write_fd is None:
+            self._subscribe_pipe()
+        now = self.clock()
+        if sync._SyncObj__raftState == _RAFT_STATE.LEADER:
+            last = sync._SyncObj__getCurrentLogIndex()
+            if last != self._last_index:
+                self._last_index, self._busy_until = last, now + self.busy_for_s
+        else:
+            self._busy_until = 0.0
+        period = self.busy_s if now < self._busy_until else self.idle_s
+        conf = sync._SyncObj__conf
+        if conf.autoTickPeriod != period:
+            conf.autoTickPeriod = period
+
+    def _subscribe_pipe(self) -> None:
+        """On the tick thread, which owns the poller."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+
+        def drain(descr: int, event_mask: int) -> None:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(read_fd, 4096):
+                    pass
+
+        self.sync._poller.subscribe(read_fd, drain, POLL_EVENT_TYPE.READ)
+        self._write_fd = write_fd
+
+    def wake(self) -> None:
+        """Any thread: make the tick thread's current poll return."""
+        if self._write_fd is not None:
+            with contextlib.suppress(OSError):  # full (a wake-up is pending anyway)
+                os.write(self._write_fd, b"w")
 
 
 class _Handoff:

@@ -7,9 +7,21 @@ from typing import Any
 
 from pysyncobj.syncobj import _RAFT_STATE
 
-from raftsched.replication import PromptSender
+from raftsched.replication import PromptSender, TickPacer
 
 BATCH, HEARTBEAT = 0.02, 0.1
+
+
+class FakeConf:
+    autoTickPeriod = 0.01  # noqa: N815 - PySyncObj's name
+
+
+class FakePoller:
+    def __init__(self) -> None:
+        self.subscribed: dict[int, Any] = {}
+
+    def subscribe(self, descr: int, callback: Any, event_mask: int) -> None:
+        self.subscribed[descr] = callback
 
 
 class FakeSync:
@@ -26,6 +38,8 @@ class FakeSync:
         self._SyncObj__connectedNodes = {"b", "c"}
         self._SyncObj__raftNextIndex = {"b": 4, "c": 4}
         self._SyncObj__newAppendEntriesTime = now[0] + HEARTBEAT
+        self._SyncObj__conf = FakeConf()
+        self._poller = FakePoller()
 
     def _SyncObj__getCurrentLogIndex(self) -> int:  # noqa: N802 - PySyncObj's mangled name
         return self.log[-1]
@@ -120,3 +134,48 @@ def test_followers_and_candidates_do_not_send() -> None:
     sync.log.append(4)
     sender()
     assert sender.sends == 0 and sync.sent == []
+
+
+# ---------------------------------------------------------------- the tick period (TickPacer)
+
+
+def pacer_rig() -> tuple[FakeSync, TickPacer, list[float]]:
+    sync, _, now = make()
+    return sync, TickPacer(sync, busy_s=0.01, idle_s=0.05, busy_for_s=1.0, clock=lambda: now[0]), now
+
+
+def test_an_idle_node_ticks_slowly_and_a_leader_appending_entries_fast() -> None:
+    sync, pacer, now = pacer_rig()
+    pacer()
+    assert sync._SyncObj__conf.autoTickPeriod == 0.01  # a new leader: its log just changed
+    now[0] += 1.1
+    pacer()
+    assert sync._SyncObj__conf.autoTickPeriod == 0.05  # nothing appended for a second
+    sync.log.append(4)
+    pacer()
+    assert sync._SyncObj__conf.autoTickPeriod == 0.01
+    now[0] += 0.5
+    pacer()
+    assert sync._SyncObj__conf.autoTickPeriod == 0.01  # still within a second of the append
+    sync._SyncObj__raftState = _RAFT_STATE.FOLLOWER
+    pacer()
+    assert sync._SyncObj__conf.autoTickPeriod == 0.05  # followers are woken by messages
+
+
+def test_a_wake_up_from_another_thread_makes_the_poll_return() -> None:
+    import select
+
+    sync, pacer, _ = pacer_rig()
+    pacer.wake()  # before the tick thread subscribed: nothing to wake, no error
+    pacer()
+    ((read_fd, drain),) = sync._poller.subscribed.items()
+    poll = select.poll()
+    poll.register(read_fd, select.POLLIN)
+    assert poll.poll(0) == []
+    for _ in range(3):
+        pacer.wake()
+    assert poll.poll(0) == [(read_fd, select.POLLIN)]
+    drain(read_fd, 0)
+    assert poll.poll(0) == []  # drained: the next poll waits again
+    for _ in range(100_000):
+        pacer.wake()  # a full pipe is a pending wake-up, not an error
