@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import stat
@@ -125,6 +126,9 @@ def _note_forking_pid() -> None:
 
 def _in_forked_child() -> None:
     set_parent_death_signal(_forking_pid)
+    # The child builds the snapshot (millions of short-lived containers) and exits: collections
+    # of a heap it never frees only cost it time (a third of the dump at 100,000 jobs).
+    gc.disable()
     try:
         fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
     except OSError:  # no /proc: the sockets stay open in the child (a restart may wait for it)

@@ -43,7 +43,8 @@ from .runs import RunCommands
 
 __all__ = ["SNAPSHOT_VERSION", "State"]
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+_BULK = ("jobs", "runs", "stats", "requests")  # with "audit": one line per item in version 2
 REQUEST_TTL_MS = 24 * 3600 * 1000
 AUDIT_PER_JOB = 20
 MAX_REQUESTS = 100_000
@@ -136,7 +137,7 @@ class State(NodeCommands, JobCommands, RunCommands):
     # ------------------------------------------------------------------ snapshots
 
     def dump(self, *, locked: bool = True) -> bytes:
-        """The whole state as orjson bytes.
+        """The whole state: `document()` framed as lines (SNAPSHOT_VERSION 2, see `load`).
 
         `locked=False` is for the forked compaction child only: it is single-threaded, and a
         lock copied while the loop thread held it would never be released there.
@@ -144,55 +145,75 @@ class State(NodeCommands, JobCommands, RunCommands):
         if locked:
             with self.lock:
                 return self.dump(locked=False)
-        return orjson.dumps(
-            {
-                "v": SNAPSHOT_VERSION,
-                "applied": self.applied,
-                "digest": self.digest.hex(),
-                "term": self.term,
-                "leader": self.leader,
-                "settings": self.settings,
-                "next_incarnation": self.next_incarnation,
-                "jobs": [j.to_dict() for j in self.jobs.values()],
-                "runs": [r.to_dict() for r in self.runs.values()],
-                "nodes": [n.to_dict() for n in self.nodes.values()],
-                "stats": {k: stats_to_dict(v) for k, v in self.stats.items()},
-                "totals": stats_to_dict(self.totals),
-                "requests": [[k, *v] for k, v in self.requests.items()],
-                "audit": self.audit,
-                "removed": self.removed,
-            }
-        )
+        doc = self.document()
+        bulk = {key: doc.pop(key) for key in _BULK}
+        bulk["stats"] = [[job, stats] for job, stats in bulk["stats"].items()]
+        bulk["audit"] = [[job, trail] for job, trail in doc.pop("audit").items()]
+        doc["v"], doc["lines"] = SNAPSHOT_VERSION, {key: len(items) for key, items in bulk.items()}
+        return b"\n".join([orjson.dumps(doc), *(orjson.dumps(item) for key in bulk for item in bulk[key])])
+
+    def document(self) -> dict[str, Any]:
+        """The snapshot's content, as plain data (call under the lock). Version 1 snapshots were
+        this document as one JSON text."""
+        return {
+            "v": 1,
+            "applied": self.applied,
+            "digest": self.digest.hex(),
+            "term": self.term,
+            "leader": self.leader,
+            "settings": self.settings,
+            "next_incarnation": self.next_incarnation,
+            "jobs": [j.to_dict() for j in self.jobs.values()],
+            "runs": [r.to_dict() for r in self.runs.values()],
+            "nodes": [n.to_dict() for n in self.nodes.values()],
+            "stats": {k: stats_to_dict(v) for k, v in self.stats.items()},
+            "totals": stats_to_dict(self.totals),
+            "requests": [[k, *v] for k, v in self.requests.items()],
+            "audit": self.audit,
+            "removed": self.removed,
+        }
 
     def load(self, data: bytes) -> None:
-        raw = orjson.loads(data)
-        if raw.get("v") != SNAPSHOT_VERSION:
+        """Replace the data with a snapshot's (version 1 or 2).
+
+        Version 2 puts every job, run, request and audit trail on its own line, parsed one at a
+        time: one `orjson.loads` of a 100,000-job snapshot (117 MB) held the GIL for 5 s, and
+        the loop with it (a restarting node's API, a follower's runs). The new data is built
+        aside and swapped in under the lock: readers see the old data or the new, never half."""
+        end = data.find(b"\n")
+        raw = orjson.loads(data if end == -1 else data[:end])  # version 1: the whole document
+        if raw.get("v") == 1:
+            raw["stats"] = list(raw["stats"].items())
+            raw["audit"] = list(raw.get("audit", {}).items())
+        elif raw.get("v") == 2:
+            _frame_lines(raw, data.split(b"\n") if end != -1 else [data])
+        else:
             raise ValueError(f"unsupported snapshot version {raw.get('v')!r}")
+        fresh = State()
+        fresh.__init_data(raw)
         with self.lock:
-            generation = self.generation
-            self.__init_data(raw)
-            self.generation = generation + 1
+            keep = {"lock": self.lock, "listeners": self.listeners, "generation": self.generation + 1}
+            self.__dict__.update(fresh.__dict__)
+            self.__dict__.update(keep)
 
     def __init_data(self, raw: dict[str, Any]) -> None:
-        listeners = self.listeners
-        State.__init__(self)
-        self.listeners = listeners
+        """Fill a new State from a snapshot's data (lists of items, parsed or still lines)."""
         self.applied, self.digest = raw["applied"], bytes.fromhex(raw["digest"])
         self.term, self.leader, self.settings = raw["term"], raw["leader"], raw["settings"]
         self.next_incarnation = raw["next_incarnation"]
-        for d in raw["jobs"]:
+        for d in _items(raw["jobs"]):
             job = JobRecord.from_dict(d)
             self.jobs[job.spec.id] = job
             self.job_runs[job.spec.id] = self.job_active[job.spec.id] = NO_RUNS
         self.nodes = {n["id"]: NodeRecord.from_dict(n) for n in raw["nodes"]}
-        for d in raw["runs"]:
+        for d in _items(raw["runs"]):
             self._add_run(Run.from_dict(d))
-        self.stats = {k: stats_from_dict(v) for k, v in raw["stats"].items()}
+        self.stats = {k: stats_from_dict(v) for k, v in _items(raw["stats"])}
         self.totals = stats_from_dict(raw["totals"])
         if self.totals is ZERO_STATS:
             self.totals = new_stats()
-        self.requests = {k: (fp, res, ms) for k, fp, res, ms in raw["requests"]}
-        self.audit = _shared_entries(raw.get("audit", {}))
+        self.requests = {k: (fp, res, ms) for k, fp, res, ms in _items(raw["requests"])}
+        self.audit = _shared_entries(dict(_items(raw["audit"])))
         self.removed = raw.get("removed", {})
 
     _HANDLERS: dict[CommandType, Callable[[State, dict[str, Any]], Result]] = {}
@@ -227,6 +248,27 @@ _AUDITED = {
 }
 
 State._HANDLERS = {t: getattr(State, f"_apply_{t.value}") for t in CommandType}
+
+
+def _frame_lines(raw: dict[str, Any], lines: list[bytes]) -> None:
+    """A version 2 snapshot: each bulk list of the header `raw` becomes its lines (still JSON)."""
+    at = 1
+    for key in (*_BULK, "audit"):
+        count = raw["lines"][key]
+        raw[key] = _Lines(lines[at : at + count])
+        at += count
+    if at != len(lines):
+        raise ValueError(f"snapshot has {len(lines)} lines, its header accounts for {at}")
+
+
+class _Lines(list[bytes]):
+    """Items still as JSON lines: parsed one by one, so the GIL changes hands between them."""
+
+
+def _items(items: list[Any]) -> Any:
+    if isinstance(items, _Lines):
+        return (orjson.loads(line) for line in items)
+    return iter(items)
 
 
 def _shared_entries(audit: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:

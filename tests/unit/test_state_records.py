@@ -8,6 +8,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from raftsched.errors import ValidationError
@@ -159,14 +160,32 @@ def test_shared_parts_refuse_to_change() -> None:
     assert pickle.loads(pickle.dumps(ReadOnlyDict(a=1))) == {"a": 1}
 
 
-def test_a_snapshot_written_by_the_previous_code_loads_and_dumps_the_same_bytes() -> None:
-    """Written by 7b47c9f from the golden log. (The pins of test_state_replay show that this code
-    writes the same snapshot bytes as that one for the same state, all along a long stream.)"""
+def test_a_version_1_snapshot_loads_to_the_same_content_and_comes_back_as_version_2() -> None:
+    """Written by 7b47c9f from the golden log, as one JSON document (version 1). (The pins of
+    test_state_replay show that this code has the same snapshot content as that one for the same
+    state, all along a long stream.) Version 2 frames the same content as lines."""
     old = (DATA / "golden_v1_snapshot.json").read_bytes()
     state = State()
     state.load(old)
-    assert state.dump() == old
+    assert orjson.dumps(state.document()) == old
     assert state.jobs["a"].spec.retries is state.jobs["q"].spec.retries  # loaded shared, too
+    framed = state.dump()
+    header = orjson.loads(framed.split(b"\n")[0])
+    assert header["v"] == 2 and framed.count(b"\n") == sum(header["lines"].values())
     again = State()
-    again.load(state.dump())
-    assert again.dump() == old
+    again.load(framed)
+    assert orjson.dumps(again.document()) == old and again.dump() == framed
+    assert again.jobs["a"].spec.retries is again.jobs["q"].spec.retries
+
+
+def test_an_empty_state_and_bad_snapshots() -> None:
+    empty = State()
+    framed = empty.dump()
+    assert b"\n" not in framed  # nothing but the header
+    again = State()
+    again.load(framed)
+    assert again.dump() == framed
+    with pytest.raises(ValueError, match="version 3"):
+        State().load(orjson.dumps({"v": 3}))
+    with pytest.raises(ValueError, match="lines"):
+        State().load(framed + b"\n{}")

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 from typing import Any
 
 import orjson
+import pytest
 
+from raftsched import records
 from raftsched.commands import CommandType
 from raftsched.model import RunState
 from raftsched.state import State
@@ -168,7 +171,7 @@ class Stream:
 
 
 def checkpoints(seed: int, steps: int = 1500, every: int = 250) -> list[str]:
-    """SHA-256 prefixes of (results so far, snapshot) every `every` steps."""
+    """SHA-256 prefixes of (results so far, snapshot content) every `every` steps."""
     stream = Stream(seed)
     stream.boot()
     out = []
@@ -176,7 +179,8 @@ def checkpoints(seed: int, steps: int = 1500, every: int = 250) -> list[str]:
         stream.step()
         if i % every == 0:
             results = hashlib.sha256(b"\n".join(stream.results)).hexdigest()[:12]
-            out.append(f"{results}:{hashlib.sha256(stream.d.state.dump()).hexdigest()[:12]}")
+            snapshot = orjson.dumps(stream.d.state.document())  # the content, as version 1 wrote it
+            out.append(f"{results}:{hashlib.sha256(snapshot).hexdigest()[:12]}")
     return out
 
 
@@ -220,6 +224,44 @@ def test_a_loaded_snapshot_applies_the_rest_of_the_log_identically() -> None:
     for data in stream.d.log[split:]:
         assert loaded.apply(data) == first.apply(data)
     assert loaded.dump() == first.dump() == stream.d.state.dump()
+
+
+def test_loading_a_snapshot_keeps_the_lock_free_while_it_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers on the loop take the state lock, and must see the old data or the new, never half
+    of a snapshot (the lock used to be replaced, unheld, as the load began). Built aside,
+    swapped in under the lock; listeners stay, the generation moves."""
+    stream = Stream(5)
+    stream.boot()
+    for _ in range(300):
+        stream.step()
+    source = stream.d.state
+    target = State()
+    heard: list[str] = []
+    target.listeners.append(lambda cmd, result: heard.append(cmd.type.value))
+    building, release = threading.Event(), threading.Event()
+    real = records.JobRecord.from_dict
+
+    calls: list[int] = []
+
+    def slow_from_dict(d: dict[str, Any]) -> records.JobRecord:
+        calls.append(1)
+        if len(calls) == 2:  # one job built already
+            building.set()
+            release.wait(5)
+        return real(d)
+
+    monkeypatch.setattr(records.JobRecord, "from_dict", staticmethod(slow_from_dict))
+    loader = threading.Thread(target=target.load, args=(source.dump(),))
+    loader.start()
+    assert building.wait(5)
+    got = target.lock.acquire(timeout=1)  # a reader while the snapshot is being built
+    assert got and target.jobs == {} and target.applied == 0
+    target.lock.release()
+    release.set()
+    loader.join(5)
+    assert target.dump() == source.dump() and target.generation == 1
+    target.apply(stream.d.log[-1])
+    assert heard  # the node's listeners survived the load
 
 
 def test_the_executing_count_per_node_follows_every_transition() -> None:
