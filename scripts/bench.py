@@ -171,6 +171,14 @@ def sample_node_loads(cluster: Cluster, node: str, until_ms: int, period_s: floa
     }
 
 
+def _health_code(cluster: Cluster, node: str) -> int | None:
+    """A node busy loading a snapshot may not answer in time: not healthy yet, not a failure."""
+    try:
+        return int(cluster.api(node, "GET", "/v1/health", timeout=5)[0])
+    except OSError:  # urllib's timeouts and refusals
+        return None
+
+
 def sleep_until(epoch_ms: float) -> None:
     delay = epoch_ms / 1000 - time.time()
     if delay > 0:
@@ -976,7 +984,7 @@ class Bench:
                 }
             with_status = cluster.status(node)
             if with_status:
-                if healthy is None and cluster.api(node, "GET", "/v1/health", timeout=5)[0] == 200:
+                if healthy is None and _health_code(cluster, node) == 200:
                     healthy = time.monotonic() - t0
                 if with_status["applied_index"] >= target and with_status["leader"]:
                     caught = time.monotonic() - t0
