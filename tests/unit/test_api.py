@@ -31,10 +31,12 @@ class Api:
         return resp.status, data
 
 
-async def _api(token: str | None = None, max_body: int = 1 << 20) -> AsyncIterator[Api]:
+async def _api(
+    token: str | None = None, max_body: int = 1 << 20, raft_type: type[MemoryRaft] = MemoryRaft
+) -> AsyncIterator[Api]:
     state, clock = State(), FakeClock(T0)
     boot(state, clock)
-    raft = MemoryRaft(state)
+    raft = raft_type(state)
     services = Services(
         node_id="n1", state=state, raft=raft, clock=clock, api_token=token, max_body_bytes=max_body
     )
@@ -297,6 +299,64 @@ async def test_times_beyond_what_iso_8601_can_write_are_refused_not_fatal(api: A
     assert status == 200  # the listing always renders
     status, err = await api.call("POST", "/v1/jobs", {**JOB, "schedule": {"at": "0001-01-01T00:00:00+01:00"}})
     assert status == 400 and error(err)[1] == "schedule.at"
+
+
+class LaggingRaft(MemoryRaft):
+    """A node behind the log: `lag` holds entries committed elsewhere and not yet applied here;
+    its own next proposal applies them first (as a commit barrier would)."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__(state)
+        self.lag: list[bytes] = []
+
+    async def propose(self, data: bytes, *, timeout_s: float = 10.0) -> dict[str, Any]:
+        while self.lag:
+            self.state.apply(self.lag.pop(0))
+        return await super().propose(data, timeout_s=timeout_s)
+
+
+async def test_a_pause_on_a_node_behind_the_log_still_records_what_no_leader_fired() -> None:
+    """A leader fired the first due slot; the node taking the pause has not applied that fire
+    yet. Reading the job without a barrier, it offered the range from that slot, which the state
+    then refused as stale: the later slots were neither run nor recorded."""
+    async for api in _api(raft_type=LaggingRaft):
+        state, clock, raft = api.state, api.clock, api.raft
+        assert isinstance(raft, LaggingRaft)
+        status, job = await api.call("POST", "/v1/jobs", {**JOB, "id": "tick", "schedule": {"every": 1}})
+        assert status == 201, job
+        clock.advance(5.5)  # slots T+1..T+5 fall due
+        first = state.jobs["tick"].next_nominal_ms
+        assert first is not None
+        raft.lag.append(
+            encode(
+                CommandType.BEGIN_TERM,
+                {
+                    "term": 1,
+                    "leader": "n1",
+                    "now_ms": clock.now_ms(),
+                    "history_per_job": 100,
+                    "output_tail_bytes": 4096,
+                },
+            )
+        )
+        fire = {
+            "job_id": "tick",
+            "nominal_ms": first,
+            "due_ms": first,
+            "nodes": ["n1"],
+            "next_nominal_ms": first + 1000,
+        }
+        fire["version"] = state.jobs["tick"].version
+        fire["incarnation"] = state.jobs["tick"].incarnation
+        raft.lag.append(
+            encode(CommandType.FIRE_RUNS, {"term": 1, "now_ms": clock.now_ms(), "fires": [fire], "skips": []})
+        )
+        status, paused = await api.call("POST", "/v1/jobs/tick/pause")
+        assert status == 200 and paused["paused"], paused
+        status, runs = await api.call("GET", "/v1/jobs/tick/runs")
+        by_state = {r["state"]: r for r in runs["items"]}
+        assert by_state["cancelled"]["run_id"] == f"tick@{first}", runs  # the fired one
+        assert by_state["missed"]["count"] == 4, runs  # T+2..T+5: recorded, not lost
 
 
 async def test_a_pause_records_the_slots_no_leader_fired_before_it(api: Api) -> None:

@@ -267,6 +267,22 @@ def test_at_least_once_re_executes_only_with_a_committed_higher_attempt() -> Non
     assert not check_duplicate_executions(h).ok
 
 
+def test_a_higher_attempt_of_a_deleted_job_known_only_from_earlier_samples_is_unverifiable() -> None:
+    """The job was deleted after the run was reassigned: no final record, and the samples taken
+    before only knew attempt 1. Not a violation; counted unverifiable. With the job still
+    there, the final records are complete and the same history is a violation."""
+    h = clean()
+    h.executions.append(ex("m", 4, attempt=2, node="n2", start=4.5))
+    h.snapshots.extend(dict(items[3]) for items in h.records.values())  # sampled at attempt 1
+    for items in h.records.values():
+        del items[3]  # the job's records went with it
+    h.ops.append(op("delete", "m", 6.0, 6.1))
+    result = check_duplicate_executions(h)
+    assert result.ok and result.counts["unverifiable_deleted"] == 1
+    h.ops.pop()
+    assert not check_duplicate_executions(h).ok
+
+
 # ---------------------------------------------------------------- 4
 
 
