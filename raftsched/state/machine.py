@@ -197,23 +197,23 @@ class State(NodeCommands, JobCommands, RunCommands):
             self.__dict__.update(keep)
 
     def __init_data(self, raw: dict[str, Any]) -> None:
-        """Fill a new State from a snapshot's data (lists of items, parsed or still lines)."""
+        """Fill a new State from a snapshot's data (each bulk list an iterable of items)."""
         self.applied, self.digest = raw["applied"], bytes.fromhex(raw["digest"])
         self.term, self.leader, self.settings = raw["term"], raw["leader"], raw["settings"]
         self.next_incarnation = raw["next_incarnation"]
-        for d in _items(raw["jobs"]):
+        for d in raw["jobs"]:
             job = JobRecord.from_dict(d)
             self.jobs[job.spec.id] = job
             self.job_runs[job.spec.id] = self.job_active[job.spec.id] = NO_RUNS
         self.nodes = {n["id"]: NodeRecord.from_dict(n) for n in raw["nodes"]}
-        for d in _items(raw["runs"]):
+        for d in raw["runs"]:
             self._add_run(Run.from_dict(d))
-        self.stats = {k: stats_from_dict(v) for k, v in _items(raw["stats"])}
+        self.stats = {k: stats_from_dict(v) for k, v in raw["stats"]}
         self.totals = stats_from_dict(raw["totals"])
         if self.totals is ZERO_STATS:
             self.totals = new_stats()
-        self.requests = {k: (fp, res, ms) for k, fp, res, ms in _items(raw["requests"])}
-        self.audit = _shared_entries(dict(_items(raw["audit"])))
+        self.requests = {k: (fp, res, ms) for k, fp, res, ms in raw["requests"]}
+        self.audit = _shared_entries(dict(raw["audit"]))
         self.removed = raw.get("removed", {})
 
     _HANDLERS: dict[CommandType, Callable[[State, dict[str, Any]], Result]] = {}
@@ -251,24 +251,15 @@ State._HANDLERS = {t: getattr(State, f"_apply_{t.value}") for t in CommandType}
 
 
 def _frame_lines(raw: dict[str, Any], lines: list[bytes]) -> None:
-    """A version 2 snapshot: each bulk list of the header `raw` becomes its lines (still JSON)."""
+    """A version 2 snapshot: each bulk list of the header `raw` becomes its items, parsed a line
+    at a time as they are consumed (so the GIL changes hands between them)."""
     at = 1
     for key in (*_BULK, "audit"):
         count = raw["lines"][key]
-        raw[key] = _Lines(lines[at : at + count])
+        raw[key] = (orjson.loads(line) for line in lines[at : at + count])
         at += count
     if at != len(lines):
         raise ValueError(f"snapshot has {len(lines)} lines, its header accounts for {at}")
-
-
-class _Lines(list[bytes]):
-    """Items still as JSON lines: parsed one by one, so the GIL changes hands between them."""
-
-
-def _items(items: list[Any]) -> Any:
-    if isinstance(items, _Lines):
-        return (orjson.loads(line) for line in items)
-    return iter(items)
 
 
 def _shared_entries(audit: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
