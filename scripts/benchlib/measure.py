@@ -87,11 +87,7 @@ def _run_delay_s(pid: int) -> float | None:
 
 def wait_percent(before: ProcSample | None, after: ProcSample | None) -> float | None:
     """Share of the wall time the main thread was ready to run and waited for a core."""
-    if before is None or after is None or before.wait_s is None or after.wait_s is None:
-        return None
-    if after.at <= before.at:
-        return None
-    return round(100 * (after.wait_s - before.wait_s) / (after.at - before.at), 1)
+    return _percent_of_wall(before, after, "wait_s")
 
 
 def rss_mb(pid: int) -> float | None:
@@ -103,9 +99,17 @@ def rss_mb(pid: int) -> float | None:
 
 
 def cpu_percent(before: ProcSample | None, after: ProcSample | None) -> float | None:
+    return _percent_of_wall(before, after, "cpu_s")
+
+
+def _percent_of_wall(before: ProcSample | None, after: ProcSample | None, field: str) -> float | None:
+    """How much of a seconds counter (`field`) grew, as a share of the wall time between samples."""
     if before is None or after is None or after.at <= before.at:
         return None
-    return round(100 * (after.cpu_s - before.cpu_s) / (after.at - before.at), 1)
+    start, end = getattr(before, field), getattr(after, field)
+    if start is None or end is None:
+        return None
+    return round(100 * (end - start) / (after.at - before.at), 1)
 
 
 def _machine() -> tuple[int, int]:
