@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import gc
+import io
 import logging
 import signal
 import ssl
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -38,6 +42,11 @@ from .worker import Worker, WorkerSettings
 __all__ = ["Node", "run_node"]
 
 log = logging.getLogger(__name__)
+
+# Beyond the drain's grace, a stop has: the hand-over (a 2 s proposal, a 3 s transfer), the last
+# reports (5 s), the API's in-flight requests (API_SHUTDOWN_S) and Raft's close.
+API_SHUTDOWN_S = 2.0
+STOP_OVERRUN_S = 20.0
 
 
 class _Leadership:
@@ -181,23 +190,29 @@ class Node:
                 worker_task = group.create_task(worker.run())
                 freeze_task = group.create_task(self._freeze_heap())
                 await self.stopping.wait()
+                _arm_stop_watchdog(n.shutdown_grace_s)
                 freeze_task.cancel()
                 log.warning("node %s stopping: draining runs for up to %ss", n.id, n.shutdown_grace_s)
                 register_task.cancel()
-                await self._hand_over()
+                with _stage("hand-over"):
+                    await self._hand_over()
                 # Its log is the most caught-up: a stopping node can win the next election again.
                 handing_task = group.create_task(self._keep_handing_over())
-                await worker.drain(n.shutdown_grace_s)
+                with _stage("drain"):
+                    await worker.drain(n.shutdown_grace_s)
                 handing_task.cancel()
                 scheduler_task.cancel()
                 clocks_task.cancel()
                 worker_task.cancel()
+                cancelled = time.monotonic()
+            log.info("stop: tasks ended in %.3f s", time.monotonic() - cancelled)
         finally:
-            await session.close()
-            await runner.cleanup()
-            for executor in self._executors.values():
-                await executor.close()
-            self.raft.stop()
+            with _stage("close"):
+                await session.close()
+                await runner.cleanup()
+                for executor in self._executors.values():
+                    await executor.close()
+                self.raft.stop()
             log.warning("node %s stopped", n.id)
 
     async def _freeze_heap(self) -> None:
@@ -231,7 +246,7 @@ class Node:
             api_token=self.cluster.api_token,
             max_body_bytes=self.cluster.max_body_bytes,
         )
-        runner = web.AppRunner(make_app(services), access_log=None)
+        runner = web.AppRunner(make_app(services), access_log=None, shutdown_timeout=API_SHUTDOWN_S)
         runner.app[OUTPUT_DIR] = self.cluster.node_data_dir(self.node.id) / "outputs"
         await runner.setup()
         context = None
@@ -329,11 +344,39 @@ def _raft_settings(cluster: ClusterConfig, node: NodeConfig) -> RaftSettings:
     )
 
 
+@contextlib.contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Log how long one step of the shutdown took: a stop that overruns shows where."""
+    began = time.monotonic()
+    try:
+        yield
+    finally:
+        log.info("stop: %s ended in %.3f s", name, time.monotonic() - began)
+
+
+def _arm_stop_watchdog(grace_s: float) -> None:
+    """A stop that hangs past its grace (plus the hand-over's and the last reports' bounds) dumps
+    every thread's stack to stderr and exits: a supervisor waiting on the process must not wait
+    forever, and the dump says what held it."""
+    faulthandler.dump_traceback_later(grace_s + STOP_OVERRUN_S, exit=True)
+
+
+def _dump_tasks() -> None:
+    """Where each asyncio task waits: a thread dump shows only the loop's `select`."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=8, file=out)
+    log.warning("asyncio tasks (SIGUSR1):\n%s", out.getvalue())
+
+
 async def run_node(cluster: ClusterConfig, node: NodeConfig) -> int:
     """Run until SIGTERM/SIGINT; return the exit status."""
     instance = Node(cluster, node)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, instance.stopping.set)
+    # `kill -USR1`: every thread's stack (at once, even with the loop stuck), then every task's.
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
+    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=True)
     await instance.run()
     return 0

@@ -130,10 +130,19 @@ class Cluster:
         proc.wait(10)
 
     def stop(self, node: str, timeout: float = 20) -> int:
+        """SIGTERM `node` and wait for its exit status. One that overruns `timeout` is made to dump
+        its stacks into its log (SIGUSR1), killed, and reported with the logs."""
         proc = self.procs.pop(node)
         proc.send_signal(signal.SIGCONT)
         proc.terminate()
-        return proc.wait(timeout)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            proc.kill()
+            proc.wait(10)
+            raise AssertionError(f"{node} did not stop within {timeout} s\n{self.logs(20000)}") from None
 
     def restart(self, node: str) -> None:
         if node in self.procs:

@@ -242,6 +242,8 @@ def _run_on_a_follower(
     )
     _create(cluster, leader, ballast)
     ballast_id = _trigger(cluster, leader, "ballast")["run_id"]
+    # Routing counts runs executing, as their start reports say: wait for the ballast's.
+    _wait_run(cluster, ballast_id, {"running"}, timeout=5)
     _create(cluster, leader, job)
     run = _trigger(cluster, leader, job["id"])
     assert run["node"] != leader, run

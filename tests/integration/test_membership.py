@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from datetime import datetime
 from typing import Any
@@ -127,6 +128,22 @@ def test_a_node_restarted_after_sigterm_takes_runs_again(make_cluster: Any) -> N
     code, nodes = cluster.api(leader, "GET", "/v1/nodes")
     assert taken, [n for n in nodes["items"] if n["id"] == node]
     assert not next(n for n in nodes["items"] if n["id"] == node)["draining"]
+
+
+def test_sigusr1_dumps_every_thread_and_the_node_goes_on(make_cluster: Any) -> None:
+    """`kill -USR1` is how an operator (and the harness, on a stop that overruns) sees where a node
+    is stuck: every thread's stack into the node's log, and the node keeps serving."""
+    cluster: Cluster = make_cluster(size=1)
+    cluster.start()
+    node = cluster.leader()
+    cluster.procs[node].send_signal(signal.SIGUSR1)
+    log = cluster.root / f"{node}.log"
+    dump = _wait("the dumps", lambda: "asyncio tasks" in log.read_text() and log.read_text(), cluster, 10)
+    assert "Current thread" in dump, dump[-3000:]  # the threads'
+    assert "raftsched/scheduler.py" in dump, dump[-3000:]  # the tasks': the scheduler waits
+    assert cluster.procs[node].poll() is None
+    assert cluster.api(node, "GET", "/v1/health")[0] == 200
+    assert cluster.stop(node) == 0
 
 
 def test_a_stopping_leader_does_not_lead_again_while_it_drains(make_cluster: Any) -> None:
