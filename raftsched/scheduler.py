@@ -83,7 +83,11 @@ class Scheduler:
         self.wake = wake
         self.active_term = 0
         self._last_seen: dict[str, float] = {}
-        self._queue: list[tuple[int, str]] = []  # (next slot ms, job id): a heap
+        # (next slot ms, job id, stamp): a heap; an entry counts only while its stamp is the job's
+        # in `_stamps` (re-queueing a job leaves its old entry behind, skipped when it surfaces)
+        self._queue: list[tuple[int, str, int]] = []
+        self._stamps: dict[str, int] = {}
+        self._next_stamp = 0
         self._queue_generation = -1
         self._queue_dirty = True
         # job -> (incarnation, version, last slot, the slot after it) as this leader computed it
@@ -158,6 +162,9 @@ class Scheduler:
         lookahead_ms = int(self.settings.lookahead_s * 1000)
         horizon = now_ms + lookahead_ms
         self._refresh_queue()
+        queue, stamps = self._queue, self._stamps
+        while queue and stamps.get(queue[0][1]) != queue[0][2]:
+            heapq.heappop(queue)
         chunk = fire_chunk_ms(lookahead_ms)
         if not self._queue or (self._queue[0][0] > horizon - chunk and now_ms < self._planned_ms + chunk):
             return plan
@@ -165,9 +172,11 @@ class Scheduler:
         with self.state.lock:
             load = self._node_load()
             plan.generation = self.state.generation
-        due: list[tuple[int, str]] = []
-        while self._queue and self._queue[0][0] <= horizon:
-            due.append(heapq.heappop(self._queue))
+        due: list[tuple[int, str, int]] = []
+        while queue and queue[0][0] <= horizon:
+            entry = heapq.heappop(queue)
+            if stamps.get(entry[1]) == entry[2]:
+                due.append(entry)
         read: dict[str, tuple[JobRecord, bool]] = {}
         for index, entry in enumerate(due):
             if len(plan.fires) >= MAX_FIRES_PER_COMMAND:  # the rest wait for the next command
@@ -189,13 +198,13 @@ class Scheduler:
         self._density.forget_before(self.clock.now_ms() - 1000)
         return NodeLoad(self.state.candidates(executing=True), grain=PLANNER_GRAIN, density=self._density)
 
-    def _read_jobs(self, entries: list[tuple[int, str]]) -> dict[str, tuple[JobRecord, bool]]:
+    def _read_jobs(self, entries: list[tuple[int, str, int]]) -> dict[str, tuple[JobRecord, bool]]:
         """The jobs' records (frozen: safe to read after the lock) and whether each has a scheduled
         run pending or running (as the state's overlap rule counts them); deleted jobs are left out."""
         out = {}
         with self.state.lock:
             runs, jobs, job_active = self.state.runs, self.state.jobs, self.state.job_active
-            for _, job_id in entries:
+            for _, job_id, _ in entries:
                 job = jobs.get(job_id)
                 if job is not None:
                     out[job_id] = (job, any(not runs[r].manual for r in job_active.get(job_id, ())))
@@ -211,25 +220,49 @@ class Scheduler:
     def _remember(self, job: JobRecord, key: int | None, plan: Plan) -> None:
         """Queue the job again by `key` (the slot after what this plan fires or records, or its
         next slot if it waits); remember that successor for when the plan has committed."""
-        if key is not None:
-            heapq.heappush(self._queue, (key, job.spec.id))
+        self._queue_job(job.spec.id, key)
         last = _last_item(plan, job.spec.id)
         if last is not None:
             slot = last.get("until_ms") or last["nominal_ms"]
             self._successors[job.spec.id] = (job.incarnation, job.version, slot, key)
 
+    def _queue_job(self, job_id: str, key: int | None) -> None:
+        """(Re)queue `job_id` by `key`, or take it out of the queue (None)."""
+        if key is None:
+            self._stamps.pop(job_id, None)
+            return
+        self._next_stamp += 1
+        self._stamps[job_id] = self._next_stamp
+        heapq.heappush(self._queue, (key, job_id, self._next_stamp))
+
     def _refresh_queue(self) -> None:
-        """Every job by its next slot, after a job-table change, a new term or a failed proposal:
-        the records are copied under the lock, their keys computed after it."""
+        """After job-table changes, re-queue the jobs they changed by their next slot; after a new
+        term, a failed proposal or changes not known one by one, every job. The records are copied
+        under the lock, their keys computed after it. (Rebuilding from every job on each change
+        cost the leader's loop milliseconds per API write at a few thousand jobs: runs went late
+        by seconds under a burst of job creations.)"""
         with self.state.lock:
-            if self._queue_generation == self.state.generation and not self._queue_dirty:
+            generation = self.state.generation
+            if self._queue_generation == generation and not self._queue_dirty:
                 return
-            jobs, generation = list(self.state.jobs.values()), self.state.generation
-        self._queue = [(key, job.spec.id) for job in jobs if (key := next_key(job)) is not None]
-        heapq.heapify(self._queue)
+            changed = None if self._queue_dirty else self.state.jobs_changed_since(self._queue_generation)
+            jobs = self.state.jobs
+            if changed is None:
+                records = list(jobs.values())
+            else:
+                records = [job for job_id in changed if (job := jobs.get(job_id)) is not None]
         self._queue_generation, self._queue_dirty = generation, False
-        if len(self._successors) > len(jobs):
-            present = {job.spec.id for job in jobs}
+        if changed is not None:
+            for job_id in changed:
+                self._stamps.pop(job_id, None)  # a deleted job's entries are skipped
+            for job in records:
+                self._queue_job(job.spec.id, next_key(job))
+            return
+        self._stamps = {job.spec.id: 0 for job in records}
+        self._queue = [(key, job.spec.id, 0) for job in records if (key := next_key(job)) is not None]
+        heapq.heapify(self._queue)
+        if len(self._successors) > len(records):
+            present = {job.spec.id for job in records}
             self._successors = {k: v for k, v in self._successors.items() if k in present}
 
     async def fire_due(self) -> None:
@@ -268,7 +301,8 @@ class Scheduler:
                 for job_id, seen in plan.versions.items()
                 if (job := jobs.get(job_id)) is None or (job.incarnation, job.version) != seen
             }
-        self._queue_dirty = True
+        # No rebuild for the dropped ones: their change is in the state's job changes, and the
+        # next `_refresh_queue` re-queues them from their records.
         if stale:
             plan.fires = [f for f in plan.fires if f["job_id"] not in stale]
             plan.skips = [s for s in plan.skips if s["job_id"] not in stale]

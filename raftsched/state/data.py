@@ -6,6 +6,7 @@ See `machine` for the contract: deterministic, never raises, one lock for reader
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..routing import Candidate, pick_nodes
 
 __all__ = ["ACTIVE", "OUTCOME_COUNTER", "TERMINAL", "Result", "StateData", "ok", "reject"]
 
+JOB_CHANGES_KEPT = 4096  # generations; a leader further behind rebuilds its queue from every job
 ACTIVE = frozenset({RunState.PENDING, RunState.RUNNING})  # `run.state in ACTIVE`: no property call
 
 TERMINAL = frozenset(
@@ -84,6 +86,9 @@ class StateData:
         # Bumped whenever the job table changes other than by a fire (not replicated data: the
         # leader's due-time queue compares it to know when to rebuild).
         self.generation = 0
+        # (generation, the job ids that change touched, or None: any) for the last JOB_CHANGES_KEPT
+        # generations, so that the leader re-queues only those jobs (`jobs_changed_since`).
+        self.job_changes: deque[tuple[int, tuple[str, ...] | None]] = deque(maxlen=JOB_CHANGES_KEPT)
 
     def _add_run(self, run: Run) -> None:
         self.runs[run.run_id] = run
@@ -269,6 +274,20 @@ class StateData:
     def runs_newest_first(self, job_id: str | None = None) -> Iterator[Run]:
         ids = reversed(self.job_runs.get(job_id, {})) if job_id is not None else reversed(self.runs)
         return (self.runs[r] for r in ids)
+
+    def jobs_changed_since(self, generation: int) -> set[str] | None:
+        """The jobs changed after `generation` (hold `lock`), or None when that is not known: an
+        unbounded change, a snapshot load, or changes older than the last JOB_CHANGES_KEPT."""
+        changed: set[str] = set()
+        covered = 0
+        for gen, job_ids in reversed(self.job_changes):
+            if gen <= generation:
+                break
+            if job_ids is None:
+                return None
+            changed.update(job_ids)
+            covered += 1
+        return changed if covered == self.generation - generation else None
 
     def digest_hex(self) -> str:
         return f"{self.applied}:{self.digest.hex()}"

@@ -108,6 +108,7 @@ class State(NodeCommands, JobCommands, RunCommands):
                 self._audit(cmd, result)
             if cmd.type in _JOB_TABLE:
                 self.generation += 1
+                self.job_changes.append((self.generation, _changed_jobs(cmd)))
         return result
 
     def _audit(self, cmd: Command, result: Result) -> None:
@@ -238,6 +239,16 @@ _JOB_TABLE = frozenset(
         CommandType.RESTORE_JOBS,
     }
 )
+
+def _changed_jobs(cmd: Command) -> tuple[str, ...] | None:
+    """The jobs a `_JOB_TABLE` command changed (None: it may have changed any)."""
+    body = cmd.body
+    if cmd.type is CommandType.PUT_JOB:
+        return (str(body["spec"]["id"]),)
+    if cmd.type is CommandType.RESTORE_JOBS:
+        return None
+    return (str(body["job_id"]),)
+
 
 _AUDITED = {
     CommandType.PUT_JOB: "updated",

@@ -14,6 +14,7 @@ from test_scheduler import FIRE, Rig, rid
 from raftsched import scheduler, triggers
 from raftsched.commands import CommandType
 from raftsched.model import iso_ms
+from raftsched.state import State
 
 from statekit import T0
 
@@ -160,3 +161,74 @@ async def test_wake_ups_between_chunks_do_not_rebuild_the_due_queue(monkeypatch:
     for _ in range(200):
         await rig.tick(0.01)
     assert len(rig.proposer.of(FIRE)) >= 19 and keys == []
+
+
+async def test_a_job_table_change_requeues_only_the_jobs_it_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An API write re-queues the job it changed, not every job (rebuilding the queue on each write
+    made runs seconds late under a burst of job creations at a few thousand jobs). Each kind of
+    change still takes effect: created fires, edited follows its new schedule, paused and deleted
+    stop."""
+    rig = Rig()
+    for i in range(40):
+        rig.add(f"j{i}", overlap="allow", schedule={"every": 1, "start_at": iso_ms(T0 + 20 * i)})
+    await rig.tick()
+    keys: list[str] = []
+    real = scheduler.next_key
+
+    def next_key(job: Any) -> int | None:
+        keys.append(job.spec.id)
+        return real(job)
+
+    monkeypatch.setattr(scheduler, "next_key", next_key)
+    now = rig.clock.now_ms()
+    before = {j: set(rig.fired_slots(j)) for j in ("j1", "j2", "j4")}
+    rig.add("new", overlap="allow")
+    edited = {**rig.state.jobs["j1"].spec.to_dict(), "schedule": {"every": 0.5}}
+    assert rig.cmd(CommandType.PUT_JOB, spec=edited, now_ms=now, mode="put")["ok"]
+    assert rig.cmd(CommandType.PAUSE_JOB, job_id="j2", now_ms=now)["ok"]
+    assert rig.cmd(CommandType.DELETE_JOB, job_id="j3", now_ms=now)["ok"]
+    for _ in range(30):
+        await rig.tick(0.1)
+    assert sorted(set(keys)) == ["j1", "j2", "new"]  # j3 is gone: nothing to compute
+    assert rig.fired_slots("new")[:2] == [T0 + S, T0 + 2 * S]
+    assert set(rig.fired_slots("j1")) - before["j1"] and all(
+        (s - T0) % 500 == 0 for s in set(rig.fired_slots("j1")) - before["j1"]
+    )
+    assert set(rig.fired_slots("j2")) == before["j2"]  # paused: nothing new
+    assert "j3" not in rig.state.jobs and not any(r.startswith("j3@") for r in rig.state.runs)
+    assert len(set(rig.fired_slots("j4")) - before["j4"]) == 3  # the others go on
+
+
+async def test_changes_not_known_one_by_one_rebuild_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restore (any jobs) or more changes than the state keeps: every job is looked at again."""
+    rig = Rig()
+    for i in range(10):
+        rig.add(f"j{i}", overlap="allow")
+    await rig.tick()
+    monkeypatch.setattr(rig.state, "job_changes", rig.state.job_changes.__class__(maxlen=2))
+    for i in range(3):
+        rig.add(f"k{i}", overlap="allow")
+    keys: list[str] = []
+    real = scheduler.next_key
+    monkeypatch.setattr(scheduler, "next_key", lambda job: keys.append(job.spec.id) or real(job))
+    await rig.tick(0.01)
+    assert len(set(keys)) == 13
+    await rig.tick(1)
+    assert all(rig.fired_slots(f"k{i}") for i in range(3))
+
+
+def test_jobs_changed_since_names_the_changed_jobs_until_it_cannot() -> None:
+    rig = Rig()
+    start = rig.state.generation
+    rig.add("a")
+    rig.add("b")
+    assert rig.cmd(CommandType.DELETE_JOB, job_id="a", now_ms=T0)["ok"]
+    assert rig.state.jobs_changed_since(start) == {"a", "b"}
+    assert rig.state.jobs_changed_since(start + 2) == {"a"}
+    assert rig.state.jobs_changed_since(rig.state.generation) == set()
+    copy = State()
+    copy.load(rig.state.dump())  # a snapshot: its changes are not known one by one
+    assert copy.jobs_changed_since(copy.generation - 1) is None
+    spec = rig.state.jobs["b"].spec.to_dict()
+    restored = rig.cmd(CommandType.RESTORE_JOBS, jobs=[{"spec": spec}], now_ms=T0)
+    assert rig.state.jobs_changed_since(rig.state.generation - 1) is None, restored
