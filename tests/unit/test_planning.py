@@ -33,6 +33,28 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+async def spread_rig(jobs: int) -> Rig:
+    """`jobs` jobs every second, phases 20 ms apart, the first plan made."""
+    rig = Rig()
+    for i in range(jobs):
+        rig.add(f"j{i}", overlap="allow", schedule={"every": 1, "start_at": iso_ms(T0 + 20 * i)})
+    await rig.tick()
+    return rig
+
+
+def keyed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The jobs whose next slot the scheduler looks up (`next_key`), in order."""
+    keys: list[str] = []
+    real = scheduler.next_key
+
+    def next_key(job: Any) -> int | None:
+        keys.append(job.spec.id)
+        return real(job)
+
+    monkeypatch.setattr(scheduler, "next_key", next_key)
+    return keys
+
+
 @pytest.mark.parametrize("schedule", [{"every": 1}, {"cron": "* * * * * *"}])
 async def test_each_slot_costs_one_trigger_computation(
     monkeypatch: pytest.MonkeyPatch, schedule: dict[str, Any]
@@ -146,18 +168,8 @@ async def test_fires_of_one_plan_spread_the_load_as_before() -> None:
 async def test_wake_ups_between_chunks_do_not_rebuild_the_due_queue(monkeypatch: pytest.MonkeyPatch) -> None:
     """A wake-up that plans nothing (the next chunk is not due) leaves the queue as it is: rebuilding
     it reads every job (seen: 5 % of a leader's loop at 1,000 jobs, once per commit)."""
-    rig = Rig()
-    for i in range(50):
-        rig.add(f"j{i}", overlap="allow", schedule={"every": 1, "start_at": iso_ms(T0 + 20 * i)})
-    await rig.tick()
-    keys: list[int] = []
-    real = scheduler.next_key
-
-    def next_key(job: Any) -> int | None:
-        keys.append(1)
-        return real(job)
-
-    monkeypatch.setattr(scheduler, "next_key", next_key)
+    rig = await spread_rig(50)
+    keys = keyed(monkeypatch)
     for _ in range(200):
         await rig.tick(0.01)
     assert len(rig.proposer.of(FIRE)) >= 19 and keys == []
@@ -168,18 +180,8 @@ async def test_a_job_table_change_requeues_only_the_jobs_it_changed(monkeypatch:
     made runs seconds late under a burst of job creations at a few thousand jobs). Each kind of
     change still takes effect: created fires, edited follows its new schedule, paused and deleted
     stop."""
-    rig = Rig()
-    for i in range(40):
-        rig.add(f"j{i}", overlap="allow", schedule={"every": 1, "start_at": iso_ms(T0 + 20 * i)})
-    await rig.tick()
-    keys: list[str] = []
-    real = scheduler.next_key
-
-    def next_key(job: Any) -> int | None:
-        keys.append(job.spec.id)
-        return real(job)
-
-    monkeypatch.setattr(scheduler, "next_key", next_key)
+    rig = await spread_rig(40)
+    keys = keyed(monkeypatch)
     now = rig.clock.now_ms()
     before = {j: set(rig.fired_slots(j)) for j in ("j1", "j2", "j4")}
     rig.add("new", overlap="allow")
@@ -201,16 +203,11 @@ async def test_a_job_table_change_requeues_only_the_jobs_it_changed(monkeypatch:
 
 async def test_changes_not_known_one_by_one_rebuild_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
     """A restore (any jobs) or more changes than the state keeps: every job is looked at again."""
-    rig = Rig()
-    for i in range(10):
-        rig.add(f"j{i}", overlap="allow")
-    await rig.tick()
+    rig = await spread_rig(10)
     monkeypatch.setattr(rig.state, "job_changes", rig.state.job_changes.__class__(maxlen=2))
     for i in range(3):
         rig.add(f"k{i}", overlap="allow")
-    keys: list[str] = []
-    real = scheduler.next_key
-    monkeypatch.setattr(scheduler, "next_key", lambda job: keys.append(job.spec.id) or real(job))
+    keys = keyed(monkeypatch)
     await rig.tick(0.01)
     assert len(set(keys)) == 13
     await rig.tick(1)
