@@ -161,7 +161,7 @@ class Node:
             self.worker_wake,
             ready=self._caught_up,
             barrier=self._barrier,
-            behind=self.raft.behind,
+            log_position=self.raft.log_position,
         )
         clocks = ClockWatch(
             ClockWatchSettings(

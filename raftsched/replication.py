@@ -517,15 +517,16 @@ class Replicator:
         leader = self._require()._getLeader()
         return str(leader) if leader is not None else None
 
-    def behind(self) -> bool:
-        """Does this node know of committed entries it has not applied (or not even received)?
-        Three integers of the tick thread, read without building the status: cheap per run start."""
+    def log_position(self) -> tuple[int, int]:
+        """(applied, committed): the last index this node applied and the highest it knows is
+        committed (it may not even have received it). Three integers of the tick thread, read
+        without building the status: cheap per run start. Not started: (0, 1), behind."""
         sync = self._sync
         if sync is None:
-            return True
+            return 0, 1
         applied = int(sync._SyncObj__raftLastApplied)
         committed = max(int(sync._SyncObj__raftCommitIndex), int(sync._SyncObj__leaderCommitIndex or 0))
-        return applied < committed
+        return applied, committed
 
     def tick_alive(self) -> bool:
         return self._sync is not None and bool(self._sync.tick_thread_alive())

@@ -108,7 +108,7 @@ class Worker:
         wake: asyncio.Event,
         ready: Callable[[], bool] = lambda: True,
         barrier: Callable[[], Awaitable[object]] | None = None,
-        behind: Callable[[], bool] = lambda: False,
+        log_position: Callable[[], tuple[int, int]] = lambda: (0, 0),
         cpu_time: Callable[[], float] = time.process_time,
     ) -> None:
         self.settings = settings
@@ -119,7 +119,7 @@ class Worker:
         self.wake = wake
         self.ready = ready  # True once this node has applied what the cluster had committed
         self.barrier = barrier  # commits a no-op and returns once this node has applied it
-        self.behind = behind  # True while this node knows of committed entries it has not applied
+        self.log_position = log_position  # (applied, known committed) indexes of this node's log
         self.cpu_time = cpu_time  # this process's CPU seconds: tells a stall from a busy spell
         self.draining = False
         attempts = settings.attempts_path
@@ -393,10 +393,15 @@ class Worker:
         late = self.clock.now_ms() - run.due_ms > self.settings.late_check_ms
         if late or self.clock.monotonic() < self._suspect_until:
             return await self._still_ours(run)
-        for _ in range(400):  # behind: wait (~2 s at most) until what is committed is applied
-            if not self.behind():
+        # Behind: wait (~2 s at most) until what was committed *now* is applied. Not until nothing
+        # committed is unapplied: under a stream of writes there always is some, and every start
+        # waited the 2 s and then went through the log (runs seconds late under API bursts).
+        applied, committed = self.log_position()
+        for _ in range(400):
+            if applied >= committed:
                 return self._ours_in_state(run)
             await asyncio.sleep(0.005)
+            applied = self.log_position()[0]
         return await self._still_ours(run)
 
     def _ours_in_state(self, run: Run) -> bool:

@@ -1116,14 +1116,30 @@ async def test_a_gap_without_cpu_is_a_stall_a_busy_gap_is_not(rig: Rig) -> None:
 
 async def test_a_node_behind_its_log_applies_it_before_starting(rig: Rig) -> None:
     cancelled = fire(rig, "a")
-    behind = True
-    rig.worker.behind = lambda: behind
+    position = [10, 12]  # applied, known committed
+    rig.worker.log_position = lambda: (position[0], position[1])
     rig.executor.auto = True
     await rig.tick()
     await rig.advance(1)
     await asyncio.sleep(0.02)
     assert rig.executor.started == []  # waits for the committed entries it has not applied
     rig.driver.cmd(CommandType.CANCEL_RUN, run_id=cancelled, now_ms=DUE, actor="t")  # one of them
-    behind = False
+    position[0] = 12
     await asyncio.sleep(0.05)
     assert rig.executor.started == []
+
+
+async def test_a_start_waits_for_what_was_committed_then_not_for_what_commits_after(rig: Rig) -> None:
+    """Under a stream of writes the node always knows of a committed entry it has not applied yet:
+    waiting for none left made every start wait its 2 s and then go through the log."""
+    fire(rig, "a")
+    position = [10, 12]
+    rig.worker.log_position = lambda: (position[0], position[1])
+    rig.executor.auto = True
+    await rig.tick()
+    await rig.advance(1)
+    await asyncio.sleep(0.02)
+    assert rig.executor.started == []
+    position[:] = [12, 15]  # what was committed at the check is applied; more committed since
+    await asyncio.sleep(0.05)
+    assert len(rig.executor.started) == 1
