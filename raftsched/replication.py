@@ -102,7 +102,7 @@ class RaftStatus:
 _PING: dict[str, str] = {"type": "raftsched_ping"}
 
 _forking_pid = 0
-SNAPSHOT_NICE = 19  # added to the forked snapshot writer's niceness (19 is the lowest priority)
+SNAPSHOT_NICE = 10  # added to the forked snapshot writer's niceness
 _fork_guard_registered = False
 
 
