@@ -102,7 +102,6 @@ class RaftStatus:
 _PING: dict[str, str] = {"type": "raftsched_ping"}
 
 _forking_pid = 0
-SNAPSHOT_NICE = 10  # added to the forked snapshot writer's niceness
 _fork_guard_registered = False
 
 
@@ -130,11 +129,6 @@ def _in_forked_child() -> None:
     # The child builds the snapshot (millions of short-lived containers) and exits: collections
     # of a heap it never frees only cost it time (a third of the dump at 100,000 jobs).
     gc.disable()
-    # Every node compacts at about the same point of the log: at nice 0 the three writers took
-    # a core from the nodes for seconds, and under a burst of API writes the runs went seconds
-    # late. A snapshot can wait; a run due now cannot.
-    with contextlib.suppress(OSError):
-        os.nice(SNAPSHOT_NICE)
     try:
         fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
     except OSError:  # no /proc: the sockets stay open in the child (a restart may wait for it)
