@@ -394,8 +394,8 @@ class Worker:
         if late or self.clock.monotonic() < self._suspect_until:
             return await self._still_ours(run)
         # Behind: wait (~2 s at most) until what was committed *now* is applied. Not until nothing
-        # committed is unapplied: under a stream of writes there always is some, and every start
-        # waited the 2 s and then went through the log (runs seconds late under API bursts).
+        # committed is unapplied: under a stream of writes there always is some, and a start
+        # could wait the whole 2 s and then go through the log.
         applied, committed = self.log_position()
         for _ in range(400):
             if applied >= committed:

@@ -1131,7 +1131,7 @@ async def test_a_node_behind_its_log_applies_it_before_starting(rig: Rig) -> Non
 
 async def test_a_start_waits_for_what_was_committed_then_not_for_what_commits_after(rig: Rig) -> None:
     """Under a stream of writes the node always knows of a committed entry it has not applied yet:
-    waiting for none left made every start wait its 2 s and then go through the log."""
+    waiting for none left could make a start wait its whole 2 s and then go through the log."""
     fire(rig, "a")
     position = [10, 12]
     rig.worker.log_position = lambda: (position[0], position[1])
