@@ -34,6 +34,7 @@ FIRE_CHUNK_MAX_MS = 100  # see `fire_chunk_ms`
 Propose = Callable[[bytes], Awaitable[dict[str, Any]]]
 MAX_FIRES_PER_COMMAND = 2000
 PLAN_CHUNK = 256  # due jobs read per hold of state.lock while planning
+STALE_ENTRIES_KEPT = 1024  # re-queued jobs' old heap entries tolerated before a clean-up
 
 
 class Leadership(Protocol):
@@ -166,7 +167,7 @@ class Scheduler:
         while queue and stamps.get(queue[0][1]) != queue[0][2]:
             heapq.heappop(queue)
         chunk = fire_chunk_ms(lookahead_ms)
-        if not self._queue or (self._queue[0][0] > horizon - chunk and now_ms < self._planned_ms + chunk):
+        if not queue or (queue[0][0] > horizon - chunk and now_ms < self._planned_ms + chunk):
             return plan
         self._planned_ms = now_ms
         with self.state.lock:
@@ -181,7 +182,7 @@ class Scheduler:
         for index, entry in enumerate(due):
             if len(plan.fires) >= MAX_FIRES_PER_COMMAND:  # the rest wait for the next command
                 for rest in due[index:]:
-                    heapq.heappush(self._queue, rest)
+                    heapq.heappush(queue, rest)
                 self._planned_ms = 0  # which may follow at once
                 break
             if index % PLAN_CHUNK == 0:
@@ -257,9 +258,15 @@ class Scheduler:
                 self._stamps.pop(job_id, None)  # a deleted job's entries are skipped
             for job in records:
                 self._queue_job(job.spec.id, next_key(job))
+            if len(self._queue) > 2 * len(self._stamps) + STALE_ENTRIES_KEPT:
+                # Entries left behind surface only at their key: a job edited often far from its
+                # next slot (a yearly cron) would pile them up. Drop them all at once.
+                stamps = self._stamps
+                self._queue = [e for e in self._queue if stamps.get(e[1]) == e[2]]
+                heapq.heapify(self._queue)
             return
-        self._stamps = {job.spec.id: 0 for job in records}
         self._queue = [(key, job.spec.id, 0) for job in records if (key := next_key(job)) is not None]
+        self._stamps = {job_id: 0 for _, job_id, _ in self._queue}
         heapq.heapify(self._queue)
         if len(self._successors) > len(records):
             present = {job.spec.id for job in records}

@@ -229,3 +229,18 @@ def test_jobs_changed_since_names_the_changed_jobs_until_it_cannot() -> None:
     spec = rig.state.jobs["b"].spec.to_dict()
     restored = rig.cmd(CommandType.RESTORE_JOBS, jobs=[{"spec": spec}], now_ms=T0)
     assert rig.state.jobs_changed_since(rig.state.generation - 1) is None, restored
+
+
+async def test_entries_left_by_requeued_jobs_do_not_pile_up() -> None:
+    """Each edit re-queues the job and leaves its old entry in the heap until its key comes: a
+    yearly cron edited often would grow the heap without bound."""
+    rig = await spread_rig(5)
+    rig.add("yearly", schedule={"cron": "0 0 1 1 *"})
+    spec = rig.state.jobs["yearly"].spec.to_dict()
+    for k in range(3 * scheduler.STALE_ENTRIES_KEPT):
+        edited = {**spec, "description": f"edit {k}"}
+        assert rig.cmd(CommandType.PUT_JOB, spec=edited, now_ms=rig.clock.now_ms(), mode="put")["ok"]
+        rig.scheduler._refresh_queue()
+    assert len(rig.scheduler._queue) <= 2 * len(rig.scheduler._stamps) + scheduler.STALE_ENTRIES_KEPT
+    await rig.tick(1)
+    assert rig.fired_slots("j0")  # the others still fire
