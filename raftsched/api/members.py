@@ -52,14 +52,21 @@ def _parse(body: Any) -> dict[str, Any]:
     return {"node": node_id, "raft": raft, "http": http, "tags": tags, "capacity": capacity}
 
 
-def _view(request: web.Request, node_id: str) -> dict[str, Any]:
+def _find_view(request: web.Request, node_id: str) -> dict[str, Any] | None:
     svc = request.app[SERVICES]
     connected = svc.raft.status().connected
     with svc.state.lock:
         node = svc.state.nodes.get(node_id)
         if node is None:
-            raise NotFound(f"no node {node_id!r}", field="id")
+            return None
         return node_view(node, svc.state, True if node_id == svc.node_id else connected.get(node.raft))
+
+
+def _view(request: web.Request, node_id: str) -> dict[str, Any]:
+    view = _find_view(request, node_id)
+    if view is None:
+        raise NotFound(f"no node {node_id!r}", field="id")
+    return view
 
 
 @routes.post("/v1/nodes")
@@ -75,8 +82,15 @@ async def add_node(request: web.Request) -> web.Response:
 async def remove_node(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     node_id = request.match_info["id"]
+    before = _find_view(request, node_id)
     await svc.write(request, CommandType.DRAIN_NODE, {"node": node_id, "draining": True, "leaving": True})
-    return json_response(_view(request, node_id), status=202)
+    after = _find_view(request, node_id)
+    if after is None and before is not None:
+        # Nothing was active on it: the leader removed it between the drain's apply and this read.
+        after = {**before, "running": 0, "pending": 0, "draining": True, "leaving": True, "removed": True}
+    if after is None:
+        raise NotFound(f"no node {node_id!r}", field="id")
+    return json_response(after, status=202)
 
 
 def add_routes(app: web.Application) -> None:

@@ -438,6 +438,7 @@ _NODE: Schema = {
         "connected": {"type": ["boolean", "null"]},
         "draining": {"type": "boolean"},
         "leaving": {"type": "boolean", "description": "being removed: it drains, then leaves"},
+        "removed": {"type": "boolean", "description": "already drained and removed (DELETE only)"},
         "voter": {"type": "boolean"},
         "version": {"type": "string"},
         "leader": {"type": "boolean"},

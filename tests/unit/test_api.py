@@ -291,6 +291,28 @@ async def test_add_and_drain_nodes(api: Api) -> None:
     assert status == 404 and error(err)[0] == "not_found"
 
 
+class RemovesIdleNodesAtOnce(MemoryRaft):
+    """A leader quicker than the handler: an idle drained node is removed before the handler reads."""
+
+    async def propose(self, data: bytes, *, timeout_s: float = 10.0) -> dict[str, Any]:
+        result = await super().propose(data, timeout_s=timeout_s)
+        for node in [n for n in self.state.nodes.values() if n.leaving]:
+            self.state.apply(encode(CommandType.REMOVE_NODE, {"term": 1, "node": node.id, "now_ms": T0}))
+        return result
+
+
+async def test_a_drained_node_removed_before_the_answer_is_still_202() -> None:
+    async for api in _api(raft_type=RemovesIdleNodesAtOnce):
+        node = {"id": "n4", "raft": "127.0.0.1:7104", "http": "http://127.0.0.1:8104"}
+        assert (await api.call("POST", "/v1/nodes", node))[0] == 200
+        status, body = await api.call("DELETE", "/v1/nodes/n4")
+        assert status == 202, body
+        assert body["id"] == "n4" and body["draining"] and body["leaving"] and body["removed"] is True
+        assert "n4" not in api.state.nodes and "n4" in api.state.removed
+        status, err = await api.call("DELETE", "/v1/nodes/n4")  # gone: now it is unknown
+        assert status == 404 and error(err) == ("not_found", "id")
+
+
 async def test_times_beyond_what_iso_8601_can_write_are_refused_not_fatal(api: Api) -> None:
     far = {**JOB, "id": "far", "schedule": {"every": 1e8, "start_at": "9999-12-31T00:00:00Z"}}
     status, body = await api.call("POST", "/v1/jobs", far)
