@@ -44,6 +44,7 @@ from pysyncobj.journal import FileJournal, createJournal
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.syncobj import _RAFT_STATE
 
+from .compaction import BACKSTOP, CompactionTurns
 from .errors import Indeterminate, NoLeader
 from .executors._reaper import set_parent_death_signal
 from .journalcheck import check_data_dir
@@ -97,6 +98,8 @@ class RaftStatus:
     match_index: dict[str, int]
     appends_trimmed: int = 0  # AppendEntries rewritten to keep entries PySyncObj would have cut
     appends_refused: int = 0  # AppendEntries refused: they would have overwritten committed entries
+    compactions: int = 0  # compactions started at this node's turns (compaction.py)
+    compaction_turn: int = 0  # the log index of the last entry turn taken (0: none yet)
 
 
 _PING: dict[str, str] = {"type": "raftsched_ping"}
@@ -226,6 +229,7 @@ class Replicator:
         self.snapshot_loaded = asyncio.Event()
         self._handoff: _Handoff | None = None  # commit results, tick thread -> loop
         self._pacer: TickPacer | None = None
+        self._turns: CompactionTurns | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -253,8 +257,9 @@ class Replicator:
             useFork=True,
             bindAddress=s.self_addr,
             dynamicMembershipChange=True,
-            logCompactionMinEntries=s.log_compaction_min_entries,
-            logCompactionMinTime=s.log_compaction_min_time_s,
+            # A backstop: each node compacts at its own turns (compaction.py), before these.
+            logCompactionMinEntries=BACKSTOP * s.log_compaction_min_entries,
+            logCompactionMinTime=BACKSTOP * s.log_compaction_min_time_s,
             onStateChanged=self._state_changed,
         )
         _guard_forked_children()
@@ -270,6 +275,10 @@ class Replicator:
             idle_s=max(s.auto_tick_period_s, s.heartbeat_period_s / 2),
         )
         self._sync.addOnTickCallback(self._pacer)
+        self._turns = CompactionTurns(
+            self._sync, every_entries=s.log_compaction_min_entries, every_s=s.log_compaction_min_time_s
+        )
+        self._sync.addOnTickCallback(self._turns)
 
     def stop(self) -> None:
         if self._sync is not None:
@@ -505,6 +514,8 @@ class Replicator:
             match_index={k[len(match) :]: int(v) for k, v in raw.items() if k.startswith(match)},
             appends_trimmed=self._appends_trimmed,
             appends_refused=self._appends_refused,
+            compactions=self._turns.turns_taken if self._turns is not None else 0,
+            compaction_turn=self._turns.last_turn_index if self._turns is not None else 0,
         )
 
     def is_leader(self) -> bool:

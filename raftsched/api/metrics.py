@@ -16,7 +16,7 @@ What is exported (every name starts with `raftsched_`):
   `node_clock_ok`, `node_clock_offset_seconds` (clockwatch.py);
 * this node's Raft view: `raft_role{role}`, `raft_term`, `raft_commit_index`,
   `raft_applied_index`, `raft_log_entries`, `raft_is_leader`, `raft_peer_connected{peer}`,
-  `raft_appends_trimmed_total`, `raft_appends_refused_total` (logmatch.py),
+  `raft_compactions_total`, `raft_appends_trimmed_total`, `raft_appends_refused_total` (logmatch.py),
   and `state_applied_total` (commands applied to this node's state), `build_info{version,node}`.
 """
 
@@ -293,6 +293,11 @@ def _raft(raft: RaftStatus, snap: _Snapshot) -> Iterator[Metric]:
     )
     yield _gauge(
         "raftsched_raft_log_entries", "Entries in this node's Raft log (since compaction).", raft.log_len
+    )
+    yield CounterMetricFamily(
+        "raftsched_raft_compactions",
+        "Snapshots (log compactions) this node started at its turns, staggered between nodes.",
+        value=raft.compactions,
     )
     yield CounterMetricFamily(
         "raftsched_raft_appends_trimmed",

@@ -81,6 +81,8 @@ async def status(request: web.Request) -> web.Response:
             "commit_index": raft.commit_index,
             "applied_index": raft.applied_index,
             "log_len": raft.log_len,
+            "compactions": raft.compactions,
+            "compaction_turn": raft.compaction_turn,
             "digest": digest,
             "members": members,
         }

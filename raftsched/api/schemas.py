@@ -484,6 +484,8 @@ _STATUS: Schema = {
         "commit_index": {"type": "integer"},
         "applied_index": {"type": "integer"},
         "log_len": {"type": "integer"},
+        "compactions": {**COUNT, "description": "snapshots this node started at its turns"},
+        "compaction_turn": {**COUNT, "description": "the log index of its last turn by entries (0: none)"},
         "digest": {"type": "string"},
         "members": {"type": "array", "items": ref("Member")},
     },
