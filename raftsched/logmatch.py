@@ -30,14 +30,19 @@ TermAt = Callable[[int], "int | None"]  # the term of this node's entry at an in
 
 
 def trim_append_entries(
-    message: dict[str, Any], term_at: TermAt, last_index: int, committed: int
+    message: dict[str, Any], term_at: TermAt, last_index: int, committed: int, current_term: int = 0
 ) -> dict[str, Any] | None:
     """The message PySyncObj should handle (the same object when nothing changes), or None to
     refuse it: it would delete an entry this node knows is committed.
 
     `last_index` is the index of this node's last entry, `committed` the highest index it knows
-    is committed (its commit index, or what it has applied if that is higher)."""
+    is committed (its commit index, or what it has applied if that is higher). A message of a
+    term older than `current_term` passes unchanged: PySyncObj ignores it. (A deposed leader's
+    late message carries entries that never committed, at indexes the next leader has since
+    committed others: refusing it was right but logged a false alarm.)"""
     if message.get("type") != "append_entries" or "prevLogIdx" not in message:
+        return message
+    if message.get("term", 0) < current_term:
         return message
     if message.get("transmission") is not None:
         return message  # a snapshot or an oversized entry in chunks: PySyncObj's own path

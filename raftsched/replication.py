@@ -313,7 +313,9 @@ class Replicator:
                     return int(raft_log[idx - first][2]) if first <= idx <= last else None
 
                 committed = max(sync._SyncObj__raftCommitIndex, sync._SyncObj__raftLastApplied)
-                trimmed = trim_append_entries(message, term_at, last, committed)
+                trimmed = trim_append_entries(
+                    message, term_at, last, committed, sync._SyncObj__raftCurrentTerm
+                )
                 if trimmed is None:
                     self._appends_refused += 1
                     if self._appends_refused % 100 == 1:

@@ -28,9 +28,23 @@ def ae(prev: int, prev_term: int, entries: list[tuple[int, int]], term: int = 3)
     }
 
 
-def trim(message: dict[str, Any], terms: list[int], committed: int, first: int = 1) -> dict[str, Any] | None:
+def trim(
+    message: dict[str, Any], terms: list[int], committed: int, first: int = 1, current_term: int = 0
+) -> dict[str, Any] | None:
     term_at, last = view(terms, first)
-    return trim_append_entries(message, term_at, last, committed)
+    return trim_append_entries(message, term_at, last, committed, current_term)
+
+
+def test_a_deposed_leaders_late_message_passes_for_pysyncobj_to_ignore() -> None:
+    # Term 3's leader appended 11-12, never committed, and lost its term; term 4's leader
+    # committed its own 11-12 here. The old leader's late resend is of term 3.
+    terms = [1] * 10 + [4, 4]
+    late = ae(10, 1, [(11, 3), (12, 3)], term=3)
+    assert trim(late, terms, committed=12) is None  # judged as the current leader's: a false alarm
+    assert trim(late, terms, committed=12, current_term=4) is late  # unchanged: PySyncObj drops it
+    current = ae(10, 1, [(11, 4)], term=4)
+    out = trim(current, terms, committed=12, current_term=4)
+    assert out is not None and out["prevLogIdx"] == 12  # the current term's is still trimmed
 
 
 def test_a_late_repeat_keeps_the_entries_that_followed_it() -> None:
