@@ -24,9 +24,14 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["assemble_transmission", "trim_append_entries"]
+__all__ = ["assemble_transmission", "of_an_older_term", "trim_append_entries"]
 
 TermAt = Callable[[int], "int | None"]  # the term of this node's entry at an index; None: not held
+
+
+def of_an_older_term(message: dict[str, Any], current_term: int) -> bool:
+    """PySyncObj ignores such a message whole (chunks of a transmission too): leave it be."""
+    return bool(message.get("term", 0) < current_term)
 
 
 def trim_append_entries(
@@ -42,7 +47,7 @@ def trim_append_entries(
     committed others: refusing it was right but logged a false alarm.)"""
     if message.get("type") != "append_entries" or "prevLogIdx" not in message:
         return message
-    if message.get("term", 0) < current_term:
+    if of_an_older_term(message, current_term):
         return message
     if message.get("transmission") is not None:
         return message  # a snapshot or an oversized entry in chunks: PySyncObj's own path

@@ -48,7 +48,7 @@ from .compaction import BACKSTOP, CompactionTurns
 from .errors import Indeterminate, NoLeader
 from .executors._reaper import set_parent_death_signal
 from .journalcheck import check_data_dir
-from .logmatch import assemble_transmission, trim_append_entries
+from .logmatch import assemble_transmission, of_an_older_term, trim_append_entries
 from .state import State
 
 __all__ = ["RaftSettings", "RaftStatus", "Replicator"]
@@ -299,7 +299,12 @@ class Replicator:
         def received(node: Any, message: Any) -> None:  # runs on the tick thread
             if isinstance(message, dict) and message.get("type") == _PING["type"]:
                 return  # it kept the connection alive by arriving (see `_keep_connections_alive`)
-            if isinstance(message, dict) and message.get("type") == "append_entries":
+            current_term = sync._SyncObj__raftCurrentTerm
+            if (
+                isinstance(message, dict)
+                and message.get("type") == "append_entries"
+                and not of_an_older_term(message, current_term)
+            ):
                 if message.get("transmission") is not None:
                     whole, sync._SyncObj__recvTransmission = assemble_transmission(
                         message, sync._SyncObj__recvTransmission
@@ -313,9 +318,7 @@ class Replicator:
                     return int(raft_log[idx - first][2]) if first <= idx <= last else None
 
                 committed = max(sync._SyncObj__raftCommitIndex, sync._SyncObj__raftLastApplied)
-                trimmed = trim_append_entries(
-                    message, term_at, last, committed, sync._SyncObj__raftCurrentTerm
-                )
+                trimmed = trim_append_entries(message, term_at, last, committed, current_term)
                 if trimmed is None:
                     self._appends_refused += 1
                     if self._appends_refused % 100 == 1:
