@@ -13,6 +13,7 @@ import faulthandler
 import gc
 import io
 import logging
+import resource
 import signal
 import ssl
 import time
@@ -369,8 +370,40 @@ def _dump_tasks() -> None:
     log.warning("asyncio tasks (SIGUSR1):\n%s", out.getvalue())
 
 
+FDS_PER_RUN = 3  # a shell run's pipes and process; an HTTP run holds one socket
+FDS_SPARE = 256  # Raft connections, API clients, the journal, outputs
+FDS_WANTED = 1 << 20  # Linux's default ceiling (fs.nr_open)
+
+
+def raise_open_files_limit(capacity: int) -> int:
+    """Lift the soft limit of open files to the hard one and return it. Many systems start
+    processes at 1,024, which a node running `capacity` runs at once can pass (an aligned burst
+    of HTTP tasks opens a socket per run); the hard limit is what the operator allows."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = FDS_WANTED if hard == resource.RLIM_INFINITY else min(hard, FDS_WANTED)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    except (OSError, ValueError) as exc:
+        log.warning("cannot raise the open files limit: %s", exc)
+        return -1
+    needed = FDS_PER_RUN * capacity + FDS_SPARE
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "open files limit %d is below what capacity %d may need (%d): raise the hard limit "
+            "(ulimit -Hn, LimitNOFILE=) or lower capacity",
+            soft,
+            capacity,
+            needed,
+            extra={"limit": soft, "capacity": capacity},
+        )
+    return int(soft)
+
+
 async def run_node(cluster: ClusterConfig, node: NodeConfig) -> int:
     """Run until SIGTERM/SIGINT; return the exit status."""
+    raise_open_files_limit(node.capacity)
     instance = Node(cluster, node)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
