@@ -19,6 +19,9 @@ faults of a schedule drawn from the seed (the same seed gives the same schedule,
     journal     stop a follower, truncate or flip bytes in its raft.journal, start it, record
                 whether it refused to start, recovered, or diverged
 
+The nodes compact every `--compact-every` entries (300; the default 5,000 would not come within a
+run), so snapshots are written, loaded after restarts and installed on lagging nodes under faults.
+
 At the end it heals everything, pauses every job, waits for the runs in flight, probes bad input,
 collects every node's records and digest, runs the ten checkers (tests/chaoskit/checkers.py),
 prints a table, writes `report.json` and `history.json` into --out, and exits 1 on any invariant
@@ -170,6 +173,12 @@ def main() -> int:
         action="store_true",
         help="admin updates keep each job's schedule (avoids the known edit bug, see report)",
     )
+    parser.add_argument(
+        "--compact-every",
+        type=int,
+        default=300,
+        help="log_compaction_min_entries: small, so that snapshots (and their installs) happen under faults",
+    )
     parser.add_argument("--src", type=Path, help="run the nodes from this checkout (e.g. a git worktree)")
     parser.add_argument("--recheck", type=Path, help="only run the checkers again on a recorded history.json")
     args = parser.parse_args()
@@ -188,7 +197,13 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     spares = min(3, sum(1 for s in steps if s["kind"] == "add_spare"))
-    run = ChaosRun(size=args.nodes, spares=spares, seed=args.seed, reschedule=not args.no_reschedule)
+    run = ChaosRun(
+        size=args.nodes,
+        spares=spares,
+        seed=args.seed,
+        reschedule=not args.no_reschedule,
+        cluster_keys={"log_compaction_min_entries": args.compact_every},
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] | None = None
     try:
