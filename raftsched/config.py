@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from yarl import URL
+
 from .errors import ConfigError
 
 __all__ = [
@@ -37,8 +39,10 @@ __all__ = [
     "NodeConfig",
     "Overrides",
     "default_single_node",
+    "is_loopback_host",
     "load",
     "new_secret",
+    "normalized_origin",
     "write_local_cluster",
 ]
 
@@ -114,6 +118,11 @@ class ClusterConfig:
     connection_timeout_s: float = 3.5
     log_compaction_min_entries: int = 5000
     log_compaction_min_time_s: float = 300.0
+    allowed_origins: tuple[str, ...] = ()
+    api_header_timeout_s: float = 10.0
+    api_idle_timeout_s: float = 30.0
+    api_max_connections: int = 4096
+    api_max_connections_per_client: int = 256
 
     def node_data_dir(self, node_id: str) -> Path:
         """Each node's journal and snapshots live apart, so nodes may share one data_dir."""
@@ -245,6 +254,28 @@ def _networks(raw: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+Origin = tuple[str, str, int]  # scheme, host (lower case, IPv6 unbracketed), port
+
+
+def normalized_origin(text: str) -> Origin:
+    """`scheme://host[:port]` -> (scheme, host, port) with the scheme's default port filled in.
+
+    ValueError when `text` is not an http(s) origin (a path, query, user or fragment included)."""
+    url = URL(text)
+    if url.scheme not in ("http", "https") or not url.host or url.port is None:
+        raise ValueError(f"{_show(text)} is not an origin such as https://host:port")
+    if url.raw_path not in ("", "/") or url.raw_query_string or url.raw_fragment or url.raw_user:
+        raise ValueError(f"{_show(text)} is not an origin: it has more than scheme, host and port")
+    return url.scheme, url.host.lower(), url.port
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = _items(raw)
+    for origin in origins:
+        normalized_origin(origin)
+    return tuple(origins)
+
+
 def _host(raw: str) -> str:
     """An IPv4 address, a bracketed IPv6 address, or a DNS name."""
     if raw.startswith("[") and raw.endswith("]"):
@@ -289,7 +320,7 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
     return host.lower() == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
 
 
@@ -316,6 +347,11 @@ _CLUSTER_PARSERS: Mapping[str, Callable[[str], Any]] = {
     "connection_timeout_s": _seconds(positive=True),
     "log_compaction_min_entries": _count(2),
     "log_compaction_min_time_s": _seconds(positive=True),
+    "allowed_origins": _origins,
+    "api_header_timeout_s": _seconds(positive=True),
+    "api_idle_timeout_s": _seconds(positive=True),
+    "api_max_connections": _count(1),
+    "api_max_connections_per_client": _count(1),
 }
 
 _NODE_PARSERS: Mapping[str, Callable[[str], Any]] = {
@@ -531,7 +567,7 @@ def _check_token(cluster: ClusterConfig) -> None:
     if cluster.api_token:
         return
     for node in cluster.nodes.values():
-        if not _is_loopback(node.http_host):
+        if not is_loopback_host(node.http_host):
             where = f"[node {node.id}] http binds {node.http_host}"
             raise ConfigError("cluster", "api_token", f"required because {where}, which is not loopback")
 

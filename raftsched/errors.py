@@ -3,10 +3,14 @@
     RaftschedError                    code            HTTP
     ├── ValidationError               validation_error 400   (names the field)
     ├── Unauthorized                  unauthorized     401
+    ├── Forbidden                     forbidden        403
+    │   ├── ForbiddenOrigin           forbidden_origin       (a browser's cross-origin request)
+    │   └── ForbiddenHost             forbidden_host         (a foreign Host: DNS rebinding)
     ├── NotFound                      not_found        404
     ├── AlreadyExists                 already_exists   409
     ├── VersionMismatch               version_mismatch 412
     ├── BodyTooLarge                  body_too_large   413
+    ├── UnsupportedMediaType          unsupported_media_type 415
     ├── IdempotencyMismatch           idempotency_mismatch 422
     ├── Rejected                      rejected         409   (the state refused a command)
     ├── Unavailable                   unavailable      503   (not applied; safe to retry)
@@ -25,6 +29,9 @@ __all__ = [
     "AlreadyExists",
     "BodyTooLarge",
     "ConfigError",
+    "Forbidden",
+    "ForbiddenHost",
+    "ForbiddenOrigin",
     "IdempotencyMismatch",
     "Indeterminate",
     "NoLeader",
@@ -34,6 +41,7 @@ __all__ = [
     "Rejected",
     "Unauthorized",
     "Unavailable",
+    "UnsupportedMediaType",
     "ValidationError",
     "VersionMismatch",
     "error_for_code",
@@ -63,6 +71,20 @@ class Unauthorized(RaftschedError):
     code, status = "unauthorized", 401
 
 
+class Forbidden(RaftschedError):
+    """Refused whoever asks: a browser's cross-site request, a foreign `Host`."""
+
+    code, status = "forbidden", 403
+
+
+class ForbiddenOrigin(Forbidden):
+    code = "forbidden_origin"
+
+
+class ForbiddenHost(Forbidden):
+    code = "forbidden_host"
+
+
 class NotFound(RaftschedError):
     code, status = "not_found", 404
 
@@ -81,6 +103,10 @@ class VersionMismatch(RaftschedError):
 
 class BodyTooLarge(RaftschedError):
     code, status = "body_too_large", 413
+
+
+class UnsupportedMediaType(RaftschedError):
+    code, status = "unsupported_media_type", 415
 
 
 class IdempotencyMismatch(RaftschedError):

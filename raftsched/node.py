@@ -25,11 +25,13 @@ from aiohttp import web
 
 from . import __version__
 from .api.app import Services, make_app
+from .api.browsers import BrowserPolicy
+from .api.connections import ConnectionGuard, ConnectionLimits
 from .api.outputs import OUTPUT_DIR
 from .clock import Clock, SystemClock
 from .clockwatch import ClockWatch, ClockWatchSettings
 from .commands import Command, CommandType, encode
-from .config import ClusterConfig, NodeConfig
+from .config import ClusterConfig, NodeConfig, is_loopback_host
 from .errors import RaftschedError
 from .executors import ExecPolicy, Executor, executor_for
 from .model import TaskType
@@ -246,10 +248,22 @@ class Node:
             clock=self.clock,
             api_token=self.cluster.api_token,
             max_body_bytes=self.cluster.max_body_bytes,
+            browsers=BrowserPolicy.build(
+                loopback_bind=is_loopback_host(self.node.http_host),
+                allowed_origins=self.cluster.allowed_origins,
+            ),
+            connections=ConnectionGuard(_connection_limits(self.cluster)),
         )
-        runner = web.AppRunner(make_app(services), access_log=None, shutdown_timeout=API_SHUTDOWN_S)
+        runner = web.AppRunner(
+            make_app(services),
+            access_log=None,
+            shutdown_timeout=API_SHUTDOWN_S,
+            keepalive_timeout=self.cluster.api_idle_timeout_s,
+        )
         runner.app[OUTPUT_DIR] = self.cluster.node_data_dir(self.node.id) / "outputs"
         await runner.setup()
+        assert runner.server is not None  # setup() made it
+        services.connections.install(runner.server)
         context = None
         if self.node.tls_cert is not None and self.node.tls_key is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -323,6 +337,15 @@ class Node:
                         )
                     )
             await asyncio.sleep(0.2 if stale else 2.0)
+
+
+def _connection_limits(cluster: ClusterConfig) -> ConnectionLimits:
+    return ConnectionLimits(
+        header_timeout_s=cluster.api_header_timeout_s,
+        idle_timeout_s=cluster.api_idle_timeout_s,
+        max_connections=cluster.api_max_connections,
+        max_connections_per_client=cluster.api_max_connections_per_client,
+    )
 
 
 def _raft_settings(cluster: ClusterConfig, node: NodeConfig) -> RaftSettings:

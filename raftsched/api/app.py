@@ -7,12 +7,13 @@ applied here. Errors of every kind leave through one middleware as the JSON enve
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -25,6 +26,8 @@ from ..commands import CommandType, encode
 from ..errors import BodyTooLarge, NotFound, RaftschedError, Unauthorized, ValidationError, error_for_code
 from ..replication import RaftStatus
 from ..state import State
+from .browsers import BrowserPolicy
+from .connections import ConnectionGuard, ConnectionLimits
 
 __all__ = ["Services", "make_app", "SERVICES"]
 
@@ -52,6 +55,8 @@ class Services:
     clock: Clock
     api_token: str | None = None
     max_body_bytes: int = 1 << 20
+    browsers: BrowserPolicy = field(default_factory=lambda: BrowserPolicy(loopback_bind=True))
+    connections: ConnectionGuard = field(default_factory=lambda: ConnectionGuard(ConnectionLimits()))
 
     def leader_id(self, status: RaftStatus) -> str | None:
         with self.state.lock:
@@ -94,23 +99,51 @@ def _actor(request: web.Request) -> str:
     return f"api@{peer}" + (" (token)" if "Authorization" in request.headers else "")
 
 
+# On every answer (the dashboard's files set their own Cache-Control, which is kept).
+_ANSWER_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+_CHALLENGE = 'Bearer realm="raftsched"'
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except RaftschedError as exc:
         headers = {"Retry-After": "1"} if exc.status == 503 else {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = _CHALLENGE
         return json_response(exc.to_dict(), status=exc.status, headers=headers)
     except web.HTTPRequestEntityTooLarge:
         err = BodyTooLarge("the request body is too large")
         return json_response(err.to_dict(), status=413)
+    except web.HTTPMethodNotAllowed as exc:
+        body = {"error": {"code": "method_not_allowed", "message": exc.reason, "field": None}}
+        return json_response(body, status=405, headers={"Allow": ", ".join(sorted(exc.allowed_methods))})
     except web.HTTPException as exc:
         if exc.status == 404:
             return json_response(NotFound(f"no route {request.path}").to_dict(), status=404)
-        if exc.status == 405:
-            body = {"error": {"code": "method_not_allowed", "message": exc.reason, "field": None}}
-            return json_response(body, status=405)
         raise
+
+
+@web.middleware
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Before anything else: the connection's header timer stops, the browser rules hold
+    (browsers.py), and the body, if any, is read within the body timeout."""
+    services = request.app[SERVICES]
+    services.connections.request_started(request.protocol)
+    services.browsers.check(request)
+    if request.body_exists:
+        try:
+            async with asyncio.timeout(services.connections.limits.idle_timeout_s):
+                await request.read()
+        except TimeoutError:
+            raise ValidationError("the request body did not arrive in time", field=None) from None
+    return await handler(request)
+
+
+async def _answer_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in _ANSWER_HEADERS.items():
+        response.headers.setdefault(name, value)
 
 
 def auth_middleware(token: str | None) -> Middleware:
@@ -151,9 +184,10 @@ def make_app(services: Services) -> web.Application:
 
     app = web.Application(
         client_max_size=services.max_body_bytes,
-        middlewares=[error_middleware, auth_middleware(services.api_token)],
+        middlewares=[error_middleware, guard_middleware, auth_middleware(services.api_token)],
     )
     app[SERVICES] = services
+    app.on_response_prepare.append(_answer_headers)
     for module in (routes, members, backup, outputs, metrics, dashboard, openapi):
         module.add_routes(app)
     return app

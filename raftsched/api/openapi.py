@@ -149,10 +149,13 @@ HEADERS: Final[dict[str, Schema]] = {
 ERRORS: Final[dict[int, str]] = {
     400: "`validation_error`: the request is malformed; `field` names what",
     401: "`unauthorized`: missing or wrong bearer token",
+    403: "`forbidden_origin`: a browser's request from another origin; `forbidden_host`: a `Host` "
+    "that is not a loopback name on a loopback bind (DNS rebinding)",
     404: "`not_found`: no such job, run or node",
     409: "`already_exists`: create of an id that exists",
     412: "`version_mismatch`: `If-Match` does not match the job's version",
     413: "`body_too_large`: over `max_body_bytes`",
+    415: "`unsupported_media_type`: a request body not sent as `application/json`",
     422: "`idempotency_mismatch`: a reused `Idempotency-Key` with another body",
     503: "`unavailable`: no leader or no quorum; not applied, safe to retry",
     504: "`indeterminate`: the leader changed while the write was in flight; it may have applied: "
@@ -160,8 +163,8 @@ ERRORS: Final[dict[int, str]] = {
 }
 
 # Answer statuses of a read that may first propose a no-op (`consistent=true`), and of a write.
-READ: Final = (401, 503, 504)
-WRITE: Final = (401, 413, 422, 503, 504)
+READ: Final = (401, 403, 503, 504)
+WRITE: Final = (401, 403, 413, 415, 422, 503, 504)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
