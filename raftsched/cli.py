@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     completion.add_argument("shell", choices=["bash"])
     _client_parser(sub.add_parser("status", help="this node's view of the cluster"), [])
     _client_parser(
+        sub.add_parser("token", help="print the API token the CLI would send to --url (for curl)"), []
+    )
+    _client_parser(
         sub.add_parser("jobs", help="list, show, add, edit, remove, pause, resume, trigger jobs"), JOB_ACTIONS
     )
     _client_parser(sub.add_parser("runs", help="list, show, read the output of, cancel runs"), RUN_ACTIONS)
@@ -152,6 +155,14 @@ class Client:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.url = _base_url(args).rstrip("/")
+        self.token = find_token(args.token, args.config, self.url)
+
+    def _token(self) -> int:
+        if not self.token:
+            print(f"raftsched: no API token found for {self.url}", file=sys.stderr)
+            return EXIT_REFUSED
+        print(self.token)
+        return EXIT_OK
 
     def run(self) -> int:
         command, action = self.args.command, getattr(self.args, "action", None)
@@ -175,8 +186,8 @@ class Client:
         req.add_header("Content-Type", "application/json")
         for key, value in (headers or {}).items():
             req.add_header(key, value)
-        if self.args.token:
-            req.add_header("Authorization", f"Bearer {self.args.token}")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 raw, status, ctype = resp.read(), resp.status, resp.headers.get("Content-Type", "")
@@ -345,6 +356,46 @@ def _base_url(args: argparse.Namespace) -> str:
     return "http://127.0.0.1:8101"
 
 
+# Where a local cluster keeps its token: the launcher's cluster file, `raftsched node`'s data dir.
+LOCAL_TOKEN_FILES = (Path(".cluster/cluster.ini"), Path("data/api_token"))
+
+
+def find_token(given: str | None, config_path: Path | None, url: str) -> str | None:
+    """The token to send: `--token` or $RAFTSCHED_TOKEN, else `--config`'s api_token, else (for a
+    loopback URL only: a token must not travel to another machine) the local cluster's files."""
+    if given:
+        return given
+    if config_path is not None:
+        return _ini_token(config_path)
+    from .config import is_loopback_host
+
+    if not is_loopback_host(urllib.parse.urlsplit(url).hostname or ""):
+        return None
+    for path in LOCAL_TOKEN_FILES:
+        token = _ini_token(path) if path.suffix == ".ini" else _file_token(path)
+        if token:
+            return token
+    return None
+
+
+def _ini_token(path: Path) -> str | None:
+    import configparser
+
+    parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"), interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+        return parser.get("cluster", "api_token", fallback="").strip() or None
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return None
+
+
+def _file_token(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def _node_ids(path: Path) -> list[str]:
     import configparser
 
@@ -496,7 +547,7 @@ _BASH_COMPLETION = r"""# raftsched bash completion: eval "$(raftsched completion
 _raftsched() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[1]}
   if [ "$COMP_CWORD" -eq 1 ]; then
-    local commands="node secret status jobs runs nodes backup restore completion --version --help"
+    local commands="node secret token status jobs runs nodes backup restore completion --version --help"
     COMPREPLY=($(compgen -W "$commands" -- "$cur"))
   elif [ "$COMP_CWORD" -eq 2 ]; then
     case "$prev" in

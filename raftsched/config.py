@@ -498,11 +498,11 @@ def _override_node(node: NodeConfig, overrides: Overrides) -> NodeConfig:
     return node
 
 
-def _check_secret(secret: str) -> str:
+def _check_secret(secret: str, key: str = "secret") -> str:
     if not secret:
-        raise ConfigError("cluster", "secret", f"required: {_SECRET_HINT}")
+        raise ConfigError("cluster", key, f"required: {_SECRET_HINT}")
     if len(secret) < MIN_SECRET_CHARS:
-        raise ConfigError("cluster", "secret", f"too short ({len(secret)} characters): {_SECRET_HINT}")
+        raise ConfigError("cluster", key, f"too short ({len(secret)} characters): {_SECRET_HINT}")
     return secret
 
 
@@ -623,7 +623,9 @@ def load(
 def default_single_node(
     data_dir: Path, overrides: Overrides | None = None
 ) -> tuple[ClusterConfig, NodeConfig]:
-    """`raftsched node` without a config: node n1 on loopback, its secret kept in `data_dir/secret`."""
+    """`raftsched node` without a config: node n1 on loopback, its secret kept in `data_dir/secret`
+    and its API token in `data_dir/api_token` (both made on first start, mode 0600): on a shared
+    machine, any local user could otherwise reach the loopback API and run code as the node."""
     overrides = overrides or Overrides()
     root = _absolute(Path.cwd(), overrides.data_dir or data_dir)
     base = NodeConfig(id="n1", raft_host="127.0.0.1", raft_port=7101, http_host="127.0.0.1", http_port=8101)
@@ -631,42 +633,48 @@ def default_single_node(
     nodes = {node.id: node}
     placeholder = ClusterConfig(name="local", secret="", data_dir=root, members=(node.id,), nodes=nodes)
     _check(placeholder, node)  # before touching the disk: bad flags create no files
-    return replace(placeholder, secret=_stored_secret(root / "secret")), node
+    secret = _stored_credential(root / "secret", "secret")
+    return replace(
+        placeholder, secret=secret, api_token=_stored_credential(root / "api_token", "api_token")
+    ), node
 
 
 def new_secret() -> str:
-    """A fresh cluster secret: 256 random bits, URL-safe, with nothing an .ini line would mangle."""
+    """A fresh cluster secret or API token: 256 random bits, URL-safe, nothing an .ini line mangles."""
     return secrets.token_urlsafe(32)
 
 
-def write_local_cluster(example: Path, out: Path, secret: str) -> None:
-    """Copy `example` to `out` (mode 0600) with `secret` filled in; every comment is kept."""
-    _check_secret(secret)
-    if any(ch.isspace() for ch in secret):
-        raise ConfigError("cluster", "secret", "must not contain whitespace")
+def write_local_cluster(example: Path, out: Path, secret: str, api_token: str | None = None) -> None:
+    """Copy `example` to `out` (mode 0600) with `secret` (and `api_token`, if given) filled in;
+    every comment is kept."""
+    values = {"secret": secret} if api_token is None else {"secret": secret, "api_token": api_token}
+    for key, value in values.items():
+        _check_secret(value, key)
+        if any(ch.isspace() for ch in value):
+            raise ConfigError("cluster", key, "must not contain whitespace")
     try:
         lines = Path(example).read_text(encoding="utf-8").splitlines(keepends=True)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(example), None, f"cannot read the example config: {exc}") from None
-    _write_private(Path(out), "".join(_with_secret(lines, secret, example)))
+    _write_private(Path(out), "".join(_with_values(lines, values, example)))
 
 
-# ---------------------------------------------------------------- files holding the secret
+# ---------------------------------------------------------------- files holding credentials
 
 
-def _stored_secret(path: Path) -> str:
-    """Reuse the secret of an earlier start, or make one: a restarted node must keep its secret."""
+def _stored_credential(path: Path, key: str) -> str:
+    """Reuse the credential of an earlier start, or make one: a restarted node must keep it."""
     try:
-        secret = path.read_text(encoding="utf-8").strip()
+        value = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        secret = new_secret()
-        _write_private(path, secret + "\n")
-        return secret
+        value = new_secret()
+        _write_private(path, value + "\n")
+        return value
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("cluster", "secret", f"cannot read {path}: {exc}") from None
-    if len(secret) < MIN_SECRET_CHARS:
-        raise ConfigError("cluster", "secret", f"{path} holds too short a secret: delete it to make one")
-    return secret
+        raise ConfigError("cluster", key, f"cannot read {path}: {exc}") from None
+    if len(value) < MIN_SECRET_CHARS:
+        raise ConfigError("cluster", key, f"{path} holds too short a value: delete it to make one")
+    return value
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -687,19 +695,22 @@ def _write_private(path: Path, text: str) -> None:
         raise
 
 
-def _with_secret(lines: list[str], secret: str, example: Path) -> list[str]:
+def _with_values(lines: list[str], values: Mapping[str, str], example: Path) -> list[str]:
+    """`lines` with the first `key =` line of [cluster] set to `values[key]`, for every key."""
     out: list[str] = []
     section: str | None = None
-    done = False
+    left = dict(values)
     for line in lines:
         header = re.match(r"\[(.+)\]", line)
+        key = re.match(r"(\w+)\s*=", line)
         if header is not None:
             section = header[1].strip()
-        elif section == "cluster" and not done and re.match(r"secret\s*=", line):
-            line, done = _set_value(line, f"secret = {secret}"), True
+        elif section == "cluster" and key is not None and key[1] in left:
+            line = _set_value(line, f"{key[1]} = {left.pop(key[1])}")
         out.append(line)
-    if not done:
-        raise ConfigError("cluster", "secret", f"{example} has no `secret =` line in [cluster] to fill in")
+    if left:
+        missing = next(iter(left))
+        raise ConfigError("cluster", missing, f"{example} has no `{missing} =` line in [cluster] to fill in")
     return out
 
 

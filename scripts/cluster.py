@@ -2,9 +2,10 @@
 
     python scripts/cluster.py [--config FILE] [--no-examples]
 
-Writes `.cluster/cluster.ini` (the example with a fresh secret) on first use, starts one
-process per node, adds a few example jobs, prints where the API is, and stops every node it
-started (SIGTERM, by PID) on Ctrl-C.
+Writes `.cluster/cluster.ini` (the example with a fresh secret and API token) on first use, starts
+one process per node, adds a few example jobs, prints where the API is (with a dashboard link that
+carries the token in its fragment), and stops every node it started (SIGTERM, by PID) on Ctrl-C.
+The CLI finds the token in `.cluster/cluster.ini` by itself; `raftsched token` prints it for curl.
 """
 
 from __future__ import annotations
@@ -47,9 +48,14 @@ EXAMPLES = [
 ]
 
 
-def _request(url: str, method: str = "GET", body: object = None) -> tuple[int, object]:
+def _request(
+    url: str, method: str = "GET", body: object = None, token: str | None = None
+) -> tuple[int, object]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read() or b"null")
@@ -69,6 +75,26 @@ def _wait_healthy(url: str, timeout: float = 60) -> None:
     raise SystemExit(f"the cluster did not become healthy at {url}")
 
 
+def _add_examples(url: str, token: str | None) -> None:
+    for job in EXAMPLES:
+        code, body = _request(url + "/v1/jobs", "POST", job, token)
+        print(f"job {job['id']}: {'added' if code == 201 else 'exists' if code == 409 else body}")
+
+
+def _print_addresses(cluster: config.ClusterConfig, path: Path) -> None:
+    print(
+        f"\nraftsched cluster '{cluster.name}' is up ({len(cluster.members)} nodes; logs in {path.parent}):"
+    )
+    fragment = f"#token={cluster.api_token}" if cluster.api_token else ""
+    for node_id in cluster.members:
+        url = cluster.nodes[node_id].http_url
+        print(f"  {node_id}: {url}/{fragment}   (API: {url}/v1/status)")
+    if cluster.api_token:
+        print(f"\nAPI token (also in {path}): {cluster.api_token}")
+    first = cluster.nodes[cluster.members[0]].http_url
+    print(f"\ntry: .venv/bin/raftsched jobs list --url {first}\nCtrl-C stops every node.")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -78,8 +104,10 @@ def main() -> int:
     args = parser.parse_args()
     if not args.config.exists():
         args.config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_local_cluster(ROOT / "cluster.example.ini", args.config, config.new_secret())
-        print(f"wrote {args.config} with a fresh secret")
+        config.write_local_cluster(
+            ROOT / "cluster.example.ini", args.config, config.new_secret(), api_token=config.new_secret()
+        )
+        print(f"wrote {args.config} with a fresh secret and API token")
     cluster, _ = config.load(args.config, "n1")
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for node_id in cluster.members:
@@ -101,16 +129,8 @@ def main() -> int:
         first = cluster.nodes[cluster.members[0]].http_url
         _wait_healthy(first)
         if not args.no_examples:
-            for job in EXAMPLES:
-                code, body = _request(first + "/v1/jobs", "POST", job)
-                print(f"job {job['id']}: {'added' if code == 201 else 'exists' if code == 409 else body}")
-        print(
-            f"\nraftsched cluster '{cluster.name}' is up ({len(procs)} nodes; logs in {args.config.parent}):"
-        )
-        for node_id in cluster.members:
-            url = cluster.nodes[node_id].http_url
-            print(f"  {node_id}: {url}/   (API: {url}/v1/status)")
-        print(f"\ntry: .venv/bin/raftsched jobs list --url {first}\nCtrl-C stops every node.")
+            _add_examples(first, cluster.api_token)
+        _print_addresses(cluster, args.config)
         while not stop and all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)
     finally:

@@ -167,6 +167,17 @@ def test_write_local_cluster_overwrites_and_refuses_a_weak_secret(tmp_path: Path
     assert not (tmp_path / "d.ini").exists()
 
 
+def test_write_local_cluster_fills_a_token_when_given(tmp_path: Path) -> None:
+    out = tmp_path / "c.ini"
+    token = config.new_secret()
+    config.write_local_cluster(EXAMPLE, out, SECRET, api_token=token)
+    cluster, _ = config.load(out, "n1")
+    assert (cluster.secret, cluster.api_token) == (SECRET, token)
+    with pytest.raises(ConfigError) as info:
+        config.write_local_cluster(EXAMPLE, tmp_path / "d.ini", SECRET, api_token="x")
+    assert (info.value.section, info.value.key) == ("cluster", "api_token")
+
+
 def test_write_local_cluster_needs_a_secret_line(tmp_path: Path) -> None:
     src = write(tmp_path, "[cluster]\nname = x\n[node n1]\nsecret = 1\n", "src.ini")
     with pytest.raises(ConfigError) as info:
@@ -522,9 +533,14 @@ def test_default_single_node_creates_a_private_secret_and_reuses_it(tmp_path: Pa
     assert (node.id, node.raft_addr, node.http_url) == ("n1", "127.0.0.1:7101", "http://127.0.0.1:8101")
     assert cluster.members == ("n1",) and cluster.nodes == {"n1": node}
     assert cluster.node_data_dir("n1") == tmp_path / "data" / "n1"
+    token_file = tmp_path / "data" / "api_token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert cluster.api_token is not None and token_file.read_text().strip() == cluster.api_token
+    assert len(cluster.api_token) >= 32 and cluster.api_token != cluster.secret
     again, _ = config.default_single_node(tmp_path / "data")
-    assert again.secret == cluster.secret
-    assert [p.name for p in secret_file.parent.iterdir()] == ["secret"], "no temporary file is left"
+    assert (again.secret, again.api_token) == (cluster.secret, cluster.api_token)
+    names = sorted(p.name for p in secret_file.parent.iterdir())
+    assert names == ["api_token", "secret"], "no temporary file is left"
 
 
 def test_default_single_node_relative_dir_and_overrides(

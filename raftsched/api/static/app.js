@@ -1,7 +1,9 @@
 // raftsched dashboard: plain JavaScript, no build step, no dependencies, nothing fetched from
 // elsewhere. It reads and writes only through the admin API of the node that served it (API.md).
 // The API token, when the cluster has one, is asked for on the first 401, kept in this tab's
-// sessionStorage and sent as `Authorization: Bearer`; never in a URL, never in a cookie.
+// sessionStorage and sent as `Authorization: Bearer`; never in a cookie. The launcher's link may
+// carry it in the fragment (`#token=...`, which browsers never send to a server): it is taken into
+// sessionStorage and wiped from the address bar and history at once.
 
 const POLL_MS = 2000;
 const TOKEN_KEY = "raftsched.api_token";
@@ -75,6 +77,13 @@ const auth = {
     $("#token-button").hidden = !value;
   },
 };
+
+function takeTokenFromFragment() {
+  const match = /^#token=([^&]+)$/.exec(location.hash);
+  if (!match) return;
+  auth.token = decodeURIComponent(match[1]);
+  history.replaceState(null, "", location.pathname + location.search);
+}
 
 function newIdempotencyKey() {
   const bytes = new Uint8Array(16);
@@ -1540,5 +1549,6 @@ document.addEventListener("visibilitychange", () => {
 
 window.addEventListener("hashchange", route);
 
+takeTokenFromFragment();
 auth.token = auth.token; // show "Forget token" when this tab already has one
 route();
