@@ -7,7 +7,6 @@ It skips only when the browser or playwright is missing; `scripts/install-browse
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
@@ -18,20 +17,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from browserkit import headless_chromium
 from cluster import Cluster
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN = "dashboard-test-token-" + "k" * 24
 SCREENSHOT = Path("/tmp/raftsched-dashboard.png")  # for the team's notes
 VIEWPORT = {"width": 1360, "height": 900}
@@ -49,18 +39,8 @@ READ_ONLY = {
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is not installed: run scripts/install-browser (as root)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed in the virtualenv: run scripts/install-browser")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()  # stops the browser process it started
+    with headless_chromium() as chromium:
+        yield chromium
 
 
 class Watch:
