@@ -10,9 +10,13 @@
 - **Body timeout**: a request's body must arrive within `idle_timeout_s` too (read by the
   middleware before any handler runs; the handler then reads it from memory).
 - **Connection caps**: at most `max_connections` in all and `max_connections_per_client` from one
-  address. A connection beyond a cap is answered `503` with `Retry-After` and closed at once. The
-  per-client cap sits above what one machine's own tools open (every node, the CLI, benchmarks and
-  the chaos workload of a local cluster come from 127.0.0.1); the total cap protects the node.
+  address. At a cap, the connection that has waited longest for its request headers (of that
+  client, or of any for the total cap) is closed to make room: a client that sends its request at
+  once always gets in, however many silent connections a flood holds. Only when every connection
+  at the cap is busy with a request is the new one answered `503` with `Retry-After` and closed.
+  The per-client cap sits above what one machine's own tools open (every node, the CLI,
+  benchmarks and the chaos workload of a local cluster come from 127.0.0.1); the total cap
+  protects the node's file descriptors.
 
 aiohttp has one seam for this: the low-level `Server` is told of every connection made and lost
 (`connection_made`, `connection_lost`); `ConnectionGuard.install` wraps those two on the instance.
@@ -63,6 +67,7 @@ class ConnectionGuard:
         self._client_of: dict[RequestHandler, str] = {}
         self._header_timers: dict[RequestHandler, asyncio.TimerHandle] = {}
         self.refused = 0
+        self.evicted = 0
         self.timed_out = 0
         self._warned_at = -WARN_EVERY_S
 
@@ -93,10 +98,7 @@ class ConnectionGuard:
     def _admit(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        if (
-            self._per_client[client] >= self.limits.max_connections_per_client
-            or len(self._client_of) >= self.limits.max_connections
-        ):
+        if not self._make_room(client):
             self._refuse(client, transport)
             return
         self._per_client[client] += 1
@@ -105,6 +107,25 @@ class ConnectionGuard:
         self._header_timers[handler] = loop.call_later(
             self.limits.header_timeout_s, self._header_timeout, handler, transport
         )
+
+    def _make_room(self, client: str) -> bool:
+        """Whether `client` may open one more connection, closing a header-less one if need be."""
+        for over, of_client in (
+            (self._per_client[client] >= self.limits.max_connections_per_client, client),
+            (len(self._client_of) >= self.limits.max_connections, None),
+        ):
+            if not over:
+                continue
+            # Timers are kept in the order connections came: the first is the longest waiting.
+            waiting = (h for h in self._header_timers if of_client is None or self._client_of[h] == of_client)
+            victim = next(waiting, None)
+            if victim is None:
+                return False
+            self.evicted += 1
+            self._forget(victim)
+            if victim.transport is not None:
+                victim.transport.close()
+        return True
 
     def _refuse(self, client: str, transport: asyncio.Transport) -> None:
         self.refused += 1

@@ -4,7 +4,6 @@ answer headers, and the connection bounds (browsers.py, connections.py)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -212,22 +211,44 @@ async def test_a_prompt_client_keeps_its_connection_past_the_header_timeout() ->
         await runner.cleanup()
 
 
-async def test_connections_beyond_the_per_client_cap_are_refused() -> None:
+async def test_at_the_cap_the_longest_silent_connection_makes_room() -> None:
     runner, port, guard = await _serve(ConnectionLimits(max_connections_per_client=5))
-    socks: list[socket.socket] = []
+    silent: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
-        socks.extend(socket.create_connection(("127.0.0.1", port)) for _ in range(5))
-        await asyncio.sleep(0.1)
+        for _ in range(5):
+            silent.append(await asyncio.open_connection("127.0.0.1", port))
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert (await _closed_by_peer(reader, 5)).startswith(b"HTTP/1.1 200")
+        writer.close()
+        assert await _closed_by_peer(silent[0][0], 5) == b"", "the oldest silent one was closed"
+        assert guard.evicted == 1 and guard.refused == 0
+    finally:
+        for _, w in silent:
+            w.close()
+        await runner.cleanup()
+
+
+async def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused() -> None:
+    runner, port, guard = await _serve(ConnectionLimits(max_connections_per_client=2))
+    busy: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            await reader.readuntil(b"\r\n\r\n")  # answered; kept alive, no longer silent
+            busy.append((reader, writer))
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         refusal = await _closed_by_peer(reader, 5)
         assert refusal.startswith(b"HTTP/1.1 503") and b"Retry-After" in refusal
         writer.close()
-        assert guard.refused == 1 and guard.open_connections == 5
-        for sock in socks:
-            sock.close()
+        assert guard.refused == 1 and guard.open_connections == 2
+        for _, w in busy:
+            w.close()
         await asyncio.sleep(0.1)
         assert guard.open_connections == 0
     finally:
-        for sock in socks:
-            sock.close()
+        for _, w in busy:
+            w.close()
         await runner.cleanup()
