@@ -24,7 +24,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["assemble_transmission", "of_an_older_term", "trim_append_entries"]
+__all__ = ["assemble_transmission", "fence_commit_index", "of_an_older_term", "trim_append_entries"]
 
 TermAt = Callable[[int], "int | None"]  # the term of this node's entry at an index; None: not held
 
@@ -75,6 +75,26 @@ def trim_append_entries(
     if prev == message["prevLogIdx"]:
         return message
     return {**message, "prevLogIdx": prev, "prevLogTerm": term_at(prev), "entries": rest}
+
+
+def fence_commit_index(message: dict[str, Any], commit_index: int) -> dict[str, Any]:
+    """The message with a `commit_index` this node may adopt: unchanged unless it proves nothing.
+
+    Raft lets a follower advance its commit index only over entries an AppendEntries has just
+    shown to match the leader's log. PySyncObj's follower takes `min(leader's commit, own last
+    index)` after *every* AppendEntries of the current term — also after a snapshot chunk, or the
+    "snapshot not ready yet" message (`serialized: None`) a leader sends while its dump is being
+    written, neither of which carries `prevLogIdx`. A deposed leader that rejoins as a follower of
+    a leader that compacted its log still holds its own uncommitted entries of the old term; such
+    a message made it apply them — its state diverged until the snapshot replaced it, and the
+    proposal waiting on that entry (same index, same term) was answered "success" though no
+    other node ever applied it. So a message without `prevLogIdx` may not move the commit index
+    past `commit_index`, this node's own."""
+    if message.get("type") != "append_entries" or "prevLogIdx" in message:
+        return message
+    if int(message.get("commit_index", 0)) <= commit_index:
+        return message
+    return {**message, "commit_index": commit_index}
 
 
 def assemble_transmission(message: dict[str, Any], so_far: Any) -> tuple[dict[str, Any] | None, Any]:

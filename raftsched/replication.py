@@ -48,7 +48,7 @@ from .compaction import BACKSTOP, CompactionTurns
 from .errors import Indeterminate, NoLeader
 from .executors._reaper import set_parent_death_signal
 from .journalcheck import check_data_dir
-from .logmatch import assemble_transmission, of_an_older_term, trim_append_entries
+from .logmatch import assemble_transmission, fence_commit_index, of_an_older_term, trim_append_entries
 from .state import State
 
 __all__ = ["RaftSettings", "RaftStatus", "Replicator"]
@@ -305,6 +305,7 @@ class Replicator:
                 and message.get("type") == "append_entries"
                 and not of_an_older_term(message, current_term)
             ):
+                message = fence_commit_index(message, sync._SyncObj__raftCommitIndex)
                 if message.get("transmission") is not None:
                     whole, sync._SyncObj__recvTransmission = assemble_transmission(
                         message, sync._SyncObj__recvTransmission

@@ -156,3 +156,16 @@ def test_chunks_without_their_start_or_a_broken_whole_are_dropped() -> None:
     assert handed[-1] is None and buffer == ""
     plain = ae(10, 1, [(11, 3)])
     assert assemble_transmission(plain, "") == (plain, "")
+
+
+def test_a_message_that_proves_no_prefix_moves_no_commit_index() -> None:
+    from raftsched.logmatch import fence_commit_index
+
+    not_ready = {"type": "append_entries", "term": 4, "commit_index": 90, "serialized": None}
+    assert fence_commit_index(not_ready, 40) == {**not_ready, "commit_index": 40}
+    chunk = {**not_ready, "serialized": (b"...", 0, False)}
+    assert fence_commit_index(chunk, 40)["commit_index"] == 40
+    behind = {**not_ready, "commit_index": 30}
+    assert fence_commit_index(behind, 40) is behind
+    matched = ae(10, 1, [(11, 4)], term=4) | {"commit_index": 90}
+    assert fence_commit_index(matched, 40) is matched  # prevLogIdx: PySyncObj's own rule applies
