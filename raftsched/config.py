@@ -30,6 +30,7 @@ from .errors import ConfigError
 
 __all__ = [
     "CLUSTER_KEYS",
+    "DEFAULT_OUTPUT_MAX_BYTES",
     "MIN_SECRET_CHARS",
     "NODE_ID_RE",
     "NODE_KEYS",
@@ -46,6 +47,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 NODE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MIN_SECRET_CHARS = 32
+DEFAULT_OUTPUT_MAX_BYTES = 10 << 20  # per attempt's output file; past it the file ends with a marker
 _SECRET_HINT = f"use at least {MIN_SECRET_CHARS} random characters (run `raftsched secret` to make one)"
 _TAG_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
 _TAG_VALUE_RE = re.compile(r"[^\s,=]{1,256}")
@@ -72,6 +74,7 @@ class NodeConfig:
     allow_shell: bool = False
     python_allow: tuple[str, ...] = ()
     http_allow: tuple[IPNetwork, ...] = ()
+    output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
@@ -327,6 +330,7 @@ _NODE_PARSERS: Mapping[str, Callable[[str], Any]] = {
     "allow_shell": _bool,
     "python_allow": _module_prefixes,
     "http_allow": _networks,
+    "output_max_bytes": _count(0),
     "tls_cert": _text,
     "tls_key": _text,
 }

@@ -88,6 +88,7 @@ class Node:
             python_allow=node.python_allow,
             http_allow=node.http_allow,
             output_tail_bytes=cluster.output_tail_bytes,
+            output_max_bytes=node.output_max_bytes,
         )
         self.stopping = asyncio.Event()
 
