@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import datadir
 from .errors import ConfigError
 
 __all__ = [
@@ -599,6 +600,7 @@ def default_single_node(
     nodes = {node.id: node}
     placeholder = ClusterConfig(name="local", secret="", data_dir=root, members=(node.id,), nodes=nodes)
     _check(placeholder, node)  # before touching the disk: bad flags create no files
+    datadir.check(root)  # nor does a data_dir the node will refuse to start in
     return replace(placeholder, secret=_stored_secret(root / "secret")), node
 
 

@@ -27,12 +27,14 @@ __all__ = [
     "OutputSink",
     "Refused",
     "RunContext",
+    "capture_task_umask",
     "failed",
     "identity_context",
     "identity_env",
     "identity_headers",
     "output_so_far",
     "tail_is_whole",
+    "task_umask",
     "timed_out",
     "truncation_marker",
 ]
@@ -121,6 +123,34 @@ class Executor(Protocol):
 
 class Refused(Exception):
     """The node's policy refuses the task: reported as outcome "failed", never raised to callers."""
+
+
+_task_umask: int | None = None  # the umask the node started with; set once, before it narrows its own
+
+
+def _current_umask() -> int:
+    """The process's umask (read by setting it: briefly 0o077, which only makes files more private)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def capture_task_umask() -> int:
+    """Remember the process's umask now, as the one its tasks run with, and return it.
+
+    Call it when a node starts, before the node narrows its own umask to 0o077 (files it writes
+    are private; files a task writes are the operator's business, as if run by hand). The first
+    capture wins: later calls return it unchanged.
+    """
+    global _task_umask
+    if _task_umask is None:
+        _task_umask = _current_umask()
+    return _task_umask
+
+
+def task_umask() -> int:
+    """The umask tasks run with: the captured one (`capture_task_umask`), else the current one."""
+    return _task_umask if _task_umask is not None else _current_umask()
 
 
 def identity_env(ctx: RunContext) -> dict[str, str]:
