@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import datadir
+from . import credentials, datadir
 from .errors import ConfigError
 
 __all__ = [
@@ -47,7 +47,7 @@ __all__ = [
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 NODE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-MIN_SECRET_CHARS = 32
+MIN_SECRET_CHARS = credentials.MIN_CHARS
 DEFAULT_OUTPUT_MAX_BYTES = 10 << 20  # per attempt's output file; past it the file ends with a marker
 _SECRET_HINT = f"use at least {MIN_SECRET_CHARS} random characters (run `raftsched secret` to make one)"
 _TAG_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
@@ -470,9 +470,15 @@ def _override_node(node: NodeConfig, overrides: Overrides) -> NodeConfig:
 def _check_secret(secret: str) -> str:
     if not secret:
         raise ConfigError("cluster", "secret", f"required: {_SECRET_HINT}")
-    if len(secret) < MIN_SECRET_CHARS:
-        raise ConfigError("cluster", "secret", f"too short ({len(secret)} characters): {_SECRET_HINT}")
-    return secret
+    return _strong("secret", secret)
+
+
+def _strong(key: str, value: str, hint: str = _SECRET_HINT) -> str:
+    """`value` of `[cluster] key`, unless `credentials.weakness` refuses it (never shown)."""
+    weakness = credentials.weakness(value)
+    if weakness is not None:
+        raise ConfigError("cluster", key, f"{weakness}: {hint}")
+    return value
 
 
 def _members(listed: tuple[str, ...] | None, nodes: Mapping[str, NodeConfig]) -> tuple[str, ...]:
@@ -492,7 +498,8 @@ def _build_cluster(
     if not raw_dir and data_dir is None:
         raise ConfigError("cluster", "data_dir", "must not be empty")
     values["secret"] = _check_secret(values.get("secret", ""))
-    values["api_token"] = values.get("api_token") or None
+    token = values.get("api_token")
+    values["api_token"] = _strong("api_token", token) if token else None
     values["members"] = _members(values.get("members"), nodes)
     values.setdefault("name", "raftsched")
     root = _absolute(Path.cwd(), data_dir) if data_dir is not None else _absolute(base, raw_dir)
@@ -634,9 +641,7 @@ def _stored_secret(path: Path) -> str:
         return secret
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("cluster", "secret", f"cannot read {path}: {exc}") from None
-    if len(secret) < MIN_SECRET_CHARS:
-        raise ConfigError("cluster", "secret", f"{path} holds too short a secret: delete it to make one")
-    return secret
+    return _strong("secret", secret, f"the one in {path} is refused; delete it to make a new one")
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-TOKEN = "dashboard-test-token-" + "k" * 24
+TOKEN = "GD2Y5LyFqid4qW5aWI8fupgYkmWVTMM3rx838RqYn7s"
 SCREENSHOT = Path("/tmp/raftsched-dashboard.png")  # for the team's notes
 VIEWPORT = {"width": 1360, "height": 900}
 READ_ONLY = {
