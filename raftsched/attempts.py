@@ -94,7 +94,7 @@ class AttemptJournal:
                 lines.append(
                     orjson.dumps({"e": "finish", "run_id": run_id, "attempt": attempt, "item": rec.finish})
                 )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tmp.open("wb") as file:
             file.write(b"".join(line + b"\n" for line in lines))
             if self.fsync:
@@ -118,7 +118,7 @@ class AttemptJournal:
         lines, self._queued = self._queued, []
         try:
             if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             data = memoryview(b"".join(lines))
             while data:

@@ -120,8 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_node(args: argparse.Namespace) -> int:
     from . import config
     from .logs import setup_logging
-    from .node import run_node
+    from .node import private_umask, run_node
 
+    private_umask()  # first: loading the default config may write the secret
     overrides = config.Overrides(data_dir=args.data_dir, http=args.http, raft=args.raft)
     try:
         if args.config is None:
@@ -136,6 +137,9 @@ def _run_node(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run_node(cluster, node))
+    except ConfigError as exc:  # the data directory, checked as the node starts
+        print(f"raftsched: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (OSError, JournalDamaged) as exc:
         print(f"raftsched: {exc}", file=sys.stderr)
         return EXIT_USAGE

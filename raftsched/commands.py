@@ -46,7 +46,9 @@ class CommandType(StrEnum):
     REASSIGN_RUNS = "reassign_runs"  # leader: {term, now_ms, moves: [{run_id, attempt, node}]}
     CLAIM_RUNS = "claim_runs"  # worker: {node, now_ms, items: [{run_id, attempt}]}
     START_RUNS = "start_runs"  # worker: {node, now_ms, items: [{run_id, attempt, started_ms}]}
-    FINISH_RUNS = "finish_runs"  # worker: {node, now_ms, items: [{run_id, attempt, outcome, ...}]}
+    # worker: {node, now_ms, items: [{run_id, attempt, outcome, ...}]}; an item's `output_truncated`
+    # is present (true) only when the node kept less than the whole output: older items lack it.
+    FINISH_RUNS = "finish_runs"
     NOOP = "noop"  # anyone: {now_ms}; a barrier for consistent reads
 
 

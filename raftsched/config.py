@@ -28,10 +28,12 @@ from typing import Any
 
 from yarl import URL
 
+from . import credentials, datadir
 from .errors import ConfigError
 
 __all__ = [
     "CLUSTER_KEYS",
+    "DEFAULT_OUTPUT_MAX_BYTES",
     "MIN_SECRET_CHARS",
     "NODE_ID_RE",
     "NODE_KEYS",
@@ -49,7 +51,8 @@ __all__ = [
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 NODE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-MIN_SECRET_CHARS = 32
+MIN_SECRET_CHARS = credentials.MIN_CHARS
+DEFAULT_OUTPUT_MAX_BYTES = 10 << 20  # per attempt's output file; past it the file ends with a marker
 _SECRET_HINT = f"use at least {MIN_SECRET_CHARS} random characters (run `raftsched secret` to make one)"
 _TAG_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
 _TAG_VALUE_RE = re.compile(r"[^\s,=]{1,256}")
@@ -76,6 +79,7 @@ class NodeConfig:
     allow_shell: bool = False
     python_allow: tuple[str, ...] = ()
     http_allow: tuple[IPNetwork, ...] = ()
+    output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
@@ -363,6 +367,7 @@ _NODE_PARSERS: Mapping[str, Callable[[str], Any]] = {
     "allow_shell": _bool,
     "python_allow": _module_prefixes,
     "http_allow": _networks,
+    "output_max_bytes": _count(0),
     "tls_cert": _text,
     "tls_key": _text,
 }
@@ -501,9 +506,15 @@ def _override_node(node: NodeConfig, overrides: Overrides) -> NodeConfig:
 def _check_secret(secret: str, key: str = "secret") -> str:
     if not secret:
         raise ConfigError("cluster", key, f"required: {_SECRET_HINT}")
-    if len(secret) < MIN_SECRET_CHARS:
-        raise ConfigError("cluster", key, f"too short ({len(secret)} characters): {_SECRET_HINT}")
-    return secret
+    return _strong(key, secret)
+
+
+def _strong(key: str, value: str, hint: str = _SECRET_HINT) -> str:
+    """`value` of `[cluster] key`, unless `credentials.weakness` refuses it (never shown)."""
+    weakness = credentials.weakness(value)
+    if weakness is not None:
+        raise ConfigError("cluster", key, f"{weakness}: {hint}")
+    return value
 
 
 def _members(listed: tuple[str, ...] | None, nodes: Mapping[str, NodeConfig]) -> tuple[str, ...]:
@@ -523,7 +534,8 @@ def _build_cluster(
     if not raw_dir and data_dir is None:
         raise ConfigError("cluster", "data_dir", "must not be empty")
     values["secret"] = _check_secret(values.get("secret", ""))
-    values["api_token"] = values.get("api_token") or None
+    token = values.get("api_token")
+    values["api_token"] = _strong("api_token", token) if token else None
     values["members"] = _members(values.get("members"), nodes)
     values.setdefault("name", "raftsched")
     root = _absolute(Path.cwd(), data_dir) if data_dir is not None else _absolute(base, raw_dir)
@@ -633,6 +645,7 @@ def default_single_node(
     nodes = {node.id: node}
     placeholder = ClusterConfig(name="local", secret="", data_dir=root, members=(node.id,), nodes=nodes)
     _check(placeholder, node)  # before touching the disk: bad flags create no files
+    datadir.check(root)  # nor does a data_dir the node will refuse to start in
     secret = _stored_credential(root / "secret", "secret")
     return replace(
         placeholder, secret=secret, api_token=_stored_credential(root / "api_token", "api_token")
@@ -672,9 +685,7 @@ def _stored_credential(path: Path, key: str) -> str:
         return value
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("cluster", key, f"cannot read {path}: {exc}") from None
-    if len(value) < MIN_SECRET_CHARS:
-        raise ConfigError("cluster", key, f"{path} holds too short a value: delete it to make one")
-    return value
+    return _strong(key, value, f"the one in {path} is refused; delete it to make a new one")
 
 
 def _write_private(path: Path, text: str) -> None:

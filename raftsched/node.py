@@ -13,6 +13,7 @@ import faulthandler
 import gc
 import io
 import logging
+import os
 import resource
 import signal
 import ssl
@@ -23,7 +24,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import __version__
+from . import __version__, datadir
 from .api.app import Services, make_app
 from .api.browsers import BrowserPolicy
 from .api.connections import ConnectionGuard, ConnectionLimits
@@ -34,6 +35,7 @@ from .commands import Command, CommandType, encode
 from .config import ClusterConfig, NodeConfig, is_loopback_host
 from .errors import RaftschedError
 from .executors import ExecPolicy, Executor, executor_for
+from .executors.base import capture_task_umask
 from .model import TaskType
 from .records import NodeRecord
 from .replication import RaftSettings, Replicator
@@ -42,7 +44,7 @@ from .state import State
 from .transitions import log_transition
 from .worker import Worker, WorkerSettings
 
-__all__ = ["Node", "run_node"]
+__all__ = ["Node", "private_umask", "run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ class Node:
             python_allow=node.python_allow,
             http_allow=node.http_allow,
             output_tail_bytes=cluster.output_tail_bytes,
+            output_max_bytes=node.output_max_bytes,
         )
         self.stopping = asyncio.Event()
 
@@ -424,8 +427,21 @@ def raise_open_files_limit(capacity: int) -> int:
     return int(soft)
 
 
+def private_umask() -> int:
+    """Make what the node writes its user's only (umask 0o077: files 0600, directories 0700),
+    after remembering the umask it was started with, which its tasks keep. Returns that one.
+    Idempotent; call it before the node writes anything (the CLI does, before the config may
+    write a secret)."""
+    started = capture_task_umask()
+    os.umask(datadir.PRIVATE_UMASK)
+    return started
+
+
 async def run_node(cluster: ClusterConfig, node: NodeConfig) -> int:
-    """Run until SIGTERM/SIGINT; return the exit status."""
+    """Run until SIGTERM/SIGINT; return the exit status. Raises ConfigError, before anything
+    starts, for a data directory others could write or read (see `datadir`)."""
+    private_umask()
+    datadir.prepare(cluster.data_dir, cluster.node_data_dir(node.id))
     raise_open_files_limit(node.capacity)
     instance = Node(cluster, node)
     loop = asyncio.get_running_loop()

@@ -106,9 +106,15 @@ class Run:
     claimed: bool = False  # at_most_once: claimed in the log before starting
     until_ms: int | None = None  # skipped/missed records may cover a range of slots
     count: int = 1
+    output_truncated: bool = False  # the node that ran `attempt` kept less than its whole output
 
     def to_dict(self) -> dict[str, Any]:
-        return _fields_dict(self)
+        out = _fields_dict(self)
+        # Only when true: snapshots of runs whose output was kept whole keep their bytes (and
+        # older code can still read them).
+        if not self.output_truncated:
+            del out["output_truncated"]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Run:

@@ -236,7 +236,7 @@ class Replicator:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         s = self.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        s.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         check_data_dir(s.data_dir)  # raises JournalDamaged: PySyncObj would replay damage as entries
         conf = SyncObjConf(
             password=s.secret,

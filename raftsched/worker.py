@@ -505,26 +505,39 @@ class Worker:
             shard=run.shard,
             shards=run.shards,
         )
-        path = self._output_path(run)
         sinks: list[OutputSink] = []
         token = OPENED_SINKS.set(sinks)
-        succeeded = False
+        keep = True  # an attempt that did not succeed (or was cancelled) keeps even a small output
         try:
-            result = await self.executor_for(task.type).run(
-                task, ctx, timeout_s=spec.timeout, output_path=path, on_group=self._on_group(run)
+            result = await self._executor_result(run, task, ctx, spec.timeout)
+            keep = result.outcome != "succeeded"
+        finally:
+            OPENED_SINKS.reset(token)
+            self._outputs_closed(sinks, keep=keep)
+            if self.groups is not None:
+                self.groups.discard(run.run_id, run.attempt)
+        # After `_outputs_closed`: a file kept at close is part of what the sinks kept.
+        if any(sink.truncated for sink in sinks):
+            result = dataclasses.replace(result, output_truncated=True)
+        return result
+
+    async def _executor_result(
+        self, run: Run, task: TaskSpec, ctx: RunContext, timeout_s: float | None
+    ) -> ExecResult:
+        """The executor's result; its one allowed raise and its bugs become failed results."""
+        try:
+            return await self.executor_for(task.type).run(
+                task,
+                ctx,
+                timeout_s=timeout_s,
+                output_path=self._output_path(run),
+                on_group=self._on_group(run),
             )
-            succeeded = result.outcome == "succeeded"
-            return result
         except OSError as exc:  # the contract's only raise: the output file cannot be opened
             return failed(f"cannot write the output file: {exc}")
         except Exception as exc:  # a bug in an executor must not leave the run unreported
             log.exception("executor error in run %s", run.run_id, extra={"run": run.run_id})
             return failed(f"internal error: {type(exc).__name__}: {exc}")
-        finally:
-            OPENED_SINKS.reset(token)
-            self._outputs_closed(sinks, keep=not succeeded)
-            if self.groups is not None:
-                self.groups.discard(run.run_id, run.attempt)
 
     def _on_group(self, run: Run) -> Callable[[int], None] | None:
         groups = self.groups
@@ -533,7 +546,7 @@ class Worker:
         return lambda pgid: groups.add(pgid, run.run_id, run.attempt)
 
     def _finish_item(self, run: Run, result: ExecResult) -> dict[str, Any]:
-        return {
+        item: dict[str, Any] = {
             "run_id": run.run_id,
             "attempt": run.attempt,
             "outcome": result.outcome,
@@ -543,6 +556,9 @@ class Worker:
             "error": result.error,
             "output": result.output_tail,
         }
+        if result.output_truncated:  # only when true: reports of whole outputs keep their bytes
+            item["output_truncated"] = True
+        return item
 
     def _output_path(self, run: Run) -> Path | None:
         base = self.settings.output_dir

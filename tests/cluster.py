@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-SECRET = "test-secret-" + "x" * 40
+SECRET = "PVfWzP78ohEAaZ36tNu3MZfCcz3zFqFTnlY3AZD7Zwc"  # as `raftsched secret` makes one
 
 
 def free_ports(n: int) -> list[int]:

@@ -396,6 +396,7 @@ _RUN: Schema = {
         "error",
         "shard",
         "shards",
+        "output_truncated",
     ],
     "properties": {
         "run_id": {"type": "string", "description": "`<job>@<nominal_ms>`, `~<shard>`, `<job>@manual-<ms>`"},
@@ -420,6 +421,13 @@ _RUN: Schema = {
         "until": {**TIME, "description": "skipped/missed records covering a range of slots: the last"},
         "count": {"type": "integer", "minimum": 1, "description": "how many slots the record covers"},
         "output": {"type": "string", "description": "the output tail (single-run answers only)"},
+        "output_truncated": {
+            "type": "boolean",
+            "readOnly": True,
+            "description": "the node that ran the attempt kept less than its whole output: the file "
+            "stopped at the node's output_max_bytes and ends with a marker line; the tail is still "
+            "the output's last bytes",
+        },
     },
 }
 

@@ -70,6 +70,7 @@ def run_view(run: Run, *, with_output: bool = True) -> dict[str, Any]:
         "shard": run.shard,
         "shards": run.shards,
         "manual": run.manual,
+        "output_truncated": run.output_truncated,
     }
     if run.until_ms is not None:
         out.update(until=iso_ms(run.until_ms), count=run.count)

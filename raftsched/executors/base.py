@@ -15,6 +15,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
+from ..config import DEFAULT_OUTPUT_MAX_BYTES
 from ..model import TaskSpec, iso_ms
 
 __all__ = [
@@ -26,13 +27,16 @@ __all__ = [
     "OutputSink",
     "Refused",
     "RunContext",
+    "capture_task_umask",
     "failed",
     "identity_context",
     "identity_env",
     "identity_headers",
     "output_so_far",
     "tail_is_whole",
+    "task_umask",
     "timed_out",
+    "truncation_marker",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,26 +61,30 @@ class RunContext:
 class ExecPolicy:
     """Node-local fences, from the node's own config; a job cannot widen them.
 
-    `kill_grace_s` is how long a process group gets between SIGTERM and SIGKILL.
+    `kill_grace_s` is how long a process group gets between SIGTERM and SIGKILL;
+    `output_max_bytes` bounds each attempt's output file (see `OutputSink`).
     """
 
     allow_shell: bool = False
     python_allow: tuple[str, ...] = ()
     http_allow: tuple[IPv4Network | IPv6Network, ...] = ()
     output_tail_bytes: int = 4096
+    output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES
     kill_grace_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecResult:
     """How a run ended. `cancelled` is never returned by an executor (cancellation re-raises);
-    it is part of the vocabulary for the worker that records results."""
+    it is part of the vocabulary for the worker that records results. `output_truncated`: the
+    node kept less than the whole output (`OutputSink.truncated`); the worker sets it."""
 
     outcome: Outcome
     exit_code: int | None = None
     http_status: int | None = None
     error: str | None = None
     output_tail: str = ""
+    output_truncated: bool = False
 
 
 class Executor(Protocol):
@@ -115,6 +123,34 @@ class Executor(Protocol):
 
 class Refused(Exception):
     """The node's policy refuses the task: reported as outcome "failed", never raised to callers."""
+
+
+_task_umask: int | None = None  # the umask the node started with; set once, before it narrows its own
+
+
+def _current_umask() -> int:
+    """The process's umask (read by setting it: briefly 0o077, which only makes files more private)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def capture_task_umask() -> int:
+    """Remember the process's umask now, as the one its tasks run with, and return it.
+
+    Call it when a node starts, before the node narrows its own umask to 0o077 (files it writes
+    are private; files a task writes are the operator's business, as if run by hand). The first
+    capture wins: later calls return it unchanged.
+    """
+    global _task_umask
+    if _task_umask is None:
+        _task_umask = _current_umask()
+    return _task_umask
+
+
+def task_umask() -> int:
+    """The umask tasks run with: the captured one (`capture_task_umask`), else the current one."""
+    return _task_umask if _task_umask is not None else _current_umask()
 
 
 def identity_env(ctx: RunContext) -> dict[str, str]:
@@ -180,6 +216,20 @@ def output_so_far(path: Path) -> bytes | None:
     return None if sink is None else sink.so_far()
 
 
+def truncation_marker(kept_bytes: int) -> bytes:
+    """The line that ends an output file cut by `OutputSink`; `kept_bytes` of output precede it."""
+    return b"\n[raftsched: output truncated at %d bytes]\n" % kept_bytes
+
+
+def _char_start(data: bytes, at: int) -> int:
+    """`at`, moved back to the first byte of the UTF-8 character it falls in (a cut there keeps
+    whole characters); `at` itself when no character start lies within 3 bytes before it."""
+    for back in range(at, max(0, at - 3) - 1, -1):
+        if back >= len(data) or data[back] & 0xC0 != 0x80:
+            return back
+    return at
+
+
 class OutputSink:
     """A bounded tail in memory; the full output goes to a file only once the tail cannot hold it.
 
@@ -189,22 +239,44 @@ class OutputSink:
     (`tail_is_whole`); `keep()` creates it afterwards on demand. The file system never raises here:
     an error is logged once, the file copy stops and the run goes on (losing output is not the
     task's fault). While open, `output_so_far(path)` reads what has no file yet. Event loop only.
+
+    Invariants: the file holds at most `max_bytes` bytes of output (cut at a character start),
+    then, if the output was longer, `truncation_marker` and nothing else: it never grows past
+    `max_bytes` plus the marker, whatever the task writes. `max_bytes` 0 keeps no file at all.
+    The tail always follows the output's last `tail_bytes` bytes, cut or not.
     """
 
-    def __init__(self, tail_bytes: int, path: Path | None) -> None:
+    def __init__(
+        self, tail_bytes: int, path: Path | None, *, max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES
+    ) -> None:
         self._limit = max(0, tail_bytes)
+        self._max_bytes = max(0, max_bytes)
         self._tail = bytearray()
         self.path = path
         self._file: BinaryIO | None = None
         self._stopped = False  # the file copy failed: keep the tail only
         self._closed = False
         self.total_bytes = 0
-        self.file_bytes: int | None = None  # bytes in the file; None while there is no file
+        self.file_bytes: int | None = None  # bytes in the file, marker included; None: no file
+        self._kept = 0  # bytes of output in the file (the marker not counted)
         if path is not None:
             _OPEN[os.fspath(path)] = self
         opened = OPENED_SINKS.get()
         if opened is not None:
             opened.append(self)
+
+    @classmethod
+    def for_policy(cls, policy: ExecPolicy, path: Path | None) -> OutputSink:
+        """The sink an executor opens for one run, bounded as the node's policy says."""
+        return cls(policy.output_tail_bytes, path, max_bytes=policy.output_max_bytes)
+
+    @property
+    def truncated(self) -> bool:
+        """Whether less than the whole output is kept on this node: the file was cut (or failed),
+        or there is no file and the tail has lost the output's beginning."""
+        if self.file_bytes is None:
+            return self.total_bytes > len(self._tail)
+        return self._kept < self.total_bytes
 
     def write(self, data: bytes) -> None:
         self.total_bytes += len(data)
@@ -218,13 +290,13 @@ class OutputSink:
             del self._tail[:excess]
 
     def _open_file(self, data: bytes) -> None:
-        if self.path is None or self._stopped:
+        if self.path is None or self._stopped or self._max_bytes == 0:
             return
         try:
             try:
                 self._file = self.path.open("ab", buffering=0)
             except FileNotFoundError:  # the directory went away: create it again
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 self._file = self.path.open("ab", buffering=0)
         except OSError as exc:
             log.warning("output file %s: %s; keeping the tail only", self.path, exc)
@@ -234,16 +306,25 @@ class OutputSink:
         self._write_file(data)
 
     def _write_file(self, data: bytes) -> None:
+        """Append `data`, or as much as `max_bytes` leaves room for and the marker (then close)."""
         if self._file is None:
             return
+        room = self._max_bytes - self._kept
+        cut = len(data) > room
+        kept = _char_start(data, room) if cut else len(data)
+        chunk = data[:kept] + truncation_marker(self._kept + kept) if cut else data
         try:
-            self._file.write(data)
+            self._file.write(chunk)
         except OSError as exc:
             log.warning("output file %s: %s; keeping the tail only", self.path, exc)
             self._stopped = True
             self._close_file()
             return
-        self.file_bytes = (self.file_bytes or 0) + len(data)
+        self.file_bytes = (self.file_bytes or 0) + len(chunk)
+        self._kept += kept
+        if cut:
+            log.info("output file %s cut at %d bytes (output_max_bytes)", self.path, self._kept)
+            self._close_file()  # complete: `write` never reopens a file that exists
 
     def tail_text(self) -> str:
         return self._tail.decode("utf-8", errors="replace")

@@ -139,7 +139,7 @@ class HttpExecutor:
             return failed(f"refused: {exc}")
         except TypeError as exc:  # orjson.JSONEncodeError
             return failed(f"body cannot be sent as JSON: {exc}")
-        with OutputSink(self._policy.output_tail_bytes, output_path) as sink:
+        with OutputSink.for_policy(self._policy, output_path) as sink:
             return await self._exchange(task, url, body, headers, timeout_s, sink)
 
     async def close(self) -> None:

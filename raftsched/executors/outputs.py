@@ -76,7 +76,7 @@ class OutputRetention:
 
     def scan(self) -> None:
         """Create the directory if needed, and take the files already in it, oldest first."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         for _, name, size in _scan(self.directory):
             self.add(name, size)
 

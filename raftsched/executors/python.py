@@ -55,7 +55,7 @@ class PythonExecutor:
             target = self._check(task)
         except (Refused, NotAllowed) as exc:
             return failed(f"refused: {exc}")
-        with OutputSink(self._policy.output_tail_bytes, output_path) as sink:
+        with OutputSink.for_policy(self._policy, output_path) as sink:
             if task.in_process:
                 return await self._run_in_thread(target, task, ctx, timeout_s, sink)
             return await self._run_in_child(target, task, ctx, timeout_s, sink, on_group)

@@ -37,7 +37,7 @@ class ShellExecutor:
         except Refused as exc:
             return failed(f"refused: {exc}")
         env = child_env(task.env, ctx)
-        with OutputSink(self._policy.output_tail_bytes, output_path) as sink:
+        with OutputSink.for_policy(self._policy, output_path) as sink:
             try:
                 ended = await run_in_group(
                     argv,

@@ -175,6 +175,8 @@ class RunCommands(StateData):
             "http_status": item.get("http_status"),
             "error": item.get("error"),
             "output": _tail(str(item.get("output") or ""), self.settings["output_tail_bytes"]),
+            # Absent from reports of whole outputs (and from every report before the field).
+            "output_truncated": item.get("output_truncated") is True,
         }
         self._observe(run.job_id, "duration", item["finished_ms"] - started)
         job = self.jobs.get(run.job_id)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cluster import Cluster
+from cluster import SECRET, Cluster
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,7 @@ def test_cli_usage_and_unreachable_exit_codes(tmp_path: Path) -> None:
 def test_node_refuses_a_bad_config_naming_section_and_key(tmp_path: Path) -> None:
     ini = tmp_path / "bad.ini"
     ini.write_text(
-        "[cluster]\nsecret = " + "s" * 40 + "\nlookahead_s = soon\n[node n1]\nraft = 127.0.0.1:7101\n"
+        "[cluster]\nsecret = " + SECRET + "\nlookahead_s = soon\n[node n1]\nraft = 127.0.0.1:7101\n"
         "http = 127.0.0.1:8101\n"
     )
     result = cli("node", "--config", str(ini), "--node", "n1")

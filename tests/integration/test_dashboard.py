@@ -22,7 +22,7 @@ from cluster import Cluster
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "dashboard-test-token-" + "k" * 24
+TOKEN = "GD2Y5LyFqid4qW5aWI8fupgYkmWVTMM3rx838RqYn7s"
 SCREENSHOT = Path("/tmp/raftsched-dashboard.png")  # for the team's notes
 VIEWPORT = {"width": 1360, "height": 900}
 READ_ONLY = {

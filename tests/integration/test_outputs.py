@@ -23,7 +23,7 @@ from cluster import Cluster
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "output-test-token-" + "t" * 32
+TOKEN = "njWx0NjvxFRZky6V343kn0qmqs8keffIIBVtyJv0gbA"
 FAR = "2099-01-01T00:00:00Z"  # a slot that never comes: the run comes from a manual trigger
 LINES = 200
 EXPECTED = "".join(f"line {i:03d} of the full output\n" for i in range(LINES)).encode()

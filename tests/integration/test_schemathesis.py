@@ -35,7 +35,7 @@ from cluster import Cluster
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "schemathesis-" + "t" * 40
+TOKEN = "1x5fdczg8whzWY6Pbm5F9SGz7NB1s0QsgQNd7zZGvas"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 JOB_BODIES = {("POST", "/v1/jobs"), ("PUT", "/v1/jobs/{id}")}

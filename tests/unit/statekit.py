@@ -78,7 +78,13 @@ class Driver:
         )
 
     def finish(
-        self, run_id: str, outcome: str = "succeeded", node: str = "n2", attempt: int = 1, at: int = T0
+        self,
+        run_id: str,
+        outcome: str = "succeeded",
+        node: str = "n2",
+        attempt: int = 1,
+        at: int = T0,
+        **extra: Any,
     ) -> dict[str, Any]:
         return self.cmd(
             CommandType.FINISH_RUNS,
@@ -92,6 +98,7 @@ class Driver:
                     "finished_ms": at,
                     "exit_code": 0,
                     "output": "out",
+                    **extra,
                 }
             ],
         )

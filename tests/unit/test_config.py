@@ -8,18 +8,20 @@ import dataclasses
 import ipaddress
 import os
 import re
+import secrets
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from raftsched import config
+from raftsched import config, credentials
 from raftsched.config import ClusterConfig, NodeConfig, Overrides
 from raftsched.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "cluster.example.ini"
-SECRET = "x" * 20 + "Q9_-k2LmN4pR7sT0vW3z"  # 40 characters
+SECRET = "g6GvifczsNP8dapA0UHofIaXqHWLT-LJoRLkHm4XsNA"  # as `raftsched secret` prints one
+TOKEN = "1jp_j5rv1RfASgL6McfX7R3rXIJDpkUX6O3VWkWclVc"
 assert len(SECRET) >= config.MIN_SECRET_CHARS
 
 Keys = Mapping[str, str | None]  # None drops the key
@@ -208,8 +210,8 @@ def test_inline_and_full_line_comments(tmp_path: Path) -> None:
 
 
 def test_comment_continuation_lines_are_not_values(tmp_path: Path) -> None:
-    text = ini({"api_token": "tok ; the token\n                ; more about the token"})
-    assert load_text(tmp_path, text)[0].api_token == "tok"
+    text = ini({"api_token": f"{TOKEN} ; the token\n                ; more about the token"})
+    assert load_text(tmp_path, text)[0].api_token == TOKEN
 
 
 def test_node_values_parse(tmp_path: Path) -> None:
@@ -219,9 +221,11 @@ def test_node_values_parse(tmp_path: Path) -> None:
         "allow_shell": "true",
         "python_allow": "myjobs., reports.tasks",
         "http_allow": "127.0.0.0/8, ::1/128",
+        "output_max_bytes": "0",
     }
     _, node = load_text(tmp_path, ini(nodes={"n1": node_keys}))
     assert node.capacity == 3 and node.shutdown_grace_s == 2.5 and node.allow_shell is True
+    assert node.output_max_bytes == 0
     assert node.python_allow == ("myjobs.", "reports.tasks")
     assert node.http_allow == (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
@@ -322,9 +326,9 @@ def test_non_loopback_http_without_token_is_refused(tmp_path: Path) -> None:
 
 
 def test_non_loopback_http_with_token_is_accepted(tmp_path: Path) -> None:
-    text = ini({"api_token": "t0ken-of-some-length"}, {"n1": {"http": "10.1.2.3:8101"}})
+    text = ini({"api_token": TOKEN}, {"n1": {"http": "10.1.2.3:8101"}})
     cluster, node = load_text(tmp_path, text)
-    assert cluster.api_token == "t0ken-of-some-length"
+    assert cluster.api_token == TOKEN
     assert node.http_url == "http://10.1.2.3:8101"
 
 
@@ -411,6 +415,8 @@ def test_tls_errors(tmp_path: Path, keys: Keys, bad_key: str) -> None:
         (None, {"n1": {"http_allow": "10.0.0.0/33"}}, "node n1", "http_allow", "network"),
         (None, {"n1": {"http_allow": "10.0.0.1/8"}}, "node n1", "http_allow", "host bits"),
         (None, {"n1": {"http_allow": "banana"}}, "node n1", "http_allow", "network"),
+        (None, {"n1": {"output_max_bytes": "-1"}}, "node n1", "output_max_bytes", "at least 0"),
+        (None, {"n1": {"output_max_bytes": "10M"}}, "node n1", "output_max_bytes", "whole number"),
         # cluster strings
         ({"name": "my cluster"}, None, "cluster", "name", "must match"),
         ({"data_dir": ""}, None, "cluster", "data_dir", "empty"),
@@ -446,6 +452,44 @@ def test_secret_is_mandatory_and_long(tmp_path: Path, secret: str | None, says: 
     assert (err.section, err.key) == ("cluster", "secret")
     assert says in str(err) and "raftsched secret" in str(err)
     assert not secret or secret not in str(err), "the secret is never echoed"
+
+
+WEAK = [
+    pytest.param("a" * 32, "repeats a shorter string", id="one-character"),
+    pytest.param("abc" * 11, "repeats a shorter string", id="abcabc"),
+    pytest.param("0123456789" * 4, "repeats a shorter string", id="digits-repeated"),
+    pytest.param("abcdefghijklmnopqrstuvwxyz012345", "estimated", id="a-run"),
+    pytest.param("x" * 20 + "Q9_-k2LmN4pR7sT0vW3z", "estimated", id="mostly-one-character"),
+    pytest.param("test-secret-" + "x" * 40, "estimated", id="padded"),
+    pytest.param("correct-horse-battery-staple-2026", "estimated", id="words"),
+    pytest.param("0123456789abcdef0123456789abcdef"[::-1][:31], "too short", id="short"),
+    pytest.param("x", "too short", id="one"),
+]
+
+
+@pytest.mark.parametrize("key", ["secret", "api_token"])
+@pytest.mark.parametrize(("value", "says"), WEAK)
+def test_weak_credentials_are_refused_and_never_echoed(
+    tmp_path: Path, key: str, value: str, says: str
+) -> None:
+    err = config_error(tmp_path, ini({key: value}))
+    assert (err.section, err.key) == ("cluster", key)
+    assert says in str(err) and "raftsched secret" in str(err)
+    assert value not in str(err) and value[:8] not in str(err), "the value is never echoed"
+
+
+def test_what_raftsched_secret_makes_always_passes() -> None:
+    for _ in range(2000):
+        assert credentials.weakness(config.new_secret()) is None
+    assert credentials.weakness(secrets.token_hex(32)) is None  # 64 hexadecimal digits
+    assert credentials.estimated_bits(config.new_secret()) > 150
+
+
+def test_the_credential_rule_is_the_documented_one() -> None:
+    assert credentials.weakness("Zq" + "a" * 30) is not None  # 32 characters, one of them 31 times
+    assert credentials.estimated_bits("ab" * 16) == pytest.approx(32, abs=0.1)  # 1 bit a character
+    assert credentials.estimated_bits("0123456789" * 4) < 20  # 10 characters, but 2 steps
+    assert credentials.weakness(SECRET) is None and credentials.weakness(TOKEN) is None
 
 
 @pytest.mark.parametrize(

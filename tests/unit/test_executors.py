@@ -38,6 +38,7 @@ from raftsched.executors import (
 )
 from raftsched.executors._pycall import Report, module_allowed
 from raftsched.executors._pyrunner import RESULT_MAX, encode_outcome
+from raftsched.executors.base import truncation_marker
 from raftsched.executors.http import refusal
 from raftsched.model import TaskSpec, TaskType
 
@@ -411,6 +412,57 @@ def test_output_sink_file_errors_keep_the_tail_and_never_raise(tmp_path: Path) -
     with OutputSink(2, blocker / "out") as sink:  # its directory is a file
         sink.write(b"abc")
     assert sink.tail_text() == "bc" and sink.file_bytes is None
+
+
+def test_output_sink_stops_the_file_at_max_bytes_with_a_marker_and_keeps_the_last_bytes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "out"
+    with OutputSink(4, path, max_bytes=10) as sink:
+        sink.write(b"0123456")
+        sink.write(b"789abc")  # past the cap: cut, marked, closed
+        size = path.stat().st_size
+        sink.write(b"more and more output")  # the file no longer grows; the tail goes on
+        assert path.stat().st_size == size
+    assert path.read_bytes() == b"0123456789" + truncation_marker(10)
+    assert truncation_marker(10) == b"\n[raftsched: output truncated at 10 bytes]\n"
+    assert sink.tail_text() == "tput" and sink.truncated
+    assert sink.file_bytes == size and sink.total_bytes == 33
+
+
+def test_output_sink_cut_keeps_whole_characters(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    with OutputSink(2, path, max_bytes=4) as sink:
+        sink.write("abcéé".encode())  # the cap falls inside the first é
+    assert path.read_bytes() == b"abc" + truncation_marker(3)
+    assert sink.truncated
+
+
+def test_output_sink_at_exactly_max_bytes_is_not_truncated(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    with OutputSink(2, path, max_bytes=6) as sink:
+        sink.write(b"abcdef")
+    assert path.read_bytes() == b"abcdef" and not sink.truncated
+
+
+def test_output_sink_max_bytes_zero_keeps_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    with OutputSink(4, path, max_bytes=0) as sink:
+        sink.write(b"abcdefgh")
+    sink.keep()
+    assert not path.exists() and sink.tail_text() == "efgh" and sink.truncated
+    with OutputSink(16, path, max_bytes=0) as small:
+        small.write(b"abc")
+    assert not small.truncated  # the tail is the whole output
+
+
+async def test_shell_output_past_the_policys_max_bytes_is_cut(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    executor = ShellExecutor(ExecPolicy(output_tail_bytes=16, output_max_bytes=1000))
+    script = "import sys; sys.stdout.write('y' * 100000 + 'LAST')"
+    result = await executor.run(shell(sys.executable, "-c", script), CTX, timeout_s=10, output_path=path)
+    assert result.outcome == "succeeded" and result.output_tail.endswith("yLAST")
+    assert path.read_bytes() == b"y" * 1000 + truncation_marker(1000)
 
 
 @pytest.mark.parametrize(

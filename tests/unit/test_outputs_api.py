@@ -20,7 +20,7 @@ from raftsched.api.outputs import OUTPUT_DIR
 from raftsched.clock import FakeClock
 from raftsched.commands import CommandType, encode
 from raftsched.executors import OutputSink
-from raftsched.executors.base import tail_is_whole
+from raftsched.executors.base import tail_is_whole, truncation_marker
 from raftsched.executors.outputs import output_path
 from raftsched.state import State
 
@@ -93,6 +93,20 @@ async def test_a_long_output_is_served_from_its_file_and_never_from_a_cut_tail(n
     path.unlink()  # pruned: the tail in the state is a cut, not the output
     status, _, _ = await node.output()
     assert status == 404
+
+
+async def test_a_cut_output_is_served_as_its_file_with_the_marker(node: Node) -> None:
+    node.report(CommandType.START_RUNS)
+    path = output_path(node.directory, RUN, 1)
+    with OutputSink(TAIL, path, max_bytes=24) as sink:
+        for _ in range(100):
+            sink.write(b"0123456789")
+        assert await node.output() == (200, b"0123456789" * 2 + b"0123" + truncation_marker(24), "n1")
+    node.report(CommandType.FINISH_RUNS, outcome="succeeded", output=sink.tail_text(), output_truncated=True)
+    status, body, _ = await node.output()
+    assert status == 200 and body == path.read_bytes() and body.endswith(truncation_marker(24))
+    run = await node.client.get(f"/v1/runs/{RUN}")
+    assert (await run.json())["output_truncated"] is True
 
 
 async def test_an_output_near_the_limit_gets_a_file_at_close(node: Node) -> None:

@@ -101,6 +101,25 @@ def test_failure_is_retried_with_backoff_on_another_node() -> None:
     assert d.state.stats["j"]["retried"] == 1 and d.state.stats["j"]["failed"] == 1
 
 
+def test_output_truncated_follows_the_attempt_whose_output_the_run_shows() -> None:
+    d = Driver()
+    d.boot()
+    d.add("j", retries={"max": 1, "initial_delay": 2, "jitter": 0})
+    d.fire("j", T0 + 1000)
+    rid = "j@1800000001000"
+    d.finish(rid, outcome="failed", at=T0 + 1500, output_truncated=True)
+    retry = d.state.runs[rid]
+    assert retry.attempt == 2 and retry.output_truncated  # it still shows attempt 1's tail
+    assert retry.to_dict()["output_truncated"] is True
+    d.finish(rid, node=retry.node or "", attempt=2, at=T0 + 4000)  # a report without the field
+    done = d.state.runs[rid]
+    assert done.state is RunState.SUCCEEDED and not done.output_truncated
+    assert "output_truncated" not in done.to_dict()
+    restored = State()
+    restored.load(d.state.dump())
+    assert restored.dump() == d.state.dump()
+
+
 def test_reassign_by_delivery_policy() -> None:
     d = Driver()
     d.boot()

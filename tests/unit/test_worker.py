@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
+from raftsched.api.views import run_view
 from raftsched.clock import FakeClock
 from raftsched.commands import Command, CommandType, decode
 from raftsched.errors import NoLeader, RaftschedError
@@ -36,7 +37,7 @@ from raftsched.executors import (
     executor_for,
 )
 from raftsched.executors._reaper import boot_id, start_ticks
-from raftsched.executors.base import output_so_far
+from raftsched.executors.base import output_so_far, truncation_marker
 from raftsched.executors.outputs import OutputRetention, output_file_name
 from raftsched.model import RunState, TaskSpec, TaskType
 from raftsched.worker import Worker, WorkerSettings
@@ -88,6 +89,8 @@ class FakeExecutor:
         self.running = 0
         self.peak = 0
         self.tail_bytes = 4096  # the sink's tail: a smaller one makes every run write a file
+        self.max_bytes = 1 << 20  # the sink's output_max_bytes
+        self.more_output = b""  # written after the first line
         self.outcome: str = "succeeded"
 
     def gate(self, run_id: str) -> asyncio.Event:
@@ -113,8 +116,9 @@ class FakeExecutor:
         self.running += 1
         self.peak = max(self.peak, self.running)
         try:
-            with OutputSink(self.tail_bytes, output_path) as sink:
+            with OutputSink(self.tail_bytes, output_path, max_bytes=self.max_bytes) as sink:
                 sink.write(f"output of {ctx.run_id}\n".encode())
+                sink.write(self.more_output)
                 if not self.auto:
                     await self.gate(ctx.run_id).wait()
         except asyncio.CancelledError:
@@ -658,6 +662,44 @@ async def test_small_outputs_write_no_file_unless_the_attempt_did_not_succeed(
     await rig.advance(1)
     assert (out / output_file_name(failing, 1)).read_text() == f"output of {failing}\n"
     assert rig.worker.retention is not None and rig.worker.retention.files == 1
+
+
+async def test_an_output_past_output_max_bytes_is_cut_and_the_run_says_so(
+    tmp_path: Path, rigs: Callable[..., Rig]
+) -> None:
+    out = tmp_path / "outputs"
+    rig = rigs(output_dir=out)
+    rig.executor.auto, rig.executor.tail_bytes, rig.executor.max_bytes = True, 8, 100
+    rig.executor.more_output = b"x" * 1000 + b"the end"
+    cut = fire(rig, "cut")
+    await rig.advance(1)
+    assert await rig.worker.flush_reports()
+    assert rig.run_state(cut) is RunState.SUCCEEDED
+    first = f"output of {cut}\n".encode()
+    assert (out / output_file_name(cut, 1)).read_bytes() == (first + b"x" * 1000)[:100] + truncation_marker(
+        100
+    )
+    (item,) = rig.proposer.of(CommandType.FINISH_RUNS)[0]
+    assert item["output_truncated"] is True
+    run = rig.driver.state.runs[cut]
+    assert run.output_truncated and run_view(run)["output_truncated"] is True
+    assert run.to_dict()["output_truncated"] is True
+
+
+async def test_a_whole_output_reports_no_truncation_and_keeps_the_report_bytes(
+    tmp_path: Path, rigs: Callable[..., Rig]
+) -> None:
+    rig = rigs(output_dir=tmp_path / "outputs")
+    rig.executor.auto, rig.executor.tail_bytes, rig.executor.max_bytes = True, 8, 100
+    whole = fire(rig, "whole")
+    await rig.advance(1)
+    assert await rig.worker.flush_reports()
+    assert rig.run_state(whole) is RunState.SUCCEEDED
+    (item,) = rig.proposer.of(CommandType.FINISH_RUNS)[0]
+    assert "output_truncated" not in item  # the FINISH body of a whole output is as it always was
+    run = rig.driver.state.runs[whole]
+    assert not run.output_truncated and run_view(run)["output_truncated"] is False
+    assert "output_truncated" not in run.to_dict()  # snapshots keep their bytes
 
 
 async def _until(check: Callable[[], bool], within_s: float = 5.0) -> None:
