@@ -13,6 +13,7 @@ import faulthandler
 import gc
 import io
 import logging
+import os
 import resource
 import signal
 import ssl
@@ -36,6 +37,7 @@ from .model import TaskType
 from .records import NodeRecord
 from .replication import RaftSettings, Replicator
 from .scheduler import Scheduler, SchedulerSettings
+from .secretstore import SecretStore
 from .state import State
 from .transitions import log_transition
 from .worker import Worker, WorkerSettings
@@ -88,6 +90,10 @@ class Node:
             python_allow=node.python_allow,
             http_allow=node.http_allow,
             output_tail_bytes=cluster.output_tail_bytes,
+            # Read once, at start: a secret added later needs a restart of the node.
+            secrets=SecretStore.build(
+                environ=os.environ, file_values=node.file_secrets, section_values=cluster.secrets
+            ),
         )
         self.stopping = asyncio.Event()
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
-from ..model import TaskSpec, iso_ms
+from ..model import SecretRef, TaskSpec, TextOrSecret, iso_ms
+from ..secretstore import ENV_PREFIX, SecretStore
 
 __all__ = [
     "OPENED_SINKS",
@@ -31,6 +32,7 @@ __all__ = [
     "identity_env",
     "identity_headers",
     "output_so_far",
+    "resolve_secrets",
     "tail_is_whole",
     "timed_out",
 ]
@@ -57,7 +59,8 @@ class RunContext:
 class ExecPolicy:
     """Node-local fences, from the node's own config; a job cannot widen them.
 
-    `kill_grace_s` is how long a process group gets between SIGTERM and SIGKILL.
+    `kill_grace_s` is how long a process group gets between SIGTERM and SIGKILL. `secrets` resolves
+    the secret references of a task when its run starts (`resolve_secrets`).
     """
 
     allow_shell: bool = False
@@ -65,6 +68,7 @@ class ExecPolicy:
     http_allow: tuple[IPv4Network | IPv6Network, ...] = ()
     output_tail_bytes: int = 4096
     kill_grace_s: float = 2.0
+    secrets: SecretStore = field(default_factory=SecretStore)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +119,25 @@ class Executor(Protocol):
 
 class Refused(Exception):
     """The node's policy refuses the task: reported as outcome "failed", never raised to callers."""
+
+
+def resolve_secrets(values: Mapping[str, TextOrSecret], store: SecretStore) -> dict[str, str]:
+    """Headers or env with every `SecretRef` replaced by its value on this node.
+
+    Raises `Refused` naming the first secret this node does not have (never a value). The result
+    holds secret values: it goes to the task and nowhere else (no log, no state, no error)."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, SecretRef):
+            found = store.get(value.name)
+            if found is None:
+                raise Refused(
+                    f"secret {value.name!r} is not set on this node (environment {ENV_PREFIX}{value.name},"
+                    " the node's secrets_file, or [secrets])"
+                )
+            value = found
+        out[key] = value
+    return out
 
 
 def identity_env(ctx: RunContext) -> dict[str, str]:
