@@ -18,7 +18,7 @@ import resource
 import signal
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -85,16 +85,7 @@ class Node:
         self._wake_pending = False
         self._executors: dict[TaskType, Executor] = {}
         self._session: aiohttp.ClientSession | None = None  # the clock probes' (made in run())
-        self.policy = ExecPolicy(
-            allow_shell=node.allow_shell,
-            python_allow=node.python_allow,
-            http_allow=node.http_allow,
-            output_tail_bytes=cluster.output_tail_bytes,
-            # Read once, at start: a secret added later needs a restart of the node.
-            secrets=SecretStore.build(
-                environ=os.environ, file_values=node.file_secrets, section_values=cluster.secrets
-            ),
-        )
+        self.policy = exec_policy(cluster, node, os.environ)
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------ wiring
@@ -329,6 +320,20 @@ class Node:
                         )
                     )
             await asyncio.sleep(0.2 if stale else 2.0)
+
+
+def exec_policy(cluster: ClusterConfig, node: NodeConfig, environ: Mapping[str, str]) -> ExecPolicy:
+    """The fences and secrets of this node's runs. Secrets are read once, here, at start: one added
+    later (environment, secrets_file or [secrets]) needs a restart of the node."""
+    return ExecPolicy(
+        allow_shell=node.allow_shell,
+        python_allow=node.python_allow,
+        http_allow=node.http_allow,
+        output_tail_bytes=cluster.output_tail_bytes,
+        secrets=SecretStore.build(
+            environ=environ, file_values=node.file_secrets, section_values=cluster.secrets
+        ),
+    )
 
 
 def _raft_settings(cluster: ClusterConfig, node: NodeConfig) -> RaftSettings:
