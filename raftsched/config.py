@@ -397,8 +397,9 @@ def _read(path: Path) -> _IniParser:
     except configparser.MissingSectionHeaderError as exc:
         raise ConfigError(str(path), None, f"line {exc.lineno}: text before the first section") from None
     except configparser.ParsingError as exc:
-        lineno, line = exc.errors[0]
-        raise ConfigError(str(path), None, f"line {lineno}: expected key = value, got {line}") from None
+        # The line's text is not shown: in [secrets], or as the cluster secret, it may be a secret.
+        lineno = exc.errors[0][0]
+        raise ConfigError(str(path), None, f"line {lineno}: expected key = value") from None
     except configparser.Error as exc:
         raise ConfigError(str(path), None, " ".join(str(exc).split())) from None
     return parser

@@ -243,6 +243,12 @@ def test_only_the_chosen_node_reads_its_secrets_file(tmp_path: Path) -> None:
     assert node.file_secrets == {} and cluster.nodes["n2"].secrets_file == Path("/nonexistent/x")
 
 
+def test_a_malformed_line_is_named_by_its_number_only(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="line 9: expected key = value$") as info:
+        config.load(_ini(tmp_path, "", f"[secrets]\n{VALUE}\n"), "n1")
+    assert VALUE not in str(info.value)
+
+
 @pytest.mark.parametrize(("line", "key"), [("9BAD = v", "9BAD"), ("A-B = v", "A-B"), ("EMPTY =", "EMPTY")])
 def test_bad_secrets_section_names_the_key_not_the_value(tmp_path: Path, line: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
