@@ -47,8 +47,18 @@ __all__ = [
 E = TypeVar("E", bound=StrEnum)
 
 READ_ONLY_JOB_FIELDS = frozenset(
-    {"version", "next_fire_at", "last_fire_at", "created_at", "updated_at", "stats", "incarnation",
-     "updated_by", "audit", "last_run"}
+    {
+        "version",
+        "next_fire_at",
+        "last_fire_at",
+        "created_at",
+        "updated_at",
+        "stats",
+        "incarnation",
+        "updated_by",
+        "audit",
+        "last_run",
+    }
 )
 
 
