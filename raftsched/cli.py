@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     backup = sub.add_parser("backup", help="write the job table (and with --runs, run history) to FILE")
     backup.add_argument("file", help="where to write the backup (- for stdout)")
     backup.add_argument("--runs", action="store_true", help="include the run history")
+    backup.add_argument(
+        "--secrets",
+        action="store_true",
+        help='include the inline values of sensitive headers (else "***"; keep such a file private)',
+    )
     _client_parser(backup, [])
     restore = sub.add_parser("restore", help="load the jobs of a backup FILE into the cluster")
     restore.add_argument("file", help="a file written by `raftsched backup`")
@@ -75,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
 JOB_ACTIONS = ["list", "get", "add", "edit", "rm", "pause", "resume", "trigger", "runs"]
 RUN_ACTIONS = ["list", "get", "output", "cancel"]
 NODE_ACTIONS = ["list", "add", "rm"]
+
+
+def _private_opener(path: str, flags: int) -> int:
+    """Open for writing, mode 0600 whatever the umask and the file's mode before (it holds secrets)."""
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 RESTORE_CHUNK = 200  # jobs per request: a backup may be larger than the API's body limit
 
 
@@ -285,7 +299,9 @@ class Client:
         return self.show(self.request("POST", f"/v1/runs/{_q(self._ids(1)[0])}/cancel"))
 
     def _backup(self) -> int:
-        resp = self.request("GET", "/v1/backup" + ("?runs=true" if self.args.runs else ""))
+        flags = (("runs=true", self.args.runs), ("secrets=true", self.args.secrets))
+        query = "&".join(q for q, on in flags if on)
+        resp = self.request("GET", "/v1/backup" + (f"?{query}" if query else ""))
         if resp.status != 200:
             return self.show(resp)
         data = orjson.dumps(resp.body, option=orjson.OPT_INDENT_2)
@@ -293,7 +309,8 @@ class Client:
             sys.stdout.write(data.decode() + "\n")
         else:
             tmp = Path(self.args.file + ".tmp")
-            tmp.write_bytes(data)
+            with open(tmp, "wb", opener=_private_opener if self.args.secrets else None) as f:
+                f.write(data)
             os.replace(tmp, self.args.file)
             print(f"{len(resp.body['jobs'])} jobs written to {self.args.file}", file=sys.stderr)
         return EXIT_OK

@@ -7,7 +7,9 @@ must refuse a bad config at start, never limp on with a guess. `cluster.example.
 every key; a test keeps it and `CLUSTER_KEYS` / `NODE_KEYS` in step.
 
 The secret is never echoed in an error and is left out of the dataclasses' repr: it authenticates
-the Raft frames that PySyncObj unpickles, so it is root-equivalent on every node.
+the Raft frames that PySyncObj unpickles, so it is root-equivalent on every node. The same holds for
+task secrets: the `[secrets]` section (every node that reads the file) and the chosen node's
+`secrets_file` (read by that node only, refused unless mode 0600); see `secretstore`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from yarl import URL
 
 from . import credentials, datadir
 from .errors import ConfigError
+from .secretstore import check_secret_name, read_secrets_file
 
 __all__ = [
     "CLUSTER_KEYS",
@@ -82,6 +85,10 @@ class NodeConfig:
     output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    secrets_file: Path | None = None
+    # The secrets_file's values: filled in by `load` for the node being started only (the other
+    # nodes' files live on their own machines); empty for every other node.
+    file_secrets: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def raft_addr(self) -> str:
@@ -127,6 +134,7 @@ class ClusterConfig:
     api_idle_timeout_s: float = 30.0
     api_max_connections: int = 4096
     api_max_connections_per_client: int = 256
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)  # the [secrets] section
 
     def node_data_dir(self, node_id: str) -> Path:
         """Each node's journal and snapshots live apart, so nodes may share one data_dir."""
@@ -370,6 +378,7 @@ _NODE_PARSERS: Mapping[str, Callable[[str], Any]] = {
     "output_max_bytes": _count(0),
     "tls_cert": _text,
     "tls_key": _text,
+    "secrets_file": _text,
 }
 
 CLUSTER_KEYS: tuple[str, ...] = tuple(_CLUSTER_PARSERS)
@@ -429,21 +438,32 @@ def _read(path: Path) -> _IniParser:
     except configparser.MissingSectionHeaderError as exc:
         raise ConfigError(str(path), None, f"line {exc.lineno}: text before the first section") from None
     except configparser.ParsingError as exc:
-        lineno, line = exc.errors[0]
-        raise ConfigError(str(path), None, f"line {lineno}: expected key = value, got {line}") from None
+        # The line's text is not shown: in [secrets], or as the cluster secret, it may be a secret.
+        lineno = exc.errors[0][0]
+        raise ConfigError(str(path), None, f"line {lineno}: expected key = value") from None
     except configparser.Error as exc:
         raise ConfigError(str(path), None, " ".join(str(exc).split())) from None
     return parser
 
 
-def _sections(parser: _IniParser) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """-> ([cluster] items, {node id: items} in file order)."""
+@dataclass(frozen=True, slots=True)
+class _Sections:
+    cluster: dict[str, str]
+    nodes: dict[str, dict[str, str]]  # by node id, in file order
+    secrets: dict[str, str]
+
+
+def _sections(parser: _IniParser) -> _Sections:
     cluster: dict[str, str] | None = None
     nodes: dict[str, dict[str, str]] = {}
+    secrets_items: dict[str, str] = {}
     for name in parser.sections():
         items = dict(parser.items(name))
         if name == "cluster":
             cluster = items
+            continue
+        if name == "secrets":
+            secrets_items = items
             continue
         node_id = _node_section_id(name)
         if node_id in nodes:
@@ -453,7 +473,7 @@ def _sections(parser: _IniParser) -> tuple[dict[str, str], dict[str, dict[str, s
         raise ConfigError("cluster", None, "missing section: the file needs a [cluster] section")
     if not nodes:
         raise ConfigError("node", None, "missing section: the file needs at least one [node <id>] section")
-    return cluster, nodes
+    return _Sections(cluster, nodes, secrets_items)
 
 
 def _node_section_id(name: str) -> str:
@@ -461,7 +481,7 @@ def _node_section_id(name: str) -> str:
     if match is None:
         if name.strip() == "node":
             raise ConfigError(name, None, "a node section needs an id: [node <id>]")
-        raise ConfigError(name, None, "unknown section; expected [cluster] or [node <id>]")
+        raise ConfigError(name, None, "unknown section; expected [cluster], [node <id>] or [secrets]")
     try:
         return _node_id(match[1])
     except ValueError as exc:
@@ -490,7 +510,32 @@ def _build_node(node_id: str, items: Mapping[str, str], base: Path) -> NodeConfi
         raise ConfigError(section, missing, "tls_cert and tls_key must be set together (or both left empty)")
     values["tls_cert"] = _absolute(base, cert) if cert else None
     values["tls_key"] = _absolute(base, key) if key else None
+    secrets_file = values.pop("secrets_file", "")
+    values["secrets_file"] = _absolute(base, secrets_file) if secrets_file else None
     return NodeConfig(id=node_id, **values)
+
+
+def _secrets_section(items: Mapping[str, str]) -> dict[str, str]:
+    """`[secrets]`: every key a secret name, every value non-empty. Errors never show a value."""
+    for name, value in items.items():
+        try:
+            check_secret_name(name)
+        except ValueError as exc:
+            raise ConfigError("secrets", name, str(exc)) from None
+        if not value:
+            raise ConfigError("secrets", name, "is empty: give it a value or remove the line")
+    return dict(items)
+
+
+def _with_file_secrets(node: NodeConfig) -> NodeConfig:
+    """Read the node's own secrets_file (only the node being started reads its file)."""
+    if node.secrets_file is None:
+        return node
+    try:
+        values = read_secrets_file(node.secrets_file)
+    except ValueError as exc:
+        raise ConfigError(f"node {node.id}", "secrets_file", str(exc)) from None
+    return replace(node, file_secrets=values)
 
 
 def _override_node(node: NodeConfig, overrides: Overrides) -> NodeConfig:
@@ -622,14 +667,15 @@ def load(
     path = Path(path)
     overrides = overrides or Overrides()
     base = path.absolute().parent
-    cluster_items, node_items = _sections(_read(path))
-    cluster_values = _parse_section("cluster", cluster_items, _CLUSTER_PARSERS)
-    nodes = {nid: _build_node(nid, items, base) for nid, items in node_items.items()}
+    sections = _sections(_read(path))
+    cluster_values = _parse_section("cluster", sections.cluster, _CLUSTER_PARSERS)
+    cluster_values["secrets"] = _secrets_section(sections.secrets)
+    nodes = {nid: _build_node(nid, items, base) for nid, items in sections.nodes.items()}
     chosen = _choose(nodes, node_id)
     nodes[chosen] = _override_node(nodes[chosen], overrides)
     cluster = _build_cluster(cluster_values, base, nodes, overrides.data_dir)
     _check(cluster, nodes[chosen])
-    return cluster, nodes[chosen]
+    return cluster, _with_file_secrets(nodes[chosen])
 
 
 def default_single_node(

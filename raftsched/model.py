@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from .errors import ValidationError
 from .ids import JOB_ID_RE
+from .secretstore import SECRET_NAME_RE
 
 __all__ = [
     "Delivery",
@@ -28,20 +29,36 @@ __all__ = [
     "Retries",
     "Route",
     "RouteStrategy",
+    "REDACTED",
     "RunState",
     "Schedule",
+    "SecretRef",
     "TaskSpec",
     "TaskType",
+    "TextOrSecret",
+    "is_sensitive_header",
     "iso_ms",
     "parse_iso_ms",
     "spec_from_snapshot",
+    "values_from_wire",
+    "values_to_wire",
 ]
 
 E = TypeVar("E", bound=StrEnum)
 
 READ_ONLY_JOB_FIELDS = frozenset(
-    {"version", "next_fire_at", "last_fire_at", "created_at", "updated_at", "stats", "incarnation",
-     "updated_by", "audit", "last_run"}
+    {
+        "version",
+        "next_fire_at",
+        "last_fire_at",
+        "created_at",
+        "updated_at",
+        "stats",
+        "incarnation",
+        "updated_by",
+        "audit",
+        "last_run",
+    }
 )
 
 
@@ -181,6 +198,71 @@ def _str_map(value: object, path: str) -> dict[str, str]:
     return out
 
 
+# ---------------------------------------------------------------- secret references
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """`{"secret": "NAME"}`: a value the executing node looks up when a run starts (`secretstore`).
+
+    The job, the log, snapshots and backups hold this reference, never the value."""
+
+    name: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"secret": self.name}
+
+
+TextOrSecret = str | SecretRef  # a value of `task.headers` or `task.env`
+
+# Inline header values answered as REDACTED (API.md "Secret references"): these names, and names
+# ending in `-Token` or `-Key`, in any case.
+REDACTED = "***"
+_SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def is_sensitive_header(name: str) -> bool:
+    lower = name.lower()
+    return lower in _SENSITIVE_HEADERS or lower.endswith(("-token", "-key"))
+
+
+def _secret_ref(value: Mapping[str, Any], path: str) -> SecretRef:
+    _obj(value, path, frozenset({"secret"}))
+    if "secret" not in value:
+        raise ValidationError("is required", field=f"{path}.secret")
+    name = _str(value["secret"], f"{path}.secret", max_len=256)
+    if not SECRET_NAME_RE.fullmatch(name):
+        raise ValidationError("must match [A-Za-z_][A-Za-z0-9_]*", field=f"{path}.secret")
+    return SecretRef(name)
+
+
+def _value_map(value: object, path: str) -> dict[str, TextOrSecret]:
+    """Headers or env: string keys to strings or `{"secret": NAME}`."""
+    if not isinstance(value, Mapping):
+        raise ValidationError("must be an object of strings or secret references", field=path)
+    out: dict[str, TextOrSecret] = {}
+    for key, item in value.items():
+        where = _join(path, str(key))
+        out[_str(key, path, max_len=256)] = (
+            _secret_ref(item, where) if isinstance(item, Mapping) else _str(item, where)
+        )
+    return out
+
+
+def values_to_wire(values: dict[str, TextOrSecret]) -> dict[str, Any]:
+    """The wire form of headers or env: the same dict when it holds no reference (the common case)."""
+    if all(type(v) is str for v in values.values()):
+        return values
+    return {k: v if isinstance(v, str) else v.to_dict() for k, v in values.items()}
+
+
+def values_from_wire(values: Mapping[str, Any]) -> dict[str, TextOrSecret]:
+    """The inverse of `values_to_wire` for what this code wrote itself (snapshots, run overrides)."""
+    if all(type(v) is str for v in values.values()):
+        return values  # type: ignore[return-value]
+    return {k: v if isinstance(v, str) else SecretRef(v["secret"]) for k, v in values.items()}
+
+
 def _enum(cls: type[E], value: object, path: str) -> E:
     try:
         if not isinstance(value, str):
@@ -261,11 +343,11 @@ _TASK_FIELDS = {
 class TaskSpec:
     type: TaskType
     command: list[str] | str | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, TextOrSecret] = field(default_factory=dict)
     cwd: str | None = None
     method: str = "GET"
     url: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, TextOrSecret] = field(default_factory=dict)
     body: Any = None
     expect_status: list[tuple[int, int]] = field(default_factory=lambda: [(200, 299)])
     callable: str | None = None
@@ -282,7 +364,7 @@ class TaskSpec:
             return cls(
                 type=kind,
                 command=_command(d.get("command"), f"{path}.command"),
-                env=_str_map(d.get("env", {}), f"{path}.env"),
+                env=_value_map(d.get("env", {}), f"{path}.env"),
                 cwd=_str(d["cwd"], f"{path}.cwd") if d.get("cwd") is not None else None,
             )
         if kind is TaskType.HTTP:
@@ -290,7 +372,7 @@ class TaskSpec:
                 type=kind,
                 method=_method(d.get("method", "GET"), f"{path}.method"),
                 url=_url(d.get("url"), f"{path}.url"),
-                headers=_str_map(d.get("headers", {}), f"{path}.headers"),
+                headers=_value_map(d.get("headers", {}), f"{path}.headers"),
                 body=d.get("body"),
                 expect_status=_expect(d.get("expect_status", "200-299"), f"{path}.expect_status"),
             )
@@ -304,20 +386,25 @@ class TaskSpec:
             type=kind,
             callable=target,
             kwargs=dict(kwargs),
-            env=_str_map(d.get("env", {}), f"{path}.env"),
+            env=_value_map(d.get("env", {}), f"{path}.env"),
             in_process=_bool(d.get("in_process", False), f"{path}.in_process"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         if self.type is TaskType.SHELL:
-            return {"type": "shell", "command": self.command, "env": self.env, "cwd": self.cwd}
+            return {
+                "type": "shell",
+                "command": self.command,
+                "env": values_to_wire(self.env),
+                "cwd": self.cwd,
+            }
         if self.type is TaskType.HTTP:
             ranges = [f"{lo}-{hi}" if lo != hi else lo for lo, hi in self.expect_status]
             return {
                 "type": "http",
                 "method": self.method,
                 "url": self.url,
-                "headers": self.headers,
+                "headers": values_to_wire(self.headers),
                 "body": self.body,
                 "expect_status": ranges,
             }
@@ -325,7 +412,7 @@ class TaskSpec:
             "type": "python",
             "callable": self.callable,
             "kwargs": self.kwargs,
-            "env": self.env,
+            "env": values_to_wire(self.env),
             "in_process": self.in_process,
         }
 
@@ -584,13 +671,15 @@ def _schedule_from_snapshot(d: Mapping[str, Any]) -> Schedule:
 def _task_from_snapshot(d: Mapping[str, Any]) -> TaskSpec:
     kind = TaskType(d["type"])
     if kind is TaskType.SHELL:
-        return TaskSpec(type=kind, command=d["command"], env=d.get("env", {}), cwd=d.get("cwd"))
+        return TaskSpec(
+            type=kind, command=d["command"], env=values_from_wire(d.get("env", {})), cwd=d.get("cwd")
+        )
     if kind is TaskType.HTTP:
         return TaskSpec(
             type=kind,
             method=d.get("method", "GET"),
             url=d["url"],
-            headers=d.get("headers", {}),
+            headers=values_from_wire(d.get("headers", {})),
             body=d.get("body"),
             expect_status=_expect(d.get("expect_status", "200-299"), "task.expect_status"),
         )
@@ -598,6 +687,6 @@ def _task_from_snapshot(d: Mapping[str, Any]) -> TaskSpec:
         type=kind,
         callable=d["callable"],
         kwargs=dict(d.get("kwargs", {})),
-        env=d.get("env", {}),
+        env=values_from_wire(d.get("env", {})),
         in_process=d.get("in_process", False),
     )

@@ -18,7 +18,7 @@ import resource
 import signal
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -40,6 +40,7 @@ from .model import TaskType
 from .records import NodeRecord
 from .replication import RaftSettings, Replicator
 from .scheduler import Scheduler, SchedulerSettings
+from .secretstore import SecretStore
 from .state import State
 from .transitions import log_transition
 from .worker import Worker, WorkerSettings
@@ -87,13 +88,7 @@ class Node:
         self._wake_pending = False
         self._executors: dict[TaskType, Executor] = {}
         self._session: aiohttp.ClientSession | None = None  # the clock probes' (made in run())
-        self.policy = ExecPolicy(
-            allow_shell=node.allow_shell,
-            python_allow=node.python_allow,
-            http_allow=node.http_allow,
-            output_tail_bytes=cluster.output_tail_bytes,
-            output_max_bytes=node.output_max_bytes,
-        )
+        self.policy = exec_policy(cluster, node, os.environ)
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------ wiring
@@ -348,6 +343,21 @@ def _connection_limits(cluster: ClusterConfig) -> ConnectionLimits:
         idle_timeout_s=cluster.api_idle_timeout_s,
         max_connections=cluster.api_max_connections,
         max_connections_per_client=cluster.api_max_connections_per_client,
+    )
+
+
+def exec_policy(cluster: ClusterConfig, node: NodeConfig, environ: Mapping[str, str]) -> ExecPolicy:
+    """The fences and secrets of this node's runs. Secrets are read once, here, at start: one added
+    later (environment, secrets_file or [secrets]) needs a restart of the node."""
+    return ExecPolicy(
+        allow_shell=node.allow_shell,
+        python_allow=node.python_allow,
+        http_allow=node.http_allow,
+        output_tail_bytes=cluster.output_tail_bytes,
+        output_max_bytes=node.output_max_bytes,
+        secrets=SecretStore.build(
+            environ=environ, file_values=node.file_secrets, section_values=cluster.secrets
+        ),
     )
 
 

@@ -100,7 +100,7 @@ class Run:
     shards: int = 1
     reason: str | None = None
     manual: bool = False
-    env: dict[str, str] | None = None
+    env: dict[str, Any] | None = None  # wire form: strings or {"secret": NAME} (model.values_to_wire)
     kwargs: dict[str, Any] | None = None
     waiting: bool = False  # overlap `queue`: waits for the active run to end
     claimed: bool = False  # at_most_once: claimed in the log before starting

@@ -46,7 +46,7 @@ from .errors import RaftschedError
 from .executors import ExecResult, Executor, GroupLedger, OutputSink, RunContext
 from .executors.base import OPENED_SINKS, failed
 from .executors.outputs import OutputRetention, PruneResult, output_path
-from .model import Delivery, JobSpec, RunState, TaskSpec, TaskType
+from .model import Delivery, JobSpec, RunState, TaskSpec, TaskType, values_from_wire
 from .records import Run
 from .state import State
 
@@ -737,9 +737,11 @@ def _touched(cmd: Command, result: dict[str, Any]) -> tuple[Iterable[str], Itera
 
 
 def _with_overrides(task: TaskSpec, run: Run) -> TaskSpec:
-    """A manual trigger's `env` / `kwargs` override the task's own."""
+    """A manual trigger's `env` / `kwargs` override the task's own (env values may be references)."""
     if not run.env and not run.kwargs:
         return task
     return dataclasses.replace(
-        task, env={**task.env, **(run.env or {})}, kwargs={**task.kwargs, **(run.kwargs or {})}
+        task,
+        env={**task.env, **values_from_wire(run.env or {})},
+        kwargs={**task.kwargs, **(run.kwargs or {})},
     )

@@ -5,6 +5,12 @@ this node has applied everything committed before the call, then copies the stat
 lock. `POST /v1/restore` takes a chunk of that document's jobs: absent jobs are recreated with
 their creation time and schedule position (next fire times survive), existing jobs that differ
 are replaced like a PUT, equal ones are left alone; `?dry_run=true` only reports which is which.
+
+Backups are redacted like every answer (`redaction.spec_view`: sensitive inline header values are
+`"***"`, and the document says `"redacted": true`) unless asked with `?secrets=true`. Secret
+references are names and always kept. A restore reads `"***"` as a PUT does: the value the
+cluster has now for that job's header, and a 400 naming the field where it has none (a redacted
+backup cannot recreate an inline credential; take the backup with `?secrets=true` for that).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from ..errors import ValidationError
 from ..model import JobSpec, iso_ms, parse_iso_ms
 from . import schemas
 from .app import SERVICES, Services, json_response, read_json
+from .redaction import keep_stored, spec_view
 from .views import run_view
 
 __all__ = ["BACKUP_FORMAT", "add_routes"]
@@ -33,10 +40,11 @@ async def backup(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     await svc.raft.propose(encode(CommandType.NOOP, {"now_ms": svc.clock.now_ms()}))
     with_runs = request.query.get("runs") == "true"
+    reveal = request.query.get("secrets") == "true"
     with svc.state.lock:
         jobs = [
             {
-                "spec": j.spec.to_dict(),
+                "spec": spec_view(j.spec, reveal=reveal),
                 "created_at": iso_ms(j.created_ms),
                 "last_slot_at": iso_ms(j.last_slot_ms),
                 "next_fire_at": iso_ms(j.next_nominal_ms),
@@ -53,6 +61,7 @@ async def backup(request: web.Request) -> web.Response:
         "created_at": iso_ms(svc.clock.now_ms()),
         "node": svc.node_id,
         "digest": digest,
+        "redacted": not reveal,
         "jobs": jobs,
     }
     if runs is not None:
@@ -60,7 +69,7 @@ async def backup(request: web.Request) -> web.Response:
     return json_response(doc)
 
 
-def _entries(body: Any) -> list[tuple[JobSpec, dict[str, Any]]]:
+def _entries(svc: Services, body: Any) -> list[tuple[JobSpec, dict[str, Any]]]:
     schemas.validate("RestoreBody", body)
     if not isinstance(body, dict) or body.get("format") != BACKUP_FORMAT:
         raise ValidationError(f"not a {BACKUP_FORMAT} document", field="format")
@@ -77,6 +86,9 @@ def _entries(body: Any) -> list[tuple[JobSpec, dict[str, Any]]]:
             triggers.check_schedule(spec.schedule)
         except ValidationError as exc:
             raise ValidationError(exc.message, field=f"jobs.{i}.spec.{exc.field}") from None
+        with svc.state.lock:
+            stored = svc.state.jobs.get(spec.id)
+        spec = keep_stored(spec, stored.spec if stored is not None else None, f"jobs.{i}.spec")
         times = {
             key: parse_iso_ms(item[key], f"jobs.{i}.{key}") if item.get(key) else None
             for key in ("created_at", "last_slot_at", "next_fire_at")
@@ -98,7 +110,7 @@ def _plan(svc: Services, entries: list[tuple[JobSpec, dict[str, Any]]]) -> dict[
 @routes.post("/v1/restore")
 async def restore(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    entries = _entries(await read_json(request))
+    entries = _entries(svc, await read_json(request))
     plan = _plan(svc, entries)
     if request.query.get("dry_run") == "true":
         return json_response({"dry_run": True, **plan})

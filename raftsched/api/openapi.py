@@ -65,6 +65,14 @@ PARAMETERS: Final[dict[str, Schema]] = {
         "description": "include the run history",
         "schema": {"type": "boolean", "default": False},
     },
+    "WithSecrets": {
+        "name": "secrets",
+        "in": "query",
+        "description": "include the inline values of sensitive headers (Authorization, Cookie, "
+        '*-Token, ...); without it they are "***", which a restore can only resolve against jobs the '
+        "cluster still has",
+        "schema": {"type": "boolean", "default": False},
+    },
     "DryRun": {
         "name": "dry_run",
         "in": "query",
@@ -262,9 +270,9 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         path="/v1/backup",
         module="backup",
         operation_id="getBackup",
-        summary="a consistent, versioned export of the job table",
+        summary="a consistent, versioned export of the job table (sensitive header values redacted)",
         tag="cluster",
-        parameters=("WithRuns",),
+        parameters=("WithRuns", "WithSecrets"),
         responses=_ok("Backup"),
         errors=READ,
     ),

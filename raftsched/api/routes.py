@@ -11,11 +11,12 @@ from aiohttp import web
 from .. import triggers
 from ..commands import CommandType
 from ..errors import NotFound, ValidationError
-from ..model import JobSpec, RunState
+from ..model import REDACTED, JobSpec, RunState
 from ..records import JobRecord, Run
 from ..routing import pick_nodes
 from . import schemas
 from .app import SERVICES, Services, json_response, read_json, version
+from .redaction import keep_stored
 from .views import job_view, node_view, run_view, stats_view
 
 __all__ = ["add_routes"]
@@ -159,12 +160,13 @@ async def list_jobs(request: web.Request) -> web.Response:
     return json_response({"items": items, "next_cursor": cursor})
 
 
-def _parse_spec(body: Any, schema: str, job_id: str | None = None) -> JobSpec:
-    """The body's shape against `schemas` first, then the semantic checks of the model and triggers."""
+def _parse_spec(body: Any, schema: str, job_id: str | None = None, stored: JobSpec | None = None) -> JobSpec:
+    """The body's shape against `schemas` first, then the semantic checks of the model and triggers;
+    headers sent back as `"***"` take the `stored` job's values (`redaction.keep_stored`)."""
     schemas.validate(schema, body)
     spec = JobSpec.from_dict(body, job_id=job_id)
     triggers.check_schedule(spec.schedule)
-    return spec
+    return keep_stored(spec, stored)
 
 
 def _first_slot(spec: JobSpec, now_ms: int, after_ms: int | None = None) -> int | None:
@@ -199,11 +201,13 @@ async def get_job(request: web.Request) -> web.Response:
 async def put_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     job_id = request.match_info["id"]
-    spec = _parse_spec(await read_json(request), "JobReplace", job_id)
-    now_ms = svc.clock.now_ms()
+    body = await read_json(request)
     with svc.state.lock:
         old = svc.state.jobs.get(job_id)
         pending = [r.nominal_ms for r in _active(svc, job_id) if r.state is RunState.PENDING]
+    # "***" keeps the value of the version read here; an If-Match makes the PUT apply to it only.
+    spec = _parse_spec(body, "JobReplace", job_id, old.spec if old is not None else None)
+    now_ms = svc.clock.now_ms()
     after = old.last_slot_ms if old is not None and old.last_slot_ms is not None else now_ms
     created = old.created_ms if old is not None else now_ms
     keep = [s for s in pending if triggers.next_fire_ms(spec.schedule, s - 1, created_ms=created) == s]
@@ -304,6 +308,9 @@ async def trigger_job(request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
     body = await read_json(request, optional=True)
     schemas.validate("TriggerBody", body)
+    for name, value in (body.get("env") or {}).items():
+        if value == REDACTED:
+            raise ValidationError(f'"{REDACTED}" stands for no value here', field=f"env.{name}")
     overrides = {"env": body.get("env"), "kwargs": body.get("kwargs")}
     with svc.state.lock:
         job = _job(svc, job_id)

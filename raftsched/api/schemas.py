@@ -97,6 +97,32 @@ _STRING_MAP: Schema = {
     "additionalProperties": {"type": "string", "maxLength": 4096},
 }
 
+# A value of `task.headers` or `task.env`: a string, or a reference to a secret the executing node
+# resolves. One schema with both types (not a oneOf), so that an error names the deepest field
+# (`task.headers.Authorization.secret`); `_message` never echoes what was sent in its place.
+_SECRET_NAME: Schema = {
+    "type": "string",
+    "maxLength": 256,
+    "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+    "description": "a secret name: [A-Za-z_][A-Za-z0-9_]*",
+}
+_SECRET_VALUE: Schema = {
+    "type": ["string", "object"],
+    "description": 'a string (at most 4096 characters) or a secret reference {"secret": NAME}, resolved '
+    "on the executing node when the run starts (its environment RAFTSCHED_SECRET_NAME, its "
+    "secrets_file, or the cluster file's [secrets])",
+    "maxLength": 4096,
+    "additionalProperties": False,
+    "required": ["secret"],
+    "properties": {"secret": _SECRET_NAME},
+}
+_SECRET_MAP: Schema = {
+    "type": "object",
+    "description": "string keys (at most 256 characters) to strings or secret references",
+    "propertyNames": {"maxLength": 256},
+    "additionalProperties": ref("SecretValue"),
+}
+
 _SCHEDULE: Schema = {
     "type": "object",
     "description": "exactly one of `cron`, `every`, `at`",
@@ -148,7 +174,7 @@ _SHELL_TASK: Schema = {
             "minLength": 1,
             "maxLength": 65536,
         },
-        "env": _STRING_MAP,
+        "env": _SECRET_MAP,
         "cwd": {"type": ["string", "null"], "maxLength": 4096},
     },
 }
@@ -167,7 +193,12 @@ _HTTP_TASK: Schema = {
             "pattern": "^(?:" + "|".join(_any_case(m) for m in HTTP_METHODS) + ")$",
         },
         "url": {"type": "string", "minLength": 1, "maxLength": 8192, "pattern": r"^https?://[^/\s]+"},
-        "headers": _STRING_MAP,
+        "headers": {
+            **_SECRET_MAP,
+            "description": "header names to values or secret references; answers show the inline values "
+            'of Authorization, Proxy-Authorization, Cookie and *-Token, *-Key headers as "***", and a '
+            'write that sends "***" back for a header the stored job has keeps its value',
+        },
         "body": {"description": "a string is sent as is; any other JSON value is sent as JSON"},
         "expect_status": {
             "type": ["array", "integer", "string"],
@@ -189,7 +220,7 @@ _PYTHON_TASK: Schema = {
         "type": {"const": TaskType.PYTHON.value},
         "callable": {"type": "string", "maxLength": 512, "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"},
         "kwargs": {"type": "object"},
-        "env": _STRING_MAP,
+        "env": _SECRET_MAP,
         "in_process": {"type": "boolean", "default": False},
     },
 }
@@ -279,7 +310,7 @@ _TRIGGER_BODY: Schema = {
     "description": "overrides of the task's `env` and `kwargs` for this run; the body may be empty",
     "additionalProperties": False,
     "properties": {
-        "env": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+        "env": {"type": ["object", "null"], "additionalProperties": ref("SecretValue")},
         "kwargs": {"type": ["object", "null"]},
     },
 }
@@ -595,6 +626,10 @@ _BACKUP: Schema = {
         "created_at": TIME,
         "node": {"type": "string"},
         "digest": {"type": "string"},
+        "redacted": {
+            "type": "boolean",
+            "description": 'true unless asked with `?secrets=true`: sensitive inline header values are "***"',
+        },
         "jobs": {"type": "array", "items": _backup_job(TIME)},
         "runs": {"type": "array", "items": ref("Run")},
     },
@@ -644,6 +679,7 @@ SCHEMAS: Final[dict[str, Schema]] = {
     "ShellTask": _SHELL_TASK,
     "HttpTask": _HTTP_TASK,
     "PythonTask": _PYTHON_TASK,
+    "SecretValue": _SECRET_VALUE,
     "Retries": _RETRIES,
     "Misfire": _MISFIRE,
     "Route": _ROUTE,
@@ -719,7 +755,29 @@ def _unknown_keys(error: SchemaError) -> list[str]:
     return [str(key) for key in instance if key not in known]
 
 
+_SECRET_BEARING = frozenset({"headers", "env"})  # maps whose values may be secrets
+
+
+def _quiet_message(error: SchemaError) -> str:
+    """A message built from the schema alone: jsonschema's own messages quote the value sent."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    value = error.validator_value
+    if error.validator == "type":
+        kinds = value if isinstance(value, list) else [value]
+        return "must be of type " + " or ".join(str(kind) for kind in kinds)
+    if error.validator == "maxLength":
+        return f"longer than {value} characters"
+    if "description" in schema:
+        return f"must be {schema['description']}"
+    return f"is not valid ({error.validator})"
+
+
 def _message(error: SchemaError) -> str:
+    """One line for `error`. Under `headers` or `env` it never shows the value sent there: it may
+    be a secret (the field's path, and names, are shown)."""
+    quiet = error.validator not in ("additionalProperties", "required")
+    if quiet and _SECRET_BEARING.intersection(str(p) for p in error.absolute_path):
+        return _quiet_message(error)
     if error.validator == "additionalProperties":
         extra = _unknown_keys(error)
         if extra:

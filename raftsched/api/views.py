@@ -1,4 +1,6 @@
-"""Records -> the JSON shapes of API.md. Call with the state's lock held."""
+"""Records -> the JSON shapes of API.md. Call with the state's lock held.
+
+Jobs are shown with sensitive inline header values redacted (`redaction.spec_view`)."""
 
 from __future__ import annotations
 
@@ -7,12 +9,13 @@ from typing import Any
 from ..model import iso_ms
 from ..records import JobRecord, NodeRecord, Run, Summary
 from ..state import State
+from .redaction import spec_view
 
 __all__ = ["job_view", "node_view", "run_view", "stats_view"]
 
 
 def job_view(job: JobRecord, state: State) -> dict[str, Any]:
-    out = job.spec.to_dict()
+    out = spec_view(job.spec)
     out.update(
         version=job.version,
         incarnation=job.incarnation,

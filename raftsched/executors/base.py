@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
 from ..config import DEFAULT_OUTPUT_MAX_BYTES
-from ..model import TaskSpec, iso_ms
+from ..model import SecretRef, TaskSpec, TextOrSecret, iso_ms
+from ..secretstore import ENV_PREFIX, SecretStore
 
 __all__ = [
     "OPENED_SINKS",
@@ -33,6 +34,7 @@ __all__ = [
     "identity_env",
     "identity_headers",
     "output_so_far",
+    "resolve_secrets",
     "tail_is_whole",
     "task_umask",
     "timed_out",
@@ -62,7 +64,8 @@ class ExecPolicy:
     """Node-local fences, from the node's own config; a job cannot widen them.
 
     `kill_grace_s` is how long a process group gets between SIGTERM and SIGKILL;
-    `output_max_bytes` bounds each attempt's output file (see `OutputSink`).
+    `output_max_bytes` bounds each attempt's output file (see `OutputSink`). `secrets` resolves
+    the secret references of a task when its run starts (`resolve_secrets`).
     """
 
     allow_shell: bool = False
@@ -71,6 +74,7 @@ class ExecPolicy:
     output_tail_bytes: int = 4096
     output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES
     kill_grace_s: float = 2.0
+    secrets: SecretStore = field(default_factory=SecretStore)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +155,25 @@ def capture_task_umask() -> int:
 def task_umask() -> int:
     """The umask tasks run with: the captured one (`capture_task_umask`), else the current one."""
     return _task_umask if _task_umask is not None else _current_umask()
+
+
+def resolve_secrets(values: Mapping[str, TextOrSecret], store: SecretStore) -> dict[str, str]:
+    """Headers or env with every `SecretRef` replaced by its value on this node.
+
+    Raises `Refused` naming the first secret this node does not have (never a value). The result
+    holds secret values: it goes to the task and nowhere else (no log, no state, no error)."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, SecretRef):
+            found = store.get(value.name)
+            if found is None:
+                raise Refused(
+                    f"secret {value.name!r} is not set on this node (environment {ENV_PREFIX}{value.name},"
+                    " the node's secrets_file, or [secrets])"
+                )
+            value = found
+        out[key] = value
+    return out
 
 
 def identity_env(ctx: RunContext) -> dict[str, str]:

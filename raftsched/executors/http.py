@@ -11,8 +11,10 @@ refused target sees no connection at all. One session serves every job of the no
 no cookies, and it ignores proxy settings from the environment.
 
 Identity headers (`X-Raftsched-*`) always win: task headers of that prefix are dropped,
-whatever their case. A non-string body is sent as JSON with `Content-Type: application/json`
-unless the task sets its own Content-Type.
+whatever their case. Header values that are secret references are resolved from the node's
+`ExecPolicy.secrets` when the run starts; a missing one fails the run, naming the secret.
+A non-string body is sent as JSON with `Content-Type: application/json` unless the task sets its
+own Content-Type.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 from ..model import TaskSpec
+from ..secretstore import SecretStore
 from .base import (
     ExecPolicy,
     ExecResult,
@@ -39,6 +42,7 @@ from .base import (
     RunContext,
     failed,
     identity_headers,
+    resolve_secrets,
     timed_out,
 )
 
@@ -134,7 +138,7 @@ class HttpExecutor:
     ) -> ExecResult:
         try:
             url = check_url(task.url, self._policy.http_allow)
-            body, headers = request_parts(task, ctx)
+            body, headers = request_parts(task, ctx, self._policy.secrets)
         except Refused as exc:
             return failed(f"refused: {exc}")
         except TypeError as exc:  # orjson.JSONEncodeError
@@ -244,11 +248,13 @@ def _literal_refusal(host: str, allow: tuple[IPv4Network | IPv6Network, ...]) ->
     return refusal(addr, allow)
 
 
-def request_parts(task: TaskSpec, ctx: RunContext) -> tuple[str | bytes | None, dict[str, str]]:
-    """Body and headers: task headers minus any `X-Raftsched-*`, then the identity headers."""
-    headers = {
-        name: value for name, value in task.headers.items() if not name.lower().startswith("x-raftsched-")
-    }
+def request_parts(
+    task: TaskSpec, ctx: RunContext, secrets: SecretStore | None = None
+) -> tuple[str | bytes | None, dict[str, str]]:
+    """Body and headers: task headers minus any `X-Raftsched-*` (secret references resolved from
+    `secrets`; `Refused` names a missing one), then the identity headers."""
+    own = {name: value for name, value in task.headers.items() if not name.lower().startswith("x-raftsched-")}
+    headers = resolve_secrets(own, secrets or SecretStore())
     body: str | bytes | None = task.body
     if body is not None and not isinstance(body, str):
         body = orjson.dumps(body)  # raises TypeError (orjson.JSONEncodeError)

@@ -4,7 +4,8 @@ The child (`python -P -u -m raftsched.executors._pyrunner`) runs in its own proc
 is killed with everything it started on timeout or cancellation; it sets its own parent-death
 signal first thing, so it also dies with the node (see `_reaper`). Its environment is the scrubbed
 node environment, plus `PYTHONPATH` set to the node's own `sys.path` (so the child imports exactly
-what the node would, in the same order), plus the task's env, plus the identity variables. A task's
+what the node would, in the same order), plus the task's env (secret references resolved from the
+node's `ExecPolicy.secrets`), plus the identity variables. A task's
 env may not set `PYTHON*` variables: the node, not the job, decides what code python loads.
 
 `in_process: true` runs the callable in a daemon thread of the node instead: no process start,
@@ -29,7 +30,17 @@ import orjson
 from ..model import TaskSpec
 from ._process import GroupExit, StartFailed, child_env, describe_returncode, run_in_group
 from ._pycall import NotAllowed, Report, check_allowed, run_target
-from .base import ExecPolicy, ExecResult, OutputSink, Refused, RunContext, failed, identity_context, timed_out
+from .base import (
+    ExecPolicy,
+    ExecResult,
+    OutputSink,
+    Refused,
+    RunContext,
+    failed,
+    identity_context,
+    resolve_secrets,
+    timed_out,
+)
 
 __all__ = ["PythonExecutor", "node_pythonpath"]
 
@@ -53,12 +64,13 @@ class PythonExecutor:
     ) -> ExecResult:
         try:
             target = self._check(task)
+            env = resolve_secrets(task.env, self._policy.secrets)
         except (Refused, NotAllowed) as exc:
             return failed(f"refused: {exc}")
         with OutputSink.for_policy(self._policy, output_path) as sink:
             if task.in_process:
                 return await self._run_in_thread(target, task, ctx, timeout_s, sink)
-            return await self._run_in_child(target, task, ctx, timeout_s, sink, on_group)
+            return await self._run_in_child(target, task, env, ctx, timeout_s, sink, on_group)
 
     async def close(self) -> None:
         """Nothing to release: every run owns its process (threads of in-process runs are daemons)."""
@@ -80,6 +92,7 @@ class PythonExecutor:
         self,
         target: str,
         task: TaskSpec,
+        env: Mapping[str, str],
         ctx: RunContext,
         timeout_s: float | None,
         sink: OutputSink,
@@ -94,7 +107,7 @@ class PythonExecutor:
         try:
             ended = await run_in_group(
                 [sys.executable, "-P", "-u", "-m", RUNNER, target, str(write_fd), str(os.getpid())],
-                env=child_env(task.env, ctx, PYTHONPATH=node_pythonpath()),
+                env=child_env(env, ctx, PYTHONPATH=node_pythonpath()),
                 cwd=None,
                 sink=sink,
                 timeout_s=timeout_s,

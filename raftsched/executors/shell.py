@@ -3,6 +3,7 @@
 An argv list needs no shell and so cannot be re-interpreted by one; a string goes to `/bin/sh -c`
 only on nodes whose own config says `allow_shell = true` (DESIGN.md §5). The process runs in its
 own process group with a scrubbed environment (see `_process`), and dies with the node (`_reaper`).
+Env values that are secret references are resolved from the node's `ExecPolicy.secrets` at start.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from ..model import TaskSpec
 from ._process import StartFailed, child_env, exit_result, run_in_group
-from .base import ExecPolicy, ExecResult, OutputSink, Refused, RunContext, failed
+from .base import ExecPolicy, ExecResult, OutputSink, Refused, RunContext, failed, resolve_secrets
 
 __all__ = ["ShellExecutor"]
 
@@ -34,9 +35,9 @@ class ShellExecutor:
     ) -> ExecResult:
         try:
             argv = self._argv(task)
+            env = child_env(resolve_secrets(task.env, self._policy.secrets), ctx)
         except Refused as exc:
             return failed(f"refused: {exc}")
-        env = child_env(task.env, ctx)
         with OutputSink.for_policy(self._policy, output_path) as sink:
             try:
                 ended = await run_in_group(
