@@ -1,6 +1,7 @@
 """The bridge between PySyncObj's tick thread and the asyncio event loop.
 
-This is the only module that imports pysyncobj. It owns:
+This module and raftguard.py (the guarded transport it installs) are the only ones that import
+pysyncobj. It owns:
 
 * one `@replicated` entry point, `apply_command(data: bytes)`, forever (PySyncObj numbers
   replicated methods by position: adding one would change what old journals mean);
@@ -11,7 +12,8 @@ This is the only module that imports pysyncobj. It owns:
   the state: API writes carry a request id, fires are unique per slot, worker reports are
   fenced by attempt;
 * role and leader changes, delivered to the loop as events;
-* the journal and snapshot files in the node's data directory (both set: PYSYNCOBJ.md bug 2).
+* the journal and snapshot files in the node's data directory (both set: PYSYNCOBJ.md bug 2);
+* the Raft port's guard (raftguard.py).
 
 Threads: PySyncObj applies entries on its tick thread; the state guards itself with its own
 lock (see state.py), and listeners are told through `loop.call_soon_threadsafe`. No call in
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -34,7 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +48,12 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.syncobj import _RAFT_STATE
 
 from .compaction import BACKSTOP, CompactionTurns
+from .config import DEFAULT_MAX_RAFT_FRAME_BYTES
 from .errors import Indeterminate, NoLeader
 from .executors._reaper import set_parent_death_signal
 from .journalcheck import check_data_dir
 from .logmatch import assemble_transmission, of_an_older_term, trim_append_entries
+from .raftguard import GuardedTransport, GuardSettings
 from .state import State
 
 __all__ = ["RaftSettings", "RaftStatus", "Replicator"]
@@ -84,6 +89,7 @@ class RaftSettings:
     fsync: bool
     # PySyncObj's default of 5 s between dials would delay a restarted node's return that long.
     connection_retry_s: float = 1.0
+    max_raft_frame_bytes: int = DEFAULT_MAX_RAFT_FRAME_BYTES  # `[cluster] max_raft_frame_bytes`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +106,8 @@ class RaftStatus:
     appends_refused: int = 0  # AppendEntries refused: they would have overwritten committed entries
     compactions: int = 0  # compactions started at this node's turns (compaction.py)
     compaction_turn: int = 0  # the log index of the last entry turn taken (0: none yet)
+    # Raft connections this node closed, by raftguard.Reason value
+    rejected_connections: dict[str, int] = field(default_factory=dict)
 
 
 _PING: dict[str, str] = {"type": "raftsched_ping"}
@@ -230,6 +238,7 @@ class Replicator:
         self._handoff: _Handoff | None = None  # commit results, tick thread -> loop
         self._pacer: TickPacer | None = None
         self._turns: CompactionTurns | None = None
+        self._transport: GuardedTransport | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -265,7 +274,15 @@ class Replicator:
         _guard_forked_children()
         # The one seam PySyncObj offers for its journal is the module-level factory it calls.
         pysyncobj.syncobj.createJournal = _journal_factory(s.fsync)
-        self._sync = SyncObj(s.self_addr, list(s.partner_addrs), conf=conf, consumers=[self._consumer])
+        guard = GuardSettings(max_frame_bytes=s.max_raft_frame_bytes)
+        self._sync = SyncObj(
+            s.self_addr,
+            list(s.partner_addrs),
+            conf=conf,
+            consumers=[self._consumer],
+            transportClass=functools.partial(GuardedTransport, guard=guard),
+        )
+        self._transport = self._sync._SyncObj__transport
         self._guard_log_matching(self._sync)
         self._keep_connections_alive(self._sync)
         self._send_entries_promptly(self._sync)
@@ -521,6 +538,7 @@ class Replicator:
             appends_refused=self._appends_refused,
             compactions=self._turns.turns_taken if self._turns is not None else 0,
             compaction_turn=self._turns.last_turn_index if self._turns is not None else 0,
+            rejected_connections=self._transport.rejections.counts() if self._transport is not None else {},
         )
 
     def is_leader(self) -> bool:
