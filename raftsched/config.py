@@ -37,6 +37,8 @@ from .secretstore import check_secret_name, read_secrets_file
 __all__ = [
     "CLUSTER_KEYS",
     "DEFAULT_OUTPUT_MAX_BYTES",
+    "DEFAULT_MAX_RAFT_FRAME_BYTES",
+    "MAX_FRAME_LENGTH",
     "MIN_SECRET_CHARS",
     "NODE_ID_RE",
     "NODE_KEYS",
@@ -48,6 +50,7 @@ __all__ = [
     "load",
     "new_secret",
     "normalized_origin",
+    "raft_frame_bytes_needed",
     "write_local_cluster",
 ]
 
@@ -62,6 +65,32 @@ _TAG_VALUE_RE = re.compile(r"[^\s,=]{1,256}")
 _MODULE_PREFIX_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\.?", re.ASCII)
 _LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _NODE_SECTION_RE = re.compile(r"node\s+(\S.*?)\s*")
+
+# A Raft frame is a PySyncObj message, pickled (protocol 2), zlib-compressed and Fernet-encrypted,
+# behind a 4-byte signed length. The largest one a write of `max_body_bytes` leads to:
+# * one body byte becomes at most 8 bytes of pickled log entry: the API re-encodes the body as a
+#   command, and the smallest restore item (`{"spec": {"id": "a", "schedule": {"every": 1},
+#   "task": {...}}}`, 82 bytes) becomes a spec with every default (520 bytes), x6.4; text outside
+#   ASCII stays as long in the command, but protocol 2 pickles bytes as latin-1 text in UTF-8 (a
+#   byte >= 0x80 takes two) and the entry is pickled twice (as the entry, then inside the
+#   message a follower forwards or the leader appends): x4;
+# * an AppendEntries batch carries up to 64 KiB of other entries before it (PySyncObj's
+#   `appendEntriesBatchSizeBytes`; the entry that crosses it goes whole); snapshot chunks are
+#   64 KiB (`logCompactionBatchSize`);
+# * zlib adds under 0.1 % to incompressible data; Fernet's base64 makes 4/3 of it; 4 KiB covers
+#   the message envelope, Fernet's header and MAC, and the length.
+_ENTRY_BYTES_PER_BODY_BYTE = 8
+_BATCH_NEIGHBOURS_BYTES = 64 * 1024
+_FRAME_ENVELOPE_BYTES = 4096
+_DEFAULT_MAX_BODY_BYTES = 1048576
+MAX_FRAME_LENGTH = 2**31 - 1  # PySyncObj's length field is a signed 32-bit int
+DEFAULT_MAX_RAFT_FRAME_BYTES = 64 * 1024 * 1024
+
+
+def raft_frame_bytes_needed(max_body_bytes: int) -> int:
+    """The largest Raft frame a request body of `max_body_bytes` can lead to (see above)."""
+    raw = _ENTRY_BYTES_PER_BODY_BYTE * max_body_bytes + _BATCH_NEIGHBOURS_BYTES
+    return raw * 4 // 3 * 1001 // 1000 + _FRAME_ENVELOPE_BYTES
 
 
 # ---------------------------------------------------------------- the records
@@ -118,7 +147,9 @@ class ClusterConfig:
     clock_check_period_s: float = 5.0
     history_per_job: int = 100
     output_tail_bytes: int = 4096
-    max_body_bytes: int = 1048576
+    max_body_bytes: int = _DEFAULT_MAX_BODY_BYTES
+    # Unset in the file: the larger of this and `raft_frame_bytes_needed(max_body_bytes)`.
+    max_raft_frame_bytes: int = DEFAULT_MAX_RAFT_FRAME_BYTES
     fsync: bool = False
     raft_min_timeout_s: float = 0.4
     raft_max_timeout_s: float = 1.2
@@ -349,6 +380,7 @@ _CLUSTER_PARSERS: Mapping[str, Callable[[str], Any]] = {
     "history_per_job": _count(0),
     "output_tail_bytes": _count(0),
     "max_body_bytes": _count(1),
+    "max_raft_frame_bytes": _count(1),
     "fsync": _bool,
     "raft_min_timeout_s": _seconds(positive=True),
     "raft_max_timeout_s": _seconds(positive=True),
@@ -583,6 +615,9 @@ def _build_cluster(
     values["api_token"] = _strong("api_token", token) if token else None
     values["members"] = _members(values.get("members"), nodes)
     values.setdefault("name", "raftsched")
+    if "max_raft_frame_bytes" not in values:
+        needed = raft_frame_bytes_needed(values.get("max_body_bytes", _DEFAULT_MAX_BODY_BYTES))
+        values["max_raft_frame_bytes"] = max(DEFAULT_MAX_RAFT_FRAME_BYTES, needed)
     root = _absolute(Path.cwd(), data_dir) if data_dir is not None else _absolute(base, raw_dir)
     return ClusterConfig(data_dir=root, nodes=nodes, **values)
 
@@ -619,6 +654,17 @@ def _check_addresses(nodes: Mapping[str, NodeConfig]) -> None:
                 raise ConfigError(f"node {node.id}", key, f"{host}:{port} is already used by {first}")
 
 
+def _check_raft_frame(cluster: ClusterConfig) -> None:
+    """Peers refuse a frame over `max_raft_frame_bytes` (raftguard.py): the largest write must fit."""
+    limit, needed = cluster.max_raft_frame_bytes, raft_frame_bytes_needed(cluster.max_body_bytes)
+    if limit < needed:
+        why = f"the Raft frames of a max_body_bytes ({cluster.max_body_bytes}) write need {needed}"
+        raise ConfigError("cluster", "max_raft_frame_bytes", f"is {limit}, but {why}")
+    if limit > MAX_FRAME_LENGTH:
+        why = "PySyncObj's frame length is a signed 32-bit number"
+        raise ConfigError("cluster", "max_raft_frame_bytes", f"is {limit}, over {MAX_FRAME_LENGTH}: {why}")
+
+
 def _check_token(cluster: ClusterConfig) -> None:
     """An admin API reachable from the network without a token would hand out the cluster."""
     if cluster.api_token:
@@ -638,6 +684,7 @@ def _check_tls_files(node: NodeConfig) -> None:
 
 def _check(cluster: ClusterConfig, node: NodeConfig) -> None:
     _check_timers(cluster)
+    _check_raft_frame(cluster)
     _check_addresses(cluster.nodes)
     _check_token(cluster)
     _check_tls_files(node)

@@ -10,7 +10,7 @@ import orjson
 
 __all__ = ["setup_logging"]
 
-_EXTRA_KEYS = ("node", "job", "run", "term", "attempt")
+_EXTRA_KEYS = ("node", "job", "run", "term", "attempt", "peer", "reason", "suppressed")
 
 
 class JsonFormatter(logging.Formatter):

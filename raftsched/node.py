@@ -378,6 +378,7 @@ def _raft_settings(cluster: ClusterConfig, node: NodeConfig) -> RaftSettings:
         log_compaction_min_entries=cluster.log_compaction_min_entries,
         log_compaction_min_time_s=cluster.log_compaction_min_time_s,
         fsync=cluster.fsync,
+        max_raft_frame_bytes=cluster.max_raft_frame_bytes,
     )
 
 

@@ -1,6 +1,7 @@
 """The bridge between PySyncObj's tick thread and the asyncio event loop.
 
-This is the only module that imports pysyncobj. It owns:
+This module and raftguard.py (the guarded transport it installs) are the only ones that import
+pysyncobj. It owns:
 
 * one `@replicated` entry point, `apply_command(data: bytes)`, forever (PySyncObj numbers
   replicated methods by position: adding one would change what old journals mean);
@@ -11,7 +12,8 @@ This is the only module that imports pysyncobj. It owns:
   the state: API writes carry a request id, fires are unique per slot, worker reports are
   fenced by attempt;
 * role and leader changes, delivered to the loop as events;
-* the journal and snapshot files in the node's data directory (both set: PYSYNCOBJ.md bug 2).
+* the journal and snapshot files in the node's data directory (both set: PYSYNCOBJ.md bug 2);
+* the Raft port's guard (raftguard.py) and the tick thread's pulse (`TickWatch`, for /v1/health).
 
 Threads: PySyncObj applies entries on its tick thread; the state guards itself with its own
 lock (see state.py), and listeners are told through `loop.call_soon_threadsafe`. No call in
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -34,7 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +48,15 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.syncobj import _RAFT_STATE
 
 from .compaction import BACKSTOP, CompactionTurns
+from .config import DEFAULT_MAX_RAFT_FRAME_BYTES
 from .errors import Indeterminate, NoLeader
 from .executors._reaper import set_parent_death_signal
 from .journalcheck import check_data_dir
 from .logmatch import assemble_transmission, fence_commit_index, of_an_older_term, trim_append_entries
+from .raftguard import GuardedTransport, GuardSettings
 from .state import State
 
-__all__ = ["RaftSettings", "RaftStatus", "Replicator"]
+__all__ = ["RaftSettings", "RaftStatus", "Replicator", "TickWatch"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,13 @@ class RaftSettings:
     fsync: bool
     # PySyncObj's default of 5 s between dials would delay a restarted node's return that long.
     connection_retry_s: float = 1.0
+    max_raft_frame_bytes: int = DEFAULT_MAX_RAFT_FRAME_BYTES  # `[cluster] max_raft_frame_bytes`
+
+    @property
+    def tick_stall_s(self) -> float:
+        """A tick older than this means the tick thread is stuck: a few election timeouts, and
+        more than the longest a healthy tick takes (a snapshot install: up to 1.3 s measured)."""
+        return max(2.0, 3 * self.raft_max_timeout_s)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +112,9 @@ class RaftStatus:
     appends_refused: int = 0  # AppendEntries refused: they would have overwritten committed entries
     compactions: int = 0  # compactions started at this node's turns (compaction.py)
     compaction_turn: int = 0  # the log index of the last entry turn taken (0: none yet)
+    tick_age_s: float = 0.0  # since the tick thread last ran its tick callbacks
+    # Raft connections this node closed, by raftguard.Reason value
+    rejected_connections: dict[str, int] = field(default_factory=dict)
 
 
 _PING: dict[str, str] = {"type": "raftsched_ping"}
@@ -230,6 +245,8 @@ class Replicator:
         self._handoff: _Handoff | None = None  # commit results, tick thread -> loop
         self._pacer: TickPacer | None = None
         self._turns: CompactionTurns | None = None
+        self._ticks = TickWatch()
+        self._transport: GuardedTransport | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -265,7 +282,17 @@ class Replicator:
         _guard_forked_children()
         # The one seam PySyncObj offers for its journal is the module-level factory it calls.
         pysyncobj.syncobj.createJournal = _journal_factory(s.fsync)
-        self._sync = SyncObj(s.self_addr, list(s.partner_addrs), conf=conf, consumers=[self._consumer])
+        guard = GuardSettings(max_frame_bytes=s.max_raft_frame_bytes)
+        self._sync = SyncObj(
+            s.self_addr,
+            list(s.partner_addrs),
+            conf=conf,
+            consumers=[self._consumer],
+            transportClass=functools.partial(GuardedTransport, guard=guard),
+        )
+        self._transport = self._sync._SyncObj__transport
+        self._ticks.stamp()
+        self._sync.addOnTickCallback(self._ticks.stamp)
         self._guard_log_matching(self._sync)
         self._keep_connections_alive(self._sync)
         self._send_entries_promptly(self._sync)
@@ -522,6 +549,8 @@ class Replicator:
             appends_refused=self._appends_refused,
             compactions=self._turns.turns_taken if self._turns is not None else 0,
             compaction_turn=self._turns.last_turn_index if self._turns is not None else 0,
+            tick_age_s=self._ticks.age_s(),
+            rejected_connections=self._transport.rejections.counts() if self._transport is not None else {},
         )
 
     def is_leader(self) -> bool:
@@ -546,7 +575,10 @@ class Replicator:
         return applied, committed
 
     def tick_alive(self) -> bool:
-        return self._sync is not None and bool(self._sync.tick_thread_alive())
+        """The tick thread runs and has ticked within `tick_stall_s`."""
+        if self._sync is None or not self._sync.tick_thread_alive():
+            return False
+        return self._ticks.age_s() <= self.settings.tick_stall_s
 
     async def wait_applied(self, index: int, timeout_s: float = 5.0) -> None:
         """Wait until this node has applied log index `index` (for consistent reads)."""
@@ -556,6 +588,21 @@ class Replicator:
             if loop.time() > deadline:
                 raise NoLeader("this node is behind the log")
             await asyncio.sleep(0.005)
+
+
+class TickWatch:
+    """The tick thread's pulse: `stamp` is an on-tick callback, `age_s` any thread's reading.
+    A tick that never ends (a read loop, a long snapshot install) shows as a growing age."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._last = clock()
+
+    def stamp(self) -> None:
+        self._last = self.clock()
+
+    def age_s(self) -> float:
+        return max(0.0, self.clock() - self._last)
 
 
 class PromptSender:

@@ -17,6 +17,7 @@ What is exported (every name starts with `raftsched_`):
 * this node's Raft view: `raft_role{role}`, `raft_term`, `raft_commit_index`,
   `raft_applied_index`, `raft_log_entries`, `raft_is_leader`, `raft_peer_connected{peer}`,
   `raft_compactions_total`, `raft_appends_trimmed_total`, `raft_appends_refused_total` (logmatch.py),
+  `raft_rejected_connections_total{reason}` (Raft connections closed by raftguard.py),
   and `state_applied_total` (commands applied to this node's state), `build_info{version,node}`.
 """
 
@@ -309,6 +310,14 @@ def _raft(raft: RaftStatus, snap: _Snapshot) -> Iterator[Metric]:
         "AppendEntries refused because they would have overwritten committed entries.",
         value=raft.appends_refused,
     )
+    rejected = CounterMetricFamily(
+        "raftsched_raft_rejected_connections",
+        "Raft connections this node closed, by reason (raftguard.Reason).",
+        labels=["reason"],
+    )
+    for reason, count in sorted(raft.rejected_connections.items()):
+        rejected.add_metric([str(reason)], count)
+    yield rejected
     by_addr = {n.raft: n.id for n in snap.nodes}
     peers = GaugeMetricFamily(
         "raftsched_raft_peer_connected",

@@ -49,6 +49,8 @@ async def health(request: web.Request) -> web.Response:
         "time_ms": svc.clock.now_ms(),
         "clock_offset_ms": me.clock_offset_ms if me is not None else None,
         "clock_ok": clock_ok,
+        # tick_alive() is false once this passes a few election timeouts (Replicator.tick_alive)
+        "raft_tick_age_s": round(status.tick_age_s, 3),
     }
     return json_response(body, status=200 if healthy else 503)
 

@@ -547,6 +547,10 @@ _HEALTH: Schema = {
             "description": "this node's clock minus the cluster's (the median of all clocks)",
         },
         "clock_ok": {"type": "boolean", "description": "false: the clock is off, the node takes no new runs"},
+        "raft_tick_age_s": {
+            "type": "number",
+            "description": "seconds since the Raft tick thread ticked (over a few election timeouts: 503)",
+        },
     },
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from raftsched.api.app import Services, make_app
 from raftsched.clock import FakeClock
 from raftsched.commands import CommandType, encode
 from raftsched.errors import Indeterminate, NoLeader
+from raftsched.replication import RaftStatus
 from raftsched.state import State
 
 JOB = {"id": "nightly", "schedule": {"every": 60}, "task": {"type": "shell", "command": ["true"]}}
@@ -65,6 +67,7 @@ async def test_health_and_status(api: Api) -> None:
             "time_ms": api.clock.now_ms(),
             "clock_offset_ms": None,
             "clock_ok": True,
+            "raft_tick_age_s": 0.0,
         },
     )
     status, body = await api.call("GET", "/v1/status")
@@ -82,6 +85,22 @@ async def test_a_node_with_a_bad_clock_reports_itself_unhealthy(api: Api) -> Non
     assert status == 503 and not health["ok"] and health["clock_offset_ms"] == 2500 and not health["clock_ok"]
     status, nodes = await api.call("GET", "/v1/nodes")
     assert nodes["items"][0]["clock_offset_ms"] == 2500 and nodes["items"][0]["clock_ok"] is False
+
+
+class StalledTickRaft(MemoryRaft):
+    """A Raft node whose tick thread is alive but has not ticked for 30 s."""
+
+    def status(self) -> RaftStatus:
+        return dataclasses.replace(super().status(), tick_age_s=30.0)
+
+    def tick_alive(self) -> bool:
+        return False
+
+
+async def test_a_node_whose_raft_tick_stalls_reports_its_age_and_is_unhealthy() -> None:
+    async for api in _api(raft_type=StalledTickRaft):
+        status, health = await api.call("GET", "/v1/health")
+        assert status == 503 and not health["ok"] and health["raft_tick_age_s"] == 30.0
 
 
 async def test_job_lifecycle(api: Api) -> None:

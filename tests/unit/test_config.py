@@ -525,6 +525,29 @@ def test_raft_timers_at_their_limits_pass(tmp_path: Path) -> None:
     assert load_text(tmp_path, ini(limits))[0].connection_timeout_s == 1.2
 
 
+def test_max_raft_frame_bytes_defaults_to_64_mib_or_what_max_body_bytes_needs(tmp_path: Path) -> None:
+    assert load_text(tmp_path, ini())[0].max_raft_frame_bytes == 64 << 20
+    big = load_text(tmp_path, ini({"max_body_bytes": str(16 << 20)}))[0]
+    assert big.max_raft_frame_bytes == config.raft_frame_bytes_needed(16 << 20) > 64 << 20
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"max_raft_frame_bytes": str(10 << 20)}, "need 11287560"),  # under 10.7 x the 1 MiB default
+        ({"max_body_bytes": str(100 << 20), "max_raft_frame_bytes": str(2 << 30)}, "over 2147483647"),
+    ],
+)
+def test_max_raft_frame_bytes_must_carry_the_largest_write(tmp_path: Path, changes: Keys, words: str) -> None:
+    err = config_error(tmp_path, ini(changes))
+    assert (err.section, err.key) == ("cluster", "max_raft_frame_bytes") and words in str(err)
+
+
+def test_max_raft_frame_bytes_at_its_bound_passes(tmp_path: Path) -> None:
+    needed = str(config.raft_frame_bytes_needed(1 << 20))
+    assert load_text(tmp_path, ini({"max_raft_frame_bytes": needed}))[0].max_raft_frame_bytes == int(needed)
+
+
 @pytest.mark.parametrize(
     ("text", "section", "key"),
     [

@@ -26,9 +26,9 @@ def test_state_and_commands_are_pure() -> None:
         assert not bad, f"{path.name} imports {bad}"
 
 
-def test_only_replication_imports_pysyncobj() -> None:
+def test_only_replication_and_its_transport_import_pysyncobj() -> None:
     users = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if "pysyncobj" in imports_of(p)}
-    assert users == {"replication.py"}
+    assert users == {"replication.py", "raftguard.py"}
 
 
 def test_aiohttp_stays_at_the_edges() -> None:
