@@ -64,8 +64,11 @@ def check(sink: Sink, created_ms: int, paused_ms: int, every_ms: int) -> dict[st
     for e in events:
         key = (e["x-raftsched-run-id"], e["x-raftsched-attempt"])
         if key in seen:
-            print(f"  executed twice: {key} on {seen[key]['x-raftsched-node']} at {seen[key]['t']:.3f} "
-                  f"and on {e['x-raftsched-node']} at {e['t']:.3f}", flush=True)
+            print(
+                f"  executed twice: {key} on {seen[key]['x-raftsched-node']} at {seen[key]['t']:.3f} "
+                f"and on {e['x-raftsched-node']} at {e['t']:.3f}",
+                flush=True,
+            )
         seen[key] = e
     return {
         "slots_due": len(due),

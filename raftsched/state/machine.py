@@ -240,6 +240,7 @@ _JOB_TABLE = frozenset(
     }
 )
 
+
 def _changed_jobs(cmd: Command) -> tuple[str, ...] | None:
     """The jobs a `_JOB_TABLE` command changed (None: it may have changed any)."""
     body = cmd.body

@@ -236,8 +236,10 @@ def lateness_report(events: list[Event], window: tuple[int, int], expected: int)
         "duplicates": len(inside) - len(slots),
         "runs_per_s": round(len(arrived) / seconds, 1),
         "expected_runs_per_s": round(expected / seconds, 1),
-        "by_node": {node: dist(e.t_ms - e.due_ms for e in inside if e.node == node)
-                    for node in sorted({e.node for e in inside})},
+        "by_node": {
+            node: dist(e.t_ms - e.due_ms for e in inside if e.node == node)
+            for node in sorted({e.node for e in inside})
+        },
         "late_timeline": late_timeline(inside),
     }
 

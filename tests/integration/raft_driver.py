@@ -49,10 +49,19 @@ def _status(rep: Replicator) -> dict[str, Any]:
         digest = state.digest_hex()
     dump_file = rep.settings.data_dir / "raft.dump"
     return {
-        "role": st.role, "leader": st.leader, "term": st.term, "commit_index": st.commit_index,
-        "applied_index": st.applied_index, "log_len": st.log_len, "connected": st.connected,
-        "digest": digest, "jobs": jobs, "runs": runs, "dump_sha": dump_sha,
-        "snapshot_loaded": rep.snapshot_loaded.is_set(), "tick_alive": rep.tick_alive(),
+        "role": st.role,
+        "leader": st.leader,
+        "term": st.term,
+        "commit_index": st.commit_index,
+        "applied_index": st.applied_index,
+        "log_len": st.log_len,
+        "connected": st.connected,
+        "digest": digest,
+        "jobs": jobs,
+        "runs": runs,
+        "dump_sha": dump_sha,
+        "snapshot_loaded": rep.snapshot_loaded.is_set(),
+        "tick_alive": rep.tick_alive(),
         # Private PySyncObj fields, read-only, for the compaction tests: a forked child is
         # running while the serializer's pid is not 0; the log's first index is the snapshot's.
         "serializing": getattr(serializer, "_Serializer__pid", 0) != 0,
@@ -98,18 +107,29 @@ async def _serve(rep: Replicator, req: dict[str, Any]) -> None:
     _emit({"id": req["id"], **reply})
 
 
-TIMERS = ("raft_min_timeout_s", "raft_max_timeout_s", "append_entries_period_s", "heartbeat_period_s",
-          "auto_tick_period_s",
-          "leader_fallback_timeout_s", "connection_timeout_s", "log_compaction_min_entries",
-          "log_compaction_min_time_s", "fsync")
+TIMERS = (
+    "raft_min_timeout_s",
+    "raft_max_timeout_s",
+    "append_entries_period_s",
+    "heartbeat_period_s",
+    "auto_tick_period_s",
+    "leader_fallback_timeout_s",
+    "connection_timeout_s",
+    "log_compaction_min_entries",
+    "log_compaction_min_time_s",
+    "fsync",
+)
 
 
 async def main(cfg: dict[str, Any]) -> None:
     # Timers as a node with the default configuration runs them; a test may override any.
     defaults = {f.name: f.default for f in dataclasses.fields(ClusterConfig) if f.name in TIMERS}
     settings = RaftSettings(
-        self_addr=cfg["self_addr"], partner_addrs=tuple(cfg["partner_addrs"]), secret=cfg["secret"],
-        data_dir=Path(cfg["data_dir"]), **{**defaults, **{k: v for k, v in cfg.items() if k in TIMERS}},
+        self_addr=cfg["self_addr"],
+        partner_addrs=tuple(cfg["partner_addrs"]),
+        secret=cfg["secret"],
+        data_dir=Path(cfg["data_dir"]),
+        **{**defaults, **{k: v for k, v in cfg.items() if k in TIMERS}},
     )
     rep = Replicator(settings, State())
     rep.start()
@@ -136,6 +156,9 @@ async def main(cfg: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(process)d %(threadName)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(process)d %(threadName)s %(name)s %(levelname)s %(message)s",
+    )
     asyncio.run(main(json.loads(sys.argv[1])))

@@ -52,8 +52,17 @@ def put_job(job_id: str, rid: str | None = None) -> bytes:
 
 
 def register_node(node: str) -> bytes:
-    return encode(CommandType.REGISTER_NODE, {"node": node, "http": f"http://{node}", "raft": f"{node}:1",
-                                              "tags": {}, "capacity": 4, "now_ms": T0})
+    return encode(
+        CommandType.REGISTER_NODE,
+        {
+            "node": node,
+            "http": f"http://{node}",
+            "raft": f"{node}:1",
+            "tags": {},
+            "capacity": 4,
+            "now_ms": T0,
+        },
+    )
 
 
 def run_history(incarnation: int, nodes: tuple[str, ...] = ("w1", "w2")) -> list[bytes]:
@@ -62,20 +71,57 @@ def run_history(incarnation: int, nodes: tuple[str, ...] = ("w1", "w2")) -> list
     cmds = [register_node(n) for n in nodes]
     cmds.append(encode(CommandType.BEGIN_TERM, {"term": 1, "leader": nodes[0], "now_ms": T0}))
     spec = job_spec("r", overlap="allow", retries={"max": 1, "initial_delay": 1, "jitter": 0.5})
-    cmds.append(encode(CommandType.PUT_JOB, {"spec": spec, "now_ms": T0, "mode": "create",
-                                             "next_nominal_ms": T0 + 1000}, rid="put-r"))
+    cmds.append(
+        encode(
+            CommandType.PUT_JOB,
+            {"spec": spec, "now_ms": T0, "mode": "create", "next_nominal_ms": T0 + 1000},
+            rid="put-r",
+        )
+    )
     for k in range(1, 7):
         nominal, node = T0 + 1000 * k, nodes[k % len(nodes)]
-        item = {"job_id": "r", "incarnation": incarnation, "nominal_ms": nominal, "due_ms": nominal,
-                "nodes": [node], "next_nominal_ms": nominal + 1000}
-        cmds.append(encode(CommandType.FIRE_RUNS, {"term": 1, "now_ms": nominal - 500, "fires": [item],
-                                                   "skips": []}))
-        cmds.append(encode(CommandType.START_RUNS, {"node": node, "now_ms": nominal, "items": [
-            {"run_id": f"r@{nominal}", "attempt": 1, "started_ms": nominal + 3}]}))
+        item = {
+            "job_id": "r",
+            "incarnation": incarnation,
+            "nominal_ms": nominal,
+            "due_ms": nominal,
+            "nodes": [node],
+            "next_nominal_ms": nominal + 1000,
+        }
+        cmds.append(
+            encode(CommandType.FIRE_RUNS, {"term": 1, "now_ms": nominal - 500, "fires": [item], "skips": []})
+        )
+        cmds.append(
+            encode(
+                CommandType.START_RUNS,
+                {
+                    "node": node,
+                    "now_ms": nominal,
+                    "items": [{"run_id": f"r@{nominal}", "attempt": 1, "started_ms": nominal + 3}],
+                },
+            )
+        )
         outcome = "failed" if k % 3 == 0 else "succeeded"  # a failure moves the run to its retry
-        cmds.append(encode(CommandType.FINISH_RUNS, {"node": node, "now_ms": nominal + 50, "items": [
-            {"run_id": f"r@{nominal}", "attempt": 1, "outcome": outcome, "finished_ms": nominal + 50,
-             "exit_code": 0 if outcome == "succeeded" else 1, "output": f"out {k}", "error": "boom"}]}))
+        cmds.append(
+            encode(
+                CommandType.FINISH_RUNS,
+                {
+                    "node": node,
+                    "now_ms": nominal + 50,
+                    "items": [
+                        {
+                            "run_id": f"r@{nominal}",
+                            "attempt": 1,
+                            "outcome": outcome,
+                            "finished_ms": nominal + 50,
+                            "exit_code": 0 if outcome == "succeeded" else 1,
+                            "output": f"out {k}",
+                            "error": "boom",
+                        }
+                    ],
+                },
+            )
+        )
     return cmds
 
 
@@ -104,8 +150,11 @@ class Node:
         assert not self.running, f"{self.name} is already running"
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(DRIVER), json.dumps(self.cfg)], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
+                [sys.executable, str(DRIVER), json.dumps(self.cfg)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=ROOT,
                 env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
             )
         self._replies = queue.Queue()
@@ -188,16 +237,22 @@ class Node:
 
 
 class RaftCluster:
-    def __init__(self, root: Path, size: int = 3, secrets: dict[str, str] | None = None,
-                 **settings: Any) -> None:
+    def __init__(
+        self, root: Path, size: int = 3, secrets: dict[str, str] | None = None, **settings: Any
+    ) -> None:
         root.mkdir(parents=True, exist_ok=True)
         ports = free_ports(size)
         self.names = [f"n{i + 1}" for i in range(size)]
         addrs = {name: f"127.0.0.1:{port}" for name, port in zip(self.names, ports, strict=True)}
         self.nodes: dict[str, Node] = {}
         for name in self.names:
-            cfg = {"self_addr": addrs[name], "partner_addrs": [a for n, a in addrs.items() if n != name],
-                   "secret": (secrets or {}).get(name, SECRET), "data_dir": str(root / name), **settings}
+            cfg = {
+                "self_addr": addrs[name],
+                "partner_addrs": [a for n, a in addrs.items() if n != name],
+                "secret": (secrets or {}).get(name, SECRET),
+                "data_dir": str(root / name),
+                **settings,
+            }
             self.nodes[name] = Node(name, cfg, root / f"{name}.log")
         self.by_addr = {addr: name for name, addr in addrs.items()}
 
@@ -237,8 +292,9 @@ class RaftCluster:
                 if name in seen and seen[name]["role"] == "leader":
                     return name
             time.sleep(0.1)
-        raise AssertionError(f"no leader: { {n: (s['role'], s['leader']) for n, s in seen.items()} }\n"
-                             + self.logs())
+        raise AssertionError(
+            f"no leader: { {n: (s['role'], s['leader']) for n, s in seen.items()} }\n" + self.logs()
+        )
 
     def propose_ok(self, name: str, data: bytes, timeout_s: float = 10.0) -> dict[str, Any]:
         reply = self.nodes[name].propose(data, timeout_s)
@@ -335,8 +391,9 @@ def test_exception_inside_a_command_does_not_wedge_the_cluster(raft: Callable[..
     # fire_runs in the current term whose fire item lacks job_id: raises inside _slot_job.
     begin = encode(CommandType.BEGIN_TERM, {"term": 1, "leader": "n1", "now_ms": T0})
     assert c.propose_ok(leader, begin)["ok"]
-    no_job = encode(CommandType.FIRE_RUNS, {"term": 1, "now_ms": T0, "fires": [{"incarnation": 1}],
-                                            "skips": []})
+    no_job = encode(
+        CommandType.FIRE_RUNS, {"term": 1, "now_ms": T0, "fires": [{"incarnation": 1}], "skips": []}
+    )
     bad = c.propose_ok(follower, no_job)
     assert bad["code"] == "internal" and "KeyError" in bad["message"]
 
@@ -352,8 +409,9 @@ def test_exception_inside_a_command_does_not_wedge_the_cluster(raft: Callable[..
 
 
 @pytest.mark.parametrize("fsync", [False, True], ids=["page-cache", "fsync"])
-def test_restart_of_every_node_after_compaction_keeps_the_state(raft: Callable[..., RaftCluster],
-                                                                fsync: bool) -> None:
+def test_restart_of_every_node_after_compaction_keeps_the_state(
+    raft: Callable[..., RaftCluster], fsync: bool
+) -> None:
     c = raft(fsync=fsync)
     c.start()
     leader = c.wait_leader()
@@ -380,8 +438,11 @@ def test_restart_of_every_node_after_compaction_keeps_the_state(raft: Callable[.
     c.start()
     c.wait_leader()
     after = c.wait_converged()
-    assert (after["digest"], after["dump_sha"], after["jobs"]) == (before["digest"], before["dump_sha"],
-                                                                   before["jobs"])
+    assert (after["digest"], after["dump_sha"], after["jobs"]) == (
+        before["digest"],
+        before["dump_sha"],
+        before["jobs"],
+    )
     assert all(c[n].status()["snapshot_loaded"] for n in c.names), "state came back without the dump"
     # And the restarted cluster takes writes.
     assert c.propose_ok(c.wait_leader(), put_job("later"))["ok"]

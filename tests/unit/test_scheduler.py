@@ -23,15 +23,20 @@ from raftsched.state import State
 from statekit import T0, job_spec
 
 S = 1000  # milliseconds per second
-BEGIN, FIRE, SET_NODE, REASSIGN = (CommandType.BEGIN_TERM, CommandType.FIRE_RUNS, CommandType.SET_NODE,
-                                   CommandType.REASSIGN_RUNS)
+BEGIN, FIRE, SET_NODE, REASSIGN = (
+    CommandType.BEGIN_TERM,
+    CommandType.FIRE_RUNS,
+    CommandType.SET_NODE,
+    CommandType.REASSIGN_RUNS,
+)
 
 
 class FakeLeadership:
     """What Raft tells the scheduler, set by hand."""
 
-    def __init__(self, *, leader: bool = True, term: int = 1,
-                 connected: dict[str, bool] | None = None) -> None:
+    def __init__(
+        self, *, leader: bool = True, term: int = 1, connected: dict[str, bool] | None = None
+    ) -> None:
         self.leader = leader
         self.current_term = term
         self.connected: dict[str, bool] = dict(connected or {})
@@ -102,23 +107,37 @@ def raft(node: str) -> str:
 class Rig:
     """One replicated state, a fake clock, and the schedulers that act on them."""
 
-    def __init__(self, nodes: tuple[str, ...] = ("n1", "n2", "n3"), *,
-                 tags: dict[str, dict[str, str]] | None = None, lookahead_s: float = 3.0,
-                 node_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        nodes: tuple[str, ...] = ("n1", "n2", "n3"),
+        *,
+        tags: dict[str, dict[str, str]] | None = None,
+        lookahead_s: float = 3.0,
+        node_timeout_s: float = 5.0,
+    ) -> None:
         self.state = State()
         self.clock = FakeClock(T0)
         self.lookahead_s, self.node_timeout_s = lookahead_s, node_timeout_s
         for n in nodes:
-            self.cmd(CommandType.REGISTER_NODE, node=n, http=f"http://{n}", raft=raft(n),
-                     tags=(tags or {}).get(n, {}), capacity=8, now_ms=T0)
+            self.cmd(
+                CommandType.REGISTER_NODE,
+                node=n,
+                http=f"http://{n}",
+                raft=raft(n),
+                tags=(tags or {}).get(n, {}),
+                capacity=8,
+                now_ms=T0,
+            )
         self.leadership = FakeLeadership(term=1, connected={raft(n): True for n in nodes[1:]})
         self.scheduler, self.proposer = self.scheduler_for(nodes[0], self.leadership)
 
-    def scheduler_for(self, node_id: str, leadership: FakeLeadership,
-                      hold: frozenset[CommandType] = frozenset()) -> tuple[Scheduler, Proposer]:
+    def scheduler_for(
+        self, node_id: str, leadership: FakeLeadership, hold: frozenset[CommandType] = frozenset()
+    ) -> tuple[Scheduler, Proposer]:
         proposer = Proposer(self.state, hold)
-        settings = SchedulerSettings(node_id=node_id, lookahead_s=self.lookahead_s,
-                                     node_timeout_s=self.node_timeout_s)
+        settings = SchedulerSettings(
+            node_id=node_id, lookahead_s=self.lookahead_s, node_timeout_s=self.node_timeout_s
+        )
         return Scheduler(settings, self.state, leadership, proposer, self.clock, asyncio.Event()), proposer
 
     def cmd(self, cmd_type: CommandType, **body: Any) -> dict[str, Any]:
@@ -149,15 +168,23 @@ class Rig:
     def start(self, run_id: str) -> None:
         run = self.state.runs[run_id]
         now = self.clock.now_ms()
-        result = self.cmd(CommandType.START_RUNS, node=run.node, now_ms=now,
-                          items=[{"run_id": run_id, "attempt": run.attempt, "started_ms": now}])
+        result = self.cmd(
+            CommandType.START_RUNS,
+            node=run.node,
+            now_ms=now,
+            items=[{"run_id": run_id, "attempt": run.attempt, "started_ms": now}],
+        )
         assert result["accepted"] == [run_id]
 
     def finish(self, run_id: str) -> None:
         run = self.state.runs[run_id]
         now = self.clock.now_ms()
-        result = self.cmd(CommandType.FINISH_RUNS, node=run.node, now_ms=now, items=[{
-            "run_id": run_id, "attempt": run.attempt, "outcome": "succeeded", "finished_ms": now}])
+        result = self.cmd(
+            CommandType.FINISH_RUNS,
+            node=run.node,
+            now_ms=now,
+            items=[{"run_id": run_id, "attempt": run.attempt, "outcome": "succeeded", "finished_ms": now}],
+        )
         assert result["accepted"] == [run_id]
 
 
@@ -172,8 +199,12 @@ def rid(nominal_ms: int, job_id: str = "j") -> str:
 
 def decided(*proposers: Proposer) -> list[tuple[str, int]]:
     """Every (job, slot) that the proposers asked the state to fire or record, in order."""
-    return [(item["job_id"], item["nominal_ms"]) for p in proposers for c in p.of(FIRE)
-            for item in (*c.body["skips"], *c.body["fires"])]
+    return [
+        (item["job_id"], item["nominal_ms"])
+        for p in proposers
+        for c in p.of(FIRE)
+        for item in (*c.body["skips"], *c.body["fires"])
+    ]
 
 
 # ---------------------------------------------------------------- leadership and terms
@@ -186,7 +217,7 @@ async def test_begin_term_is_proposed_first_and_no_fire_before_it_commits() -> N
     tick = asyncio.create_task(sched.tick())
     for _ in range(5):
         await asyncio.sleep(0)
-    assert proposer.types() == [BEGIN]                       # in flight, not committed
+    assert proposer.types() == [BEGIN]  # in flight, not committed
     assert rig.state.term == 0 and not rig.state.runs
     begin = proposer.proposed[0].body
     assert (begin["term"], begin["leader"], begin["now_ms"]) == (1, "n1", T0)
@@ -202,7 +233,7 @@ async def test_refused_begin_term_fires_nothing() -> None:
     rig = Rig()
     rig.add("j")
     assert rig.cmd(BEGIN, term=5, leader="n2", now_ms=T0)["ok"]  # someone else leads a newer term
-    await rig.tick()                                             # this node thinks term 1
+    await rig.tick()  # this node thinks term 1
     await rig.tick(1)
     assert rig.proposer.types() == [BEGIN, BEGIN]
     assert not any(r["ok"] for r in rig.proposer.results)
@@ -217,7 +248,7 @@ async def test_not_leader_proposes_nothing() -> None:
         await rig.tick(1)
     assert rig.proposer.proposed == []
     assert rig.state.term == 0 and not rig.state.runs
-    rig.leadership.leader = True                                 # elected later: begins, then fires
+    rig.leadership.leader = True  # elected later: begins, then fires
     await rig.tick()
     assert rig.proposer.types() == [BEGIN, FIRE]
 
@@ -231,11 +262,11 @@ async def test_fires_are_committed_up_to_lookahead_ahead_and_no_further() -> Non
     await rig.tick()
     assert rig.proposer.types() == [BEGIN, FIRE]
     runs = rig.runs()
-    assert sorted(runs) == slots(1, 3)                           # T+1, T+2, T+3 (= now + lookahead)
+    assert sorted(runs) == slots(1, 3)  # T+1, T+2, T+3 (= now + lookahead)
     for nominal, run in runs.items():
         assert run.run_id == f"j@{nominal}"
         assert run.state is RunState.PENDING and run.attempt == 1
-        assert run.due_ms == nominal                             # jitter 0
+        assert run.due_ms == nominal  # jitter 0
         assert run.node in {"n1", "n2", "n3"}
     fire = rig.proposer.of(FIRE)[0].body
     assert fire["now_ms"] == T0 and fire["skips"] == []
@@ -244,13 +275,13 @@ async def test_fires_are_committed_up_to_lookahead_ahead_and_no_further() -> Non
     assert (job.last_slot_ms, job.next_nominal_ms, job.fired) == (T0 + 3 * S, T0 + 4 * S, 3)
 
     rig.proposer.clear()
-    await rig.tick()                                             # same instant: nothing new
-    await rig.tick(0.5)                                          # T+3.5: T+4 is beyond the horizon
+    await rig.tick()  # same instant: nothing new
+    await rig.tick(0.5)  # T+3.5: T+4 is beyond the horizon
     assert rig.proposer.proposed == []
-    await rig.tick(0.5)                                          # T+1: T+4 enters the horizon
+    await rig.tick(0.5)  # T+1: T+4 enters the horizon
     assert rig.proposer.types() == [FIRE]
     assert rig.proposer.results[0]["fired"] == [rid(T0 + 4 * S)]
-    await rig.tick(2)                                            # T+3: T+5, T+6
+    await rig.tick(2)  # T+3: T+5, T+6
     assert rig.proposer.results[1]["fired"] == [rid(T0 + 5 * S), rid(T0 + 6 * S)]
     assert rig.fired_slots() == slots(1, 6)
     assert all(r["rejected"] == 0 for r in rig.proposer.results)
@@ -294,16 +325,16 @@ async def test_jitter_delays_due_time_deterministically() -> None:
 async def test_jobs_due_together_go_in_one_fire_command() -> None:
     rig = Rig()
     for k in range(5):
-        rig.add(f"j{k}")                                         # forbid: one slot ahead each
+        rig.add(f"j{k}")  # forbid: one slot ahead each
     await rig.tick()
     assert rig.proposer.types() == [BEGIN, FIRE]
     fires = rig.proposer.of(FIRE)[0].body["fires"]
     assert sorted(f["job_id"] for f in fires) == [f"j{k}" for k in range(5)]
     assert sorted(rig.proposer.results[1]["fired"]) == [rid(T0 + S, f"j{k}") for k in range(5)]
     rig.proposer.clear()
-    await rig.tick(1)                                            # T+1: T+2 waits for its due time
+    await rig.tick(1)  # T+1: T+2 waits for its due time
     assert rig.proposer.proposed == []
-    await rig.tick(1)                                            # T+2: all five decided in one command
+    await rig.tick(1)  # T+2: all five decided in one command
     assert rig.proposer.types() == [FIRE]
     assert len(rig.proposer.of(FIRE)[0].body["fires"]) == 5
 
@@ -323,13 +354,13 @@ async def _gap(rig: Rig, seconds: float) -> dict[str, Any]:
 async def test_misfire_fire_once_records_one_missed_range_and_one_catch_up_run() -> None:
     rig = Rig()
     rig.add("j", overlap="allow", misfire={"policy": "fire_once", "grace": 5})
-    body = await _gap(rig, 25)                                   # now T+25: slots < T+20 are missed
+    body = await _gap(rig, 25)  # now T+25: slots < T+20 are missed
     assert len(body["skips"]) == 1
     [missed] = rig.records("j", RunState.MISSED)
     assert missed.run_id == rid(T0 + 4 * S)
     assert (missed.until_ms, missed.count) == (T0 + 18 * S, 15)  # T+4..T+19 missed, minus the catch-up
     assert "fire_once" in (missed.reason or "")
-    assert rig.fired_slots() == slots(1, 3) + slots(19, 28)      # catch-up T+19, then T+20..T+28
+    assert rig.fired_slots() == slots(1, 3) + slots(19, 28)  # catch-up T+19, then T+20..T+28
     catch_up = rig.runs()[T0 + 19 * S]
     assert catch_up.state is RunState.PENDING and catch_up.due_ms == T0 + 19 * S
     assert rig.state.stats["j"]["missed"] == 15
@@ -343,7 +374,7 @@ async def test_misfire_fire_all_fires_max_catchup_and_records_the_rest() -> None
     [missed] = rig.records("j", RunState.MISSED)
     assert (missed.nominal_ms, missed.until_ms, missed.count) == (T0 + 4 * S, T0 + 14 * S, 11)
     assert "max_catchup=5" in (missed.reason or "")
-    assert rig.fired_slots() == slots(1, 3) + slots(15, 28)      # 5 late (T+15..T+19) + in-grace + ahead
+    assert rig.fired_slots() == slots(1, 3) + slots(15, 28)  # 5 late (T+15..T+19) + in-grace + ahead
 
 
 async def test_misfire_skip_only_records_missed() -> None:
@@ -367,16 +398,17 @@ async def test_slots_within_grace_are_fired_late_not_missed() -> None:
 
 
 @pytest.mark.parametrize(("policy", "catch_ups"), [("fire_once", 1), ("fire_all", 5)])
-async def test_misfire_policy_holds_over_a_gap_longer_than_the_slot_limit(policy: str,
-                                                                        catch_ups: int) -> None:
+async def test_misfire_policy_holds_over_a_gap_longer_than_the_slot_limit(
+    policy: str, catch_ups: int
+) -> None:
     rig = Rig()
     rig.add("j", overlap="allow", misfire={"policy": policy, "grace": 5, "max_catchup": 5})
     await rig.tick()
-    rig.clock.advance(300)                                       # now T+300: T+4..T+294 missed (291 slots)
-    for _ in range(8):                                           # the real loop ticks every 50 ms
+    rig.clock.advance(300)  # now T+300: T+4..T+294 missed (291 slots)
+    for _ in range(8):  # the real loop ticks every 50 ms
         await rig.scheduler.tick()
     late = [s for s in rig.fired_slots() if T0 + 3 * S < s < T0 + 295 * S]
-    assert len(late) == catch_ups                                # once, however long the gap
+    assert len(late) == catch_ups  # once, however long the gap
     assert sum(r.count for r in rig.records("j", RunState.MISSED)) == 291 - catch_ups
 
 
@@ -385,10 +417,10 @@ async def test_missed_record_keeps_the_jobs_next_slot() -> None:
     rig.add("j", schedule={"every": 60}, misfire={"policy": "skip", "grace": 5})
     await rig.tick()
     assert rig.state.jobs["j"].next_nominal_ms == T0 + 60 * S
-    await rig.tick(200)                                          # T+60, T+120, T+180 missed; T+240 ahead
+    await rig.tick(200)  # T+60, T+120, T+180 missed; T+240 ahead
     [missed] = rig.records("j", RunState.MISSED)
     assert missed.count == 3 and not rig.fired_slots()
-    assert rig.state.jobs["j"].next_nominal_ms == T0 + 240 * S   # actual: None (API next_fire_at: null)
+    assert rig.state.jobs["j"].next_nominal_ms == T0 + 240 * S  # actual: None (API next_fire_at: null)
 
 
 # ---------------------------------------------------------------- overlap
@@ -396,17 +428,17 @@ async def test_missed_record_keeps_the_jobs_next_slot() -> None:
 
 async def test_forbid_fires_ahead_only_when_idle_and_the_state_skips_at_due_time() -> None:
     rig = Rig()
-    rig.add("j")                                                 # overlap forbid is the default
+    rig.add("j")  # overlap forbid is the default
     await rig.tick()
-    assert rig.fired_slots() == [T0 + S]                         # one slot ahead, not three
+    assert rig.fired_slots() == [T0 + S]  # one slot ahead, not three
     rig.proposer.clear()
     await rig.tick(0.5)
     assert rig.proposer.proposed == []
-    await rig.tick(0.5)                                          # T+1: the run starts
+    await rig.tick(0.5)  # T+1: the run starts
     rig.start(rid(T0 + S))
     await rig.tick(0.5)
-    assert rig.proposer.proposed == []                           # T+2 not fired ahead while running
-    await rig.tick(0.5)                                          # T+2: decided now, by the state
+    assert rig.proposer.proposed == []  # T+2 not fired ahead while running
+    await rig.tick(0.5)  # T+2: decided now, by the state
     assert rig.proposer.types() == [FIRE]
     assert [f["nominal_ms"] for f in rig.proposer.of(FIRE)[0].body["fires"]] == [T0 + 2 * S]
     skipped = rig.runs()[T0 + 2 * S]
@@ -415,7 +447,7 @@ async def test_forbid_fires_ahead_only_when_idle_and_the_state_skips_at_due_time
     rig.clock.advance(0.2)
     rig.finish(rid(T0 + S))
     rig.proposer.clear()
-    await rig.tick()                                             # idle again: T+3 fired ahead
+    await rig.tick()  # idle again: T+3 fired ahead
     assert rig.proposer.results[0]["fired"] == [rid(T0 + 3 * S)]
 
 
@@ -437,8 +469,8 @@ async def test_replace_cancels_the_active_run_at_the_due_time() -> None:
     await rig.tick(1)
     rig.start(rid(T0 + S))
     await rig.tick(0.9)
-    assert rig.fired_slots() == [T0 + S]                         # not ahead
-    await rig.tick(0.1)                                          # T+2
+    assert rig.fired_slots() == [T0 + S]  # not ahead
+    await rig.tick(0.1)  # T+2
     runs = rig.runs()
     assert runs[T0 + S].state is RunState.CANCELLED and "replaced" in (runs[T0 + S].reason or "")
     assert runs[T0 + 2 * S].state is RunState.PENDING
@@ -450,8 +482,8 @@ async def test_queue_queues_one_and_skips_the_next() -> None:
     await rig.tick()
     await rig.tick(1)
     rig.start(rid(T0 + S))
-    await rig.tick(1)                                            # T+2: queued behind T+1
-    await rig.tick(1)                                            # T+3: one waits already: skipped
+    await rig.tick(1)  # T+2: queued behind T+1
+    await rig.tick(1)  # T+3: one waits already: skipped
     runs = rig.runs()
     assert runs[T0 + S].state is RunState.RUNNING
     assert runs[T0 + 2 * S].state is RunState.PENDING and runs[T0 + 2 * S].waiting
@@ -480,32 +512,32 @@ async def test_paused_jobs_fire_nothing() -> None:
 async def test_new_leader_rebuilds_from_replicated_state_and_fires_no_slot_twice() -> None:
     rig = Rig()
     rig.add("j", overlap="allow")
-    rig.add("f")                                                 # forbid: one slot ahead
+    rig.add("f")  # forbid: one slot ahead
     await rig.tick()
-    await rig.tick(1)                                            # old leader fired j up to T+4, f T+1
-    rig.leadership.leader = False                                # it dies / steps down
+    await rig.tick(1)  # old leader fired j up to T+4, f T+1
+    rig.leadership.leader = False  # it dies / steps down
     b_leads = FakeLeadership(term=2, connected={raft("n1"): False, raft("n3"): True})
     b, b_proposer = rig.scheduler_for("n2", b_leads)
-    await b.tick()                                               # the new leader at T+1
+    await b.tick()  # the new leader at T+1
     rig.clock.advance(0.5)
     await b.tick()
-    assert b_proposer.types() == [BEGIN]                         # nothing new in its horizon yet
+    assert b_proposer.types() == [BEGIN]  # nothing new in its horizon yet
     assert (rig.state.term, rig.state.leader) == (2, "n2")
     rig.clock.advance(0.5)
-    await b.tick()                                               # T+2: j's T+5; f's T+2 at its due time
-    await rig.scheduler.tick()                                   # the old leader stays silent
+    await b.tick()  # T+2: j's T+5; f's T+2 at its due time
+    await rig.scheduler.tick()  # the old leader stays silent
     assert b_proposer.types() == [BEGIN, FIRE]
     assert sorted(decided(b_proposer)) == sorted([("j", T0 + 5 * S), ("f", T0 + 2 * S)])
     assert rig.fired_slots("j") == slots(1, 5)
-    assert rig.runs("f")[T0 + 2 * S].state is RunState.SKIPPED   # T+1 still pending: forbid
+    assert rig.runs("f")[T0 + 2 * S].state is RunState.SKIPPED  # T+1 still pending: forbid
     for _ in range(5):
         rig.clock.advance(1)
         await b.tick()
     assert rig.fired_slots("j") == slots(1, 10)
     assert rig.state.stats["j"]["fired"] == 10
     both = decided(rig.proposer, b_proposer)
-    assert len(both) == len(set(both))                           # no slot proposed twice across terms
-    assert rig.proposer.types() == [BEGIN, FIRE, FIRE]           # the old leader, all before it stepped down
+    assert len(both) == len(set(both))  # no slot proposed twice across terms
+    assert rig.proposer.types() == [BEGIN, FIRE, FIRE]  # the old leader, all before it stepped down
     # the old leader's node (a worker too) is silent: committed down, its runs fired ahead move
     assert not rig.state.nodes["n1"].up and not rig.state.node_active["n1"]
 
@@ -513,23 +545,24 @@ async def test_new_leader_rebuilds_from_replicated_state_and_fires_no_slot_twice
 async def test_stale_scheduler_gets_its_fire_rejected_and_stops_acting() -> None:
     rig = Rig()
     rig.add("j", overlap="allow")
-    await rig.tick()                                             # term 1 fires T+1..T+3
-    b, b_proposer = rig.scheduler_for("n2", FakeLeadership(term=2, connected={raft("n1"): True,
-                                                                             raft("n3"): True}))
-    await b.tick()                                               # term 2 begins (the old leader is cut off)
+    await rig.tick()  # term 1 fires T+1..T+3
+    b, b_proposer = rig.scheduler_for(
+        "n2", FakeLeadership(term=2, connected={raft("n1"): True, raft("n3"): True})
+    )
+    await b.tick()  # term 2 begins (the old leader is cut off)
     rig.proposer.clear()
-    await rig.tick(1)                                            # the deposed leader still believes
+    await rig.tick(1)  # the deposed leader still believes
     assert rig.proposer.types() == [FIRE]
     assert rig.proposer.results[0]["code"] == "stale_term"
-    assert rig.fired_slots() == slots(1, 3)                      # T+4 was not fired by it
+    assert rig.fired_slots() == slots(1, 3)  # T+4 was not fired by it
     assert rig.scheduler.active_term == 0
     rig.proposer.clear()
     for _ in range(3):
         await rig.tick(1)
-    assert rig.proposer.types() == [BEGIN] * 3                   # only tries to begin its term again
+    assert rig.proposer.types() == [BEGIN] * 3  # only tries to begin its term again
     assert not any(r["ok"] for r in rig.proposer.results)
     await b.tick()
-    assert rig.fired_slots() == slots(1, 7)                      # the real leader fires exactly once
+    assert rig.fired_slots() == slots(1, 7)  # the real leader fires exactly once
     assert decided(b_proposer) == [("j", s) for s in slots(4, 7)]
 
 
@@ -547,11 +580,11 @@ async def test_silent_node_is_committed_down_its_runs_move_and_it_comes_back_up(
     rig.leadership.connected[raft(victim)] = False
     await rig.tick(4.9)
     assert rig.state.nodes[victim].up and SET_NODE not in rig.proposer.types()
-    assert rig.state.node_active[victim]                         # runs still on it
-    rig.start(rid(T0 + S))                                       # one of them is running
+    assert rig.state.node_active[victim]  # runs still on it
+    rig.start(rid(T0 + S))  # one of them is running
     rig.proposer.clear()
-    await rig.tick(0.2)                                          # silent 5.1 s > node_timeout_s
-    assert rig.proposer.types() == [SET_NODE, REASSIGN, FIRE]                # liveness first, then fires
+    await rig.tick(0.2)  # silent 5.1 s > node_timeout_s
+    assert rig.proposer.types() == [SET_NODE, REASSIGN, FIRE]  # liveness first, then fires
     down = rig.proposer.of(SET_NODE)[0].body
     assert (down["node"], down["up"], down["term"]) == (victim, False, 1)
     assert not rig.state.nodes[victim].up
@@ -563,11 +596,11 @@ async def test_silent_node_is_committed_down_its_runs_move_and_it_comes_back_up(
         assert (run.node, run.attempt, run.state) == (other, 2, RunState.PENDING)
         assert run.reason == f"reassigned from {victim}"
     assert all(r.node == other for r in rig.runs().values())
-    running = rig.runs()[T0 + S]                                 # at_least_once: tried again, from now
+    running = rig.runs()[T0 + S]  # at_least_once: tried again, from now
     assert (running.attempt, running.state, running.due_ms) == (2, RunState.PENDING, T0 + 5100)
 
     rig.proposer.clear()
-    await rig.tick(1)                                            # new fires avoid the down node
+    await rig.tick(1)  # new fires avoid the down node
     assert rig.proposer.types() == [FIRE]
     assert all(r.node == other for r in rig.runs().values())
     rig.leadership.connected[raft(victim)] = True
@@ -592,28 +625,28 @@ async def test_new_leader_does_not_commit_a_dead_node_up() -> None:
     rig.leadership.connected[raft("n3")] = False
     await rig.tick()
     await rig.tick(6)
-    assert not rig.state.nodes["n3"].up                          # committed down by term 1
+    assert not rig.state.nodes["n3"].up  # committed down by term 1
     rig.leadership.leader = False
     b, b_proposer = rig.scheduler_for("n2", FakeLeadership(term=2, connected={raft("n1"): True}))
     rig.add("z", overlap="allow", route={"tags": {"zone": "c"}})  # only the dead node matches
-    await b.tick()                                               # actual: SET_NODE n3 up=True
+    await b.tick()  # actual: SET_NODE n3 up=True
     await b.tick()
     assert SET_NODE not in b_proposer.types()
     assert not rig.state.nodes["n3"].up
-    assert not rig.state.job_runs["z"]                           # actual: z fired to the dead n3
+    assert not rig.state.job_runs["z"]  # actual: z fired to the dead n3
 
 
 async def test_leading_again_waits_node_timeout_before_committing_down() -> None:
     rig = Rig()
-    await rig.tick()                                             # term 1: n2, n3 seen at T
+    await rig.tick()  # term 1: n2, n3 seen at T
     rig.leadership.leader = False
-    await rig.tick(60)                                           # a follower for a minute
+    await rig.tick(60)  # a follower for a minute
     rig.leadership.leader, rig.leadership.current_term = True, 3
-    rig.leadership.connected[raft("n3")] = False                 # not yet reconnected to the new leader
+    rig.leadership.connected[raft("n3")] = False  # not yet reconnected to the new leader
     assert rig.cmd(BEGIN, term=2, leader="n2", now_ms=rig.clock.now_ms())["ok"]
     rig.proposer.clear()
     await rig.tick()
-    assert rig.proposer.types() == [BEGIN]                       # actual: BEGIN, SET_NODE n3 down
+    assert rig.proposer.types() == [BEGIN]  # actual: BEGIN, SET_NODE n3 down
     assert rig.state.nodes["n3"].up
 
 
@@ -627,7 +660,7 @@ async def test_route_tags_pick_only_matching_nodes() -> None:
     await rig.tick()
     await rig.tick(2)
     assert len(rig.runs("j")) == 5 and {r.node for r in rig.runs("j").values()} == {"n2"}
-    assert {r.node for r in rig.runs("k").values()} != {"n2"}    # untagged jobs spread
+    assert {r.node for r in rig.runs("k").values()} != {"n2"}  # untagged jobs spread
 
 
 async def test_least_loaded_counts_executing_runs_not_the_pending_ones_fired_ahead() -> None:
@@ -663,10 +696,10 @@ async def test_no_eligible_node_fires_nothing_then_records_missed_past_grace(pol
     rig.add("j", overlap="allow", route={"tags": {"zone": "c"}}, misfire={"policy": policy, "grace": 5})
     await rig.tick()
     for _ in range(5):
-        await rig.tick(1)                                        # up to T+5: within grace, waiting
+        await rig.tick(1)  # up to T+5: within grace, waiting
     assert rig.proposer.types() == [BEGIN] and not rig.state.job_runs["j"]
     for _ in range(5):
-        await rig.tick(1)                                        # T+10: T+1..T+4 are past grace
+        await rig.tick(1)  # T+10: T+1..T+4 are past grace
     assert not rig.fired_slots()
     missed = rig.records("j", RunState.MISSED)
     covered = [s for r in missed for s in range(r.nominal_ms, (r.until_ms or r.nominal_ms) + 1, S)]
@@ -675,10 +708,17 @@ async def test_no_eligible_node_fires_nothing_then_records_missed_past_grace(pol
     assert covered == (past_grace if policy == "skip" else past_grace[:-1])
     assert sum(r.count for r in missed) == len(covered)
 
-    rig.cmd(CommandType.REGISTER_NODE, node="n3", http="http://n3", raft=raft("n3"), tags={"zone": "c"},
-            capacity=8, now_ms=rig.clock.now_ms())
+    rig.cmd(
+        CommandType.REGISTER_NODE,
+        node="n3",
+        http="http://n3",
+        raft=raft("n3"),
+        tags={"zone": "c"},
+        capacity=8,
+        now_ms=rig.clock.now_ms(),
+    )
     rig.leadership.connected[raft("n3")] = True
-    await rig.tick()                                             # a node appears: in-grace slots run late
+    await rig.tick()  # a node appears: in-grace slots run late
     catch_up = [T0 + 4 * S] if policy == "fire_once" else []
     assert rig.fired_slots() == catch_up + slots(5, 13)
     assert {r.node for r in rig.runs().values() if r.attempt} == {"n3"}
@@ -701,12 +741,22 @@ async def test_drain_moves_pending_runs_waits_for_running_then_removes_the_node(
     rig.cmd(CommandType.DRAIN_NODE, node="n2", draining=True, leaving=True, now_ms=rig.clock.now_ms())
     await rig.tick(0.1)
     active = rig.state.active_runs_of("n2")
-    assert [r.run_id for r in active] == [running.run_id]          # pending moved, running stays
+    assert [r.run_id for r in active] == [running.run_id]  # pending moved, running stays
     assert "n2" in rig.state.nodes and not rig.leadership.membership
     assert all(r.node != "n2" for r in rig.state.runs.values() if r.state is RunState.PENDING)
-    rig.cmd(CommandType.FINISH_RUNS, node="n2", now_ms=rig.clock.now_ms(), items=[
-        {"run_id": running.run_id, "attempt": running.attempt, "outcome": "succeeded",
-         "finished_ms": rig.clock.now_ms()}])
+    rig.cmd(
+        CommandType.FINISH_RUNS,
+        node="n2",
+        now_ms=rig.clock.now_ms(),
+        items=[
+            {
+                "run_id": running.run_id,
+                "attempt": running.attempt,
+                "outcome": "succeeded",
+                "finished_ms": rig.clock.now_ms(),
+            }
+        ],
+    )
     await rig.tick(0.1)
     assert "n2" not in rig.state.nodes and "n2" in rig.state.removed
     assert rig.leadership.membership == [("remove", raft("n2"))]
