@@ -6,6 +6,7 @@ comes from the executing node's own config (DESIGN.md §5), never from the job.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -26,12 +27,14 @@ __all__ = [
     "OutputSink",
     "Refused",
     "RunContext",
+    "TaskUser",
     "failed",
     "identity_context",
     "identity_env",
     "identity_headers",
     "output_so_far",
     "tail_is_whole",
+    "task_umask",
     "timed_out",
 ]
 
@@ -54,17 +57,53 @@ class RunContext:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TaskUser:
+    """The `run_as` user, looked up once at node start (`_fences.task_user`)."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]  # supplementary groups, the primary one among them
+    home: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ExecPolicy:
     """Node-local fences, from the node's own config; a job cannot widen them.
 
-    `kill_grace_s` is how long a process group gets between SIGTERM and SIGKILL.
+    `kill_grace_s` is how long a task's processes get between SIGTERM and SIGKILL.
+    `command_allow`: directories argv[0] must resolve under (empty: any; see `_fences`).
+    `run_as`: the user process tasks run as (None: the node's own). `umask`: the tasks' umask
+    (None: `task_umask()`, the one the node started with).
     """
 
     allow_shell: bool = False
     python_allow: tuple[str, ...] = ()
     http_allow: tuple[IPv4Network | IPv6Network, ...] = ()
+    command_allow: tuple[str, ...] = ()
+    run_as: TaskUser | None = None
+    umask: int | None = None
     output_tail_bytes: int = 4096
     kill_grace_s: float = 2.0
+
+    def task_umask(self) -> int:
+        return task_umask() if self.umask is None else self.umask
+
+
+@functools.cache
+def task_umask() -> int:
+    """The umask this process had at the first call: tasks get it, whatever the node later sets
+    for its own files. The node calls this first thing at start, before anything changes it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc (or Linux < 4.7): read it by setting it, then put it back
+    os.umask(mask)
+    return mask
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
