@@ -115,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_node(args: argparse.Namespace) -> int:
+    from .executors import task_umask
+
+    task_umask()  # first: the umask tasks get is the one the node was started with
     from . import config
     from .logs import setup_logging
     from .node import run_node
@@ -133,6 +136,9 @@ def _run_node(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run_node(cluster, node))
+    except ConfigError as exc:  # found at start: run_as
+        print(f"raftsched: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (OSError, JournalDamaged) as exc:
         print(f"raftsched: {exc}", file=sys.stderr)
         return EXIT_USAGE

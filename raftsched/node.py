@@ -31,7 +31,7 @@ from .clockwatch import ClockWatch, ClockWatchSettings
 from .commands import Command, CommandType, encode
 from .config import ClusterConfig, NodeConfig
 from .errors import RaftschedError
-from .executors import ExecPolicy, Executor, executor_for
+from .executors import ExecPolicy, Executor, executor_for, task_umask, task_user
 from .model import TaskType
 from .records import NodeRecord
 from .replication import RaftSettings, Replicator
@@ -40,7 +40,7 @@ from .state import State
 from .transitions import log_transition
 from .worker import Worker, WorkerSettings
 
-__all__ = ["Node", "run_node"]
+__all__ = ["Node", "exec_policy", "run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,7 @@ class Node:
         self._wake_pending = False
         self._executors: dict[TaskType, Executor] = {}
         self._session: aiohttp.ClientSession | None = None  # the clock probes' (made in run())
-        self.policy = ExecPolicy(
-            allow_shell=node.allow_shell,
-            python_allow=node.python_allow,
-            http_allow=node.http_allow,
-            output_tail_bytes=cluster.output_tail_bytes,
-        )
+        self.policy = exec_policy(cluster, node)
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------ wiring
@@ -399,6 +394,20 @@ def raise_open_files_limit(capacity: int) -> int:
             extra={"limit": soft, "capacity": capacity},
         )
     return int(soft)
+
+
+def exec_policy(cluster: ClusterConfig, node: NodeConfig) -> ExecPolicy:
+    """The node's fences on what it executes. Raises ConfigError for a `run_as` this node cannot
+    switch to (unknown user, or no privilege): a node must not start and then fail every task."""
+    return ExecPolicy(
+        allow_shell=node.allow_shell,
+        command_allow=node.command_allow,
+        run_as=task_user(node.run_as, node.id) if node.run_as is not None else None,
+        umask=task_umask(),
+        python_allow=node.python_allow,
+        http_allow=node.http_allow,
+        output_tail_bytes=cluster.output_tail_bytes,
+    )
 
 
 async def run_node(cluster: ClusterConfig, node: NodeConfig) -> int:
