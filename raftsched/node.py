@@ -75,6 +75,7 @@ class _Leadership:
 
 class Node:
     def __init__(self, cluster: ClusterConfig, node: NodeConfig, clock: Clock | None = None) -> None:
+        self.policy = exec_policy(cluster, node)  # first: a run_as it cannot use stops the node here
         self.cluster, self.node = cluster, node
         self.clock: Clock = clock or SystemClock()
         self.state = State()
@@ -83,7 +84,6 @@ class Node:
         self._wake_pending = False
         self._executors: dict[TaskType, Executor] = {}
         self._session: aiohttp.ClientSession | None = None  # the clock probes' (made in run())
-        self.policy = exec_policy(cluster, node)
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------ wiring
