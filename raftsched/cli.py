@@ -151,7 +151,7 @@ def _run_node(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run_node(cluster, node))
-    except ConfigError as exc:  # the data directory, checked as the node starts
+    except ConfigError as exc:  # found at start: the data directory, run_as
         print(f"raftsched: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (OSError, JournalDamaged) as exc:

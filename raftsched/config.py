@@ -109,6 +109,8 @@ class NodeConfig:
     capacity: int = 8
     shutdown_grace_s: float = 30.0
     allow_shell: bool = False
+    command_allow: tuple[str, ...] = ()  # absolute directories; empty: any program
+    run_as: str | None = None  # a user name, looked up (and the privilege checked) at node start
     python_allow: tuple[str, ...] = ()
     http_allow: tuple[IPNetwork, ...] = ()
     output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES
@@ -287,6 +289,22 @@ def _module_prefixes(raw: str) -> tuple[str, ...]:
     return tuple(prefixes)
 
 
+def _directories(raw: str) -> tuple[str, ...]:
+    """Absolute directories, `..` folded (symlinks are resolved where they are used)."""
+    directories = _items(raw)
+    for directory in directories:
+        if not os.path.isabs(directory):
+            raise ValueError(f"{_show(directory)} is not an absolute directory such as /opt/jobs/bin")
+    return tuple(os.path.normpath(directory) for directory in directories)
+
+
+def _user(raw: str) -> str | None:
+    """A user name (looked up on the node that runs the tasks, at its start); empty: none."""
+    if any(ch.isspace() or ch in ":/," for ch in raw):
+        raise ValueError(f"{_show(raw)} is not a user name")
+    return raw or None
+
+
 def _networks(raw: str) -> tuple[IPNetwork, ...]:
     networks: list[IPNetwork] = []
     for item in _items(raw):
@@ -405,6 +423,8 @@ _NODE_PARSERS: Mapping[str, Callable[[str], Any]] = {
     "capacity": _count(1),
     "shutdown_grace_s": _seconds(positive=False),
     "allow_shell": _bool,
+    "command_allow": _directories,
+    "run_as": _user,
     "python_allow": _module_prefixes,
     "http_allow": _networks,
     "output_max_bytes": _count(0),

@@ -34,8 +34,7 @@ from .clockwatch import ClockWatch, ClockWatchSettings
 from .commands import Command, CommandType, encode
 from .config import ClusterConfig, NodeConfig, is_loopback_host
 from .errors import RaftschedError
-from .executors import ExecPolicy, Executor, executor_for
-from .executors.base import capture_task_umask
+from .executors import ExecPolicy, Executor, executor_for, task_umask, task_user
 from .model import TaskType
 from .records import NodeRecord
 from .replication import RaftSettings, Replicator
@@ -45,7 +44,7 @@ from .state import State
 from .transitions import log_transition
 from .worker import Worker, WorkerSettings
 
-__all__ = ["Node", "private_umask", "run_node"]
+__all__ = ["Node", "exec_policy", "private_umask", "run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +79,7 @@ class _Leadership:
 
 class Node:
     def __init__(self, cluster: ClusterConfig, node: NodeConfig, clock: Clock | None = None) -> None:
+        self.policy = exec_policy(cluster, node, os.environ)  # first: a bad run_as stops the node here
         self.cluster, self.node = cluster, node
         self.clock: Clock = clock or SystemClock()
         self.state = State()
@@ -88,7 +88,6 @@ class Node:
         self._wake_pending = False
         self._executors: dict[TaskType, Executor] = {}
         self._session: aiohttp.ClientSession | None = None  # the clock probes' (made in run())
-        self.policy = exec_policy(cluster, node, os.environ)
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------ wiring
@@ -347,10 +346,15 @@ def _connection_limits(cluster: ClusterConfig) -> ConnectionLimits:
 
 
 def exec_policy(cluster: ClusterConfig, node: NodeConfig, environ: Mapping[str, str]) -> ExecPolicy:
-    """The fences and secrets of this node's runs. Secrets are read once, here, at start: one added
-    later (environment, secrets_file or [secrets]) needs a restart of the node."""
+    """The fences and secrets of this node's runs. Raises ConfigError for a `run_as` this node
+    cannot switch to (unknown user, or no privilege): a node must not start and then fail every
+    task. Secrets are read once, here, at start: one added later (environment, secrets_file or
+    [secrets]) needs a restart of the node."""
     return ExecPolicy(
         allow_shell=node.allow_shell,
+        command_allow=node.command_allow,
+        run_as=task_user(node.run_as, node.id) if node.run_as is not None else None,
+        umask=task_umask(),
         python_allow=node.python_allow,
         http_allow=node.http_allow,
         output_tail_bytes=cluster.output_tail_bytes,
@@ -440,10 +444,10 @@ def raise_open_files_limit(capacity: int) -> int:
 
 def private_umask() -> int:
     """Make what the node writes its user's only (umask 0o077: files 0600, directories 0700),
-    after remembering the umask it was started with, which its tasks keep. Returns that one.
-    Idempotent; call it before the node writes anything (the CLI does, before the config may
-    write a secret)."""
-    started = capture_task_umask()
+    after remembering the umask it was started with, which its tasks keep (`task_umask`).
+    Returns that one. Idempotent; call it before the node writes anything (the CLI does, before
+    the config may write a secret)."""
+    started = task_umask()
     os.umask(datadir.PRIVATE_UMASK)
     return started
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..model import TaskType
+from ._fences import task_user
 from ._reaper import GroupLedger
 from .base import (
     ExecPolicy,
@@ -24,6 +25,7 @@ from .base import (
     identity_context,
     identity_env,
     identity_headers,
+    task_umask,
 )
 from .python import PythonExecutor
 from .shell import ShellExecutor
@@ -46,6 +48,8 @@ __all__ = [
     "identity_context",
     "identity_env",
     "identity_headers",
+    "task_umask",
+    "task_user",
 ]
 
 

@@ -1,12 +1,21 @@
-"""Child processes in their own process group: start, stream output, stop the whole group.
+"""Task processes under a per-run supervisor: start, stream output, stop every descendant.
 
-A task is its process group (`start_new_session=True`). On timeout or cancellation the group gets
-SIGTERM, then SIGKILL after the policy's grace. When the main process exits on its own, whatever it
-left running in its group is stopped the same way: no task outlives its run, and nothing keeps the
-output pipe open. (A process that leaves the group with setsid escapes the kill; the run stops
-reading its output after a short drain.) When the node itself dies, the child dies with it
-(parent-death signal, set by an exec wrapper), and the caller may record the group (`on_group`)
-so that the node's next life can kill what is left: see `_reaper`.
+Every process task starts as a supervisor (`_supervisor`: a small stdlib script for shell tasks;
+the python runner is one itself) in a session and process group of its own; the supervisor forks
+the task, is the subreaper of everything the task starts, and stops all of it — `setsid` and
+double-forked processes included — when the main process exits (leftovers: SIGTERM, the policy's
+grace, SIGKILL), when the node asks (SIGTERM to the supervisor alone, on timeout or cancellation:
+the same), and when the node dies, even by SIGKILL (its parent-death signal: SIGKILL at once).
+
+The node signals the supervisor, not the group: a group SIGKILL would kill the supervisor before
+it could find the processes that left the group. The group SIGKILL, plus a SIGKILL to every
+process then under the supervisor, is the backstop when the supervisor has not exited `grace +
+SUPERVISOR_MARGIN_S` after the SIGTERM (or when the stop itself is cancelled). The caller may
+record the group (`on_group`), so that the node's next life can kill what is left: see `_reaper`.
+
+The supervisor reports on a status pipe of its own: `exited` when the main process ended before
+any stop request (a timeout that struck while leftovers were being stopped is then no timeout),
+`error <message>` when the task could not start (StartFailed).
 
 stdout and stderr share one pipe that the event loop reads into an `OutputSink` as data arrives,
 so memory stays bounded whatever the task prints.
@@ -22,15 +31,18 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Collection, Mapping, Sequence
+import sys
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from ._reaper import pdeathsig_argv
-from .base import ExecResult, OutputSink, RunContext, failed, identity_env, timed_out
+from . import _supervisor
+from .base import ExecResult, OutputSink, RunContext, TaskUser, failed, identity_env, timed_out
 
 __all__ = [
     "SAFE_ENV_KEYS",
+    "SUPERVISOR",
     "GroupExit",
+    "Launch",
     "StartFailed",
     "child_env",
     "describe_returncode",
@@ -38,11 +50,13 @@ __all__ = [
     "group_alive",
     "run_in_group",
     "scrubbed_env",
-    "stop_group",
 ]
 
 SAFE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 DRAIN_S = 0.5  # how long output may still arrive once the group is gone
+SUPERVISOR_MARGIN_S = 1.0  # beyond the grace, for the supervisor's own SIGKILL round and exit
+SUPERVISOR = (sys.executable, "-I", "-S", _supervisor.__file__)
+_STATUS_MAX = 4096
 _POLL_S = 0.02
 
 
@@ -52,8 +66,35 @@ class StartFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class GroupExit:
-    returncode: int | None  # None when timed out; negative: killed by that signal
+    returncode: int | None  # the main process's (the supervisor mirrors it); negative: by that signal
     timed_out: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Launch:
+    """One task's start: `launcher` (a supervisor) is run with the options `_supervisor` defines,
+    then `--`, then `argv` (the program's argv; for the python runner, its own arguments)."""
+
+    launcher: tuple[str, ...] = SUPERVISOR
+    argv: tuple[str, ...]
+    program: str | None = None  # the executable the node resolved and checked, for argv
+    cwd: str | None = None
+    user: TaskUser | None = None
+    umask: int | None = None
+    grace_s: float
+
+    def command(self, status_fd: int) -> list[str]:
+        user = self.user
+        options = _supervisor.options_argv(
+            node_pid=os.getpid(),
+            grace_s=self.grace_s,
+            umask=self.umask,
+            status_fd=status_fd,
+            cwd=self.cwd,
+            program=self.program,
+            user=None if user is None else (user.name, user.uid, user.gid, user.groups),
+        )
+        return [*self.launcher, *options, *self.argv]
 
 
 def scrubbed_env() -> dict[str, str]:
@@ -69,39 +110,75 @@ def child_env(task_env: Mapping[str, str], ctx: RunContext, **node: str) -> dict
 
 
 async def run_in_group(
-    argv: Sequence[str],
+    launch: Launch,
     *,
     env: Mapping[str, str],
-    cwd: str | None,
     sink: OutputSink,
     timeout_s: float | None,
-    grace_s: float,
     stdin_data: bytes | None = None,
     pass_fds: Collection[int] = (),
     on_group: Callable[[int], None] | None = None,
-    die_with_parent: bool = True,
 ) -> GroupExit:
-    """Run `argv` in a new session, output into `sink`; raise StartFailed if it cannot start.
+    """Run `launch` in a new session, output into `sink`; raise StartFailed if it cannot start.
 
-    `on_group(pgid)` is called as soon as the group exists; when this returns or raises, the
-    group has been stopped. `die_with_parent=False` is for a child that sets its own
-    parent-death signal (the python runner). On cancellation the group is stopped and
-    CancelledError propagates.
+    `on_group(pgid)` is called as soon as the group exists; when this returns or raises, every
+    process of the run has been stopped. On cancellation they are stopped and CancelledError
+    propagates.
     """
+    status_r, status_w = os.pipe()
+    os.set_blocking(status_r, False)
+    try:
+        ended = await _run(launch, env, sink, timeout_s, stdin_data, pass_fds, on_group, status_w)
+        return _with_status(ended, _read_status(status_r))
+    finally:
+        os.close(status_r)
+
+
+async def _run(
+    launch: Launch,
+    env: Mapping[str, str],
+    sink: OutputSink,
+    timeout_s: float | None,
+    stdin_data: bytes | None,
+    pass_fds: Collection[int],
+    on_group: Callable[[int], None] | None,
+    status_w: int,
+) -> GroupExit:
+    """Owns `status_w` (closed once the supervisor has it) and the output pipe."""
     read_fd, write_fd = os.pipe()
     try:
         transport, eof = await _attach(read_fd, sink)
     except BaseException:
         os.close(write_fd)
+        os.close(status_w)
         raise
     try:
         try:
-            proc = await _spawn(argv, env, cwd, write_fd, stdin_data, pass_fds, die_with_parent)
+            proc = await _spawn(launch, env, write_fd, status_w, stdin_data, pass_fds)
         finally:
             os.close(write_fd)
-        return await _supervise(proc, eof, timeout_s=timeout_s, grace_s=grace_s, on_group=on_group)
+            os.close(status_w)
+        return await _supervise(proc, eof, timeout_s=timeout_s, grace_s=launch.grace_s, on_group=on_group)
     finally:
         transport.close()
+
+
+def _read_status(fd: int) -> list[str]:
+    """The supervisor's lines; it has exited, so all it wrote is in the pipe (never blocks)."""
+    try:
+        data = os.read(fd, _STATUS_MAX)
+    except BlockingIOError:
+        return []
+    return data.decode(errors="replace").splitlines()
+
+
+def _with_status(ended: GroupExit, lines: list[str]) -> GroupExit:
+    errors = [line.removeprefix("error ") for line in lines if line.startswith("error ")]
+    if errors:
+        raise StartFailed(errors[0])
+    if ended.timed_out and "exited" in lines:  # the main process ended in time; its leftovers did not
+        return GroupExit(returncode=ended.returncode, timed_out=False)
+    return ended
 
 
 class _SinkProtocol(asyncio.Protocol):
@@ -132,28 +209,26 @@ async def _attach(read_fd: int, sink: OutputSink) -> tuple[asyncio.ReadTransport
 
 
 async def _spawn(
-    argv: Sequence[str],
+    launch: Launch,
     env: Mapping[str, str],
-    cwd: str | None,
     out_fd: int,
+    status_fd: int,
     stdin_data: bytes | None,
     pass_fds: Collection[int],
-    die_with_parent: bool,
 ) -> asyncio.subprocess.Process:
     try:
-        command = pdeathsig_argv(argv, env, cwd) if die_with_parent else list(argv)
         proc = await asyncio.create_subprocess_exec(
-            *command,
+            *launch.command(status_fd),
             stdin=asyncio.subprocess.PIPE if stdin_data is not None else asyncio.subprocess.DEVNULL,
             stdout=out_fd,
             stderr=out_fd,
             env=dict(env),
-            cwd=cwd,
+            cwd=launch.cwd,
             start_new_session=True,
-            pass_fds=tuple(pass_fds),
+            pass_fds=(*pass_fds, status_fd),
         )
     except OSError as exc:
-        raise StartFailed(f"cannot start {argv[0]!r}: {exc}") from exc
+        raise StartFailed(f"cannot start {launch.argv[0]!r}: {exc}") from exc
     if proc.stdin is not None and stdin_data is not None:
         # Buffered by the transport and flushed by the loop; close() sends EOF once it is written.
         proc.stdin.write(stdin_data)
@@ -172,17 +247,17 @@ async def _supervise(
     try:
         if on_group is not None:
             on_group(proc.pid)
-        expired = await _wait_leader(proc, timeout_s)
-        await stop_group(proc, grace_s)  # all of it after a timeout; leftovers after an exit
+        expired = await _wait_supervisor(proc, timeout_s)
+        await stop_supervisor(proc, grace_s)  # the whole tree after a timeout; a backstop after an exit
         await asyncio.wait([eof], timeout=DRAIN_S)
     except BaseException:
-        await stop_group(proc, grace_s)
+        await stop_supervisor(proc, grace_s)
         raise
-    return GroupExit(returncode=None if expired else proc.returncode, timed_out=expired)
+    return GroupExit(returncode=proc.returncode, timed_out=expired)
 
 
-async def _wait_leader(proc: asyncio.subprocess.Process, timeout_s: float | None) -> bool:
-    """Wait for the main process; True if `timeout_s` ran out first."""
+async def _wait_supervisor(proc: asyncio.subprocess.Process, timeout_s: float | None) -> bool:
+    """Wait for the supervisor (it exits once the whole tree is gone); True if `timeout_s` ran out."""
     try:
         async with asyncio.timeout(timeout_s):
             await proc.wait()
@@ -191,32 +266,46 @@ async def _wait_leader(proc: asyncio.subprocess.Process, timeout_s: float | None
     return False
 
 
-async def stop_group(proc: asyncio.subprocess.Process, grace_s: float) -> None:
-    """TERM the group, give it `grace_s` to go, KILL what is left, reap the leader.
+async def stop_supervisor(proc: asyncio.subprocess.Process, grace_s: float) -> None:
+    """SIGTERM the supervisor (it stops the tree: TERM, `grace_s`, KILL) and wait for it; past
+    `grace_s + SUPERVISOR_MARGIN_S`, or if cancelled while waiting, SIGKILL everything.
 
-    The KILL is sent even if this coroutine is cancelled while it waits.
+    After the supervisor has exited, a group with a live member left (the supervisor itself was
+    killed) is stopped as a group, TERM then KILL.
     """
-    pgid = proc.pid
-    if proc.returncode is not None and not group_alive(pgid):
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), grace_s + SUPERVISOR_MARGIN_S)
+        except TimeoutError:
+            pass
+        finally:
+            if proc.returncode is None:
+                _kill_everything(proc.pid)
+        await proc.wait()
+    await _stop_group_left(proc.pid, grace_s)
+
+
+def _kill_everything(supervisor: int) -> None:
+    """The backstop: SIGKILL the group and every process under the supervisor (it is stuck)."""
+    under = _supervisor.descendants(supervisor)
+    _signal_group(supervisor, signal.SIGKILL)
+    _supervisor.signal_all(under, signal.SIGKILL)
+
+
+async def _stop_group_left(pgid: int, grace_s: float) -> None:
+    if not group_alive(pgid):
         return
     _signal_group(pgid, signal.SIGTERM)
     try:
-        await _wait_group_gone(proc, grace_s)
+        for _ in range(int(grace_s / _POLL_S)):
+            await asyncio.sleep(_POLL_S)
+            if not group_alive(pgid):
+                return
     finally:
-        if proc.returncode is None or group_alive(pgid):
+        if group_alive(pgid):
             _signal_group(pgid, signal.SIGKILL)
-    await proc.wait()
-
-
-async def _wait_group_gone(proc: asyncio.subprocess.Process, grace_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + grace_s
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), grace_s)
-    for _ in range(int(grace_s / _POLL_S) + 1):
-        if loop.time() >= deadline or not group_alive(proc.pid):
-            return
-        await asyncio.sleep(_POLL_S)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -1,9 +1,12 @@
 """Child-process entry point for python tasks::
 
-    python -P -u -m raftsched.executors._pyrunner TARGET RESULT_FD [NODE_PID]
+    python -P -u -m raftsched.executors._pyrunner SUPERVISOR-OPTIONS -- TARGET RESULT_FD
 
-With NODE_PID, the runner first asks to be killed when its parent (the node) dies, and exits at
-once if the node has already died (see `_reaper`).
+The runner is the run's supervisor (`_supervisor.run`, with the options `_supervisor` defines):
+it forks the process that calls TARGET (as the `run_as` user, with the node's original umask, its
+own parent-death signal) and stops everything that process leaves behind, on timeout, on
+cancellation and when the node dies. Imports happen before the fork, so the callable's process
+starts with them done.
 
 stdin carries one JSON object `{"kwargs": {...}, "context": {...}, "allow": [...]}`. What the
 callable prints is the run's output, followed by its return value (`[raftsched] returned: <JSON
@@ -20,13 +23,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import orjson
 
 from ._pycall import Report, run_target
-from ._reaper import set_parent_death_signal
+from ._supervisor import parse_options
+from ._supervisor import run as supervise
 
 __all__ = ["RESULT_MAX", "encode_outcome", "main"]
 
@@ -45,18 +49,28 @@ def encode_outcome(report: Report) -> bytes:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) > 2:
-        set_parent_death_signal(int(args[2]))
-    target, fd_text = args[:2]
-    result_fd = int(fd_text)
-    os.set_inheritable(result_fd, False)  # processes the task starts must not hold it
-    payload = orjson.loads(sys.stdin.buffer.read())
-    report = run_target(target, payload["kwargs"], payload["context"], payload["allow"])
-    _emit(report)
-    os.write(result_fd, encode_outcome(report))
-    os.close(result_fd)
-    os._exit(0 if report.ok else 1)
+    opts, args = parse_options(sys.argv[1:] if argv is None else argv)
+    target, fd_text = args
+    supervise(opts, _call(target, int(fd_text)))
+
+
+def _call(target: str, result_fd: int) -> Callable[[int], NoReturn]:
+    """The body of the task's process: started, it calls `target` and reports on `result_fd`."""
+
+    def body(started_fd: int) -> NoReturn:
+        os.set_inheritable(result_fd, False)  # processes the task starts must not hold it
+        os.close(started_fd)  # the task is under way: from here on, nothing may reach `start`
+        try:
+            payload = orjson.loads(sys.stdin.buffer.read())
+            report = run_target(target, payload["kwargs"], payload["context"], payload["allow"])
+            _emit(report)
+            os.write(result_fd, encode_outcome(report))
+            os.close(result_fd)
+        except BaseException:
+            os._exit(1)  # no outcome: the node says "the runner ended without an outcome"
+        os._exit(0 if report.ok else 1)
+
+    return body
 
 
 def _emit(report: Report) -> None:

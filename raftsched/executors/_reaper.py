@@ -6,18 +6,16 @@ kills that group, and the task runs on without anyone to read its output or reco
 leader then reassigns the run, and an `at_least_once` task would run twice *at the same time*.
 Two mechanisms close this, each covering what the other cannot:
 
-1. **Parent-death signal** (Linux `prctl(PR_SET_PDEATHSIG, SIGKILL)`): the kernel kills the task's
-   direct child the moment the node's thread that started it dies, even on SIGKILL. It must be set
-   in the child, between fork and exec. Python's `preexec_fn` could do it, but it forces `fork()`
-   instead of `vfork()`, and the event loop then blocks for the copy of the node's page tables:
-   measured 8 ms per start for a small node and 50-65 ms for a 500 MB one, against 0.4 ms with
-   `vfork()`. So the child is started through an exec wrapper instead, which sets the signal and
-   execs the task: util-linux `setpriv --pdeathsig KILL --` when the host has it (C, ~1 ms), else
-   a `python -I -S -c` shim (~25 ms, in the child, not in the loop) that also checks that the node
-   is still its parent, so a node that died before the signal was set is noticed. Python tasks need
-   no wrapper: their runner (`_pyrunner`) is python already and calls `set_parent_death_signal`
-   itself with the node's pid. The signal reaches the direct child only, and a set-user-ID program
-   clears it at exec.
+1. **The per-run supervisor** (`_supervisor`): every task runs under one, which gets a
+   parent-death signal (`prctl(PR_SET_PDEATHSIG)`: the kernel sends it the moment the node's
+   thread that started it dies, even on SIGKILL) and then SIGKILLs every descendant of the task
+   — it is their subreaper, so `setsid` and double forks do not escape it; the task's own process
+   also gets SIGKILL as its parent-death signal. The signal is set after the process starts (a
+   supervisor that finds the node already gone exits), not between fork and exec in the node:
+   Python's `preexec_fn` would force `fork()` instead of `vfork()`, and the event loop would then
+   block for the copy of the node's page tables (measured 8 ms per start for a small node and
+   50-65 ms for a 500 MB one, against 0.4 ms with `vfork()`). `set_parent_death_signal` is the
+   same for other children of the node (the Raft journal's forks).
 2. **A ledger of running process groups** (`GroupLedger`, the file `running-pgids.json` beside the
    node's outputs directory): every group the worker starts is recorded right after the spawn
    (an atomic replace of a small file, from a thread; no fsync, since it only has to survive the
@@ -29,13 +27,13 @@ Two mechanisms close this, each covering what the other cannot:
    ours) and either the group leader's pid is alive with the start time (/proc/PID/stat field 22)
    recorded at spawn, or a member's environment carries the recorded RAFTSCHED_RUN_ID,
    RAFTSCHED_ATTEMPT and RAFTSCHED_NODE (the leader may be gone — killed by its death signal —
-   while grandchildren it started live on in the group). This covers the grandchildren that 1.
-   cannot reach, once the node restarts.
+   while grandchildren it started live on in the group). This covers, once the node restarts,
+   what 1. could not stop: a supervisor killed before its cleanup.
 
-What is left: a grandchild that leaves the group (setsid) escapes both, as it escapes timeouts; a
-node SIGKILLed in the millisecond between a spawn and its ledger record leaves that group to the
-death signal alone (its grandchildren, if it started any that fast, live on); and on a host
-without /proc nothing is reaped.
+What is left: a supervisor killed by its own task (possible only without `run_as`, the task then
+being the node's user) leaves what the task started to the ledger, which cannot find processes
+that left the group; a node SIGKILLed in the millisecond between a spawn and its ledger record
+leaves that run to the supervisor alone; and on a host without /proc nothing is reaped.
 """
 
 from __future__ import annotations
@@ -43,42 +41,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import errno
 import functools
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-__all__ = ["GroupLedger", "pdeathsig_argv", "reap_groups", "set_parent_death_signal", "start_ticks"]
+__all__ = ["GroupLedger", "reap_groups", "set_parent_death_signal", "start_ticks"]
 
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 _LINUX = sys.platform.startswith("linux")
-_SETPRIV_CANDIDATES = ("/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv", "/sbin/setpriv")
-
-# The fallback wrapper: argv is [ppid, program, *args]. Exit 127 like a shell when exec fails.
-_SHIM = """\
-import ctypes, os, sys
-ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
-if os.getppid() != int(sys.argv[1]):
-    os._exit(137)
-try:
-    os.execvp(sys.argv[2], sys.argv[2:])
-except OSError as exc:
-    sys.stderr.write(f"cannot start {sys.argv[2]!r}: {exc}\\n")
-    os._exit(127)
-"""
-
 
 # ---------------------------------------------------------------- 1. the parent-death signal
 
@@ -91,55 +72,6 @@ def set_parent_death_signal(parent_pid: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:
         os._exit(137)
-
-
-@functools.cache
-def _setpriv() -> str | None:
-    """util-linux setpriv, if it exists and knows --pdeathsig (2.33 and later); asked once."""
-    path = next((p for p in _SETPRIV_CANDIDATES if os.access(p, os.X_OK)), None) or shutil.which("setpriv")
-    if path is None:
-        return None
-    import subprocess  # only here: python tasks' runner imports this module and needs none of it
-
-    try:
-        out = subprocess.run([path, "--help"], capture_output=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return path if b"--pdeathsig" in out.stdout else None
-
-
-def pdeathsig_argv(argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> list[str]:
-    """`argv` wrapped so that the task dies with the node (Linux); `argv` itself elsewhere.
-
-    Raises FileNotFoundError / PermissionError when the program cannot be executed, as starting
-    it directly would have: a wrapper that fails to exec would turn that into an exit status.
-    """
-    if not _LINUX:
-        return list(argv)
-    _check_executable(argv[0], env, cwd)
-    setpriv = _setpriv()
-    if setpriv is not None:
-        return [setpriv, "--pdeathsig", "KILL", "--", *argv]
-    _warn_no_setpriv()
-    return [sys.executable, "-I", "-S", "-c", _SHIM, str(os.getpid()), *argv]
-
-
-@functools.cache
-def _warn_no_setpriv() -> None:
-    log.warning("setpriv --pdeathsig is not available: tasks start through a python shim (slower)")
-
-
-def _check_executable(program: str, env: Mapping[str, str], cwd: str | None) -> None:
-    path: str | None
-    if "/" in program:
-        candidate = os.path.join(cwd, program) if cwd is not None else program
-        path = candidate if os.path.exists(candidate) else None
-    else:
-        path = shutil.which(program, mode=os.F_OK, path=env.get("PATH", os.defpath))
-    if path is None:
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-    if os.path.isdir(path) or not os.access(path, os.X_OK):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
 
 
 # ---------------------------------------------------------------- 2. the ledger

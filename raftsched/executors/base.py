@@ -6,6 +6,7 @@ comes from the executing node's own config (DESIGN.md §5), never from the job.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -28,7 +29,7 @@ __all__ = [
     "OutputSink",
     "Refused",
     "RunContext",
-    "capture_task_umask",
+    "TaskUser",
     "failed",
     "identity_context",
     "identity_env",
@@ -60,21 +61,57 @@ class RunContext:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TaskUser:
+    """The `run_as` user, looked up once at node start (`_fences.task_user`)."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]  # supplementary groups, the primary one among them
+    home: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ExecPolicy:
     """Node-local fences, from the node's own config; a job cannot widen them.
 
-    `kill_grace_s` is how long a process group gets between SIGTERM and SIGKILL;
-    `output_max_bytes` bounds each attempt's output file (see `OutputSink`). `secrets` resolves
-    the secret references of a task when its run starts (`resolve_secrets`).
+    `kill_grace_s` is how long a task's processes get between SIGTERM and SIGKILL.
+    `command_allow`: directories argv[0] must resolve under (empty: any; see `_fences`).
+    `run_as`: the user process tasks run as (None: the node's own). `umask`: the tasks' umask
+    (None: `task_umask()`, the one the node started with). `output_max_bytes` bounds each
+    attempt's output file (see `OutputSink`). `secrets` resolves the secret references of a task
+    when its run starts (`resolve_secrets`).
     """
 
     allow_shell: bool = False
     python_allow: tuple[str, ...] = ()
     http_allow: tuple[IPv4Network | IPv6Network, ...] = ()
+    command_allow: tuple[str, ...] = ()
+    run_as: TaskUser | None = None
+    umask: int | None = None
     output_tail_bytes: int = 4096
     output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES
     kill_grace_s: float = 2.0
     secrets: SecretStore = field(default_factory=SecretStore)
+
+    def task_umask(self) -> int:
+        return task_umask() if self.umask is None else self.umask
+
+
+@functools.cache
+def task_umask() -> int:
+    """The umask this process had at the first call: tasks get it, whatever the node later sets
+    for its own files. The node calls this first thing at start, before anything changes it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc (or Linux < 4.7): read it by setting it, then put it back
+    os.umask(mask)
+    return mask
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,34 +164,6 @@ class Executor(Protocol):
 
 class Refused(Exception):
     """The node's policy refuses the task: reported as outcome "failed", never raised to callers."""
-
-
-_task_umask: int | None = None  # the umask the node started with; set once, before it narrows its own
-
-
-def _current_umask() -> int:
-    """The process's umask (read by setting it: briefly 0o077, which only makes files more private)."""
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
-
-
-def capture_task_umask() -> int:
-    """Remember the process's umask now, as the one its tasks run with, and return it.
-
-    Call it when a node starts, before the node narrows its own umask to 0o077 (files it writes
-    are private; files a task writes are the operator's business, as if run by hand). The first
-    capture wins: later calls return it unchanged.
-    """
-    global _task_umask
-    if _task_umask is None:
-        _task_umask = _current_umask()
-    return _task_umask
-
-
-def task_umask() -> int:
-    """The umask tasks run with: the captured one (`capture_task_umask`), else the current one."""
-    return _task_umask if _task_umask is not None else _current_umask()
 
 
 def resolve_secrets(values: Mapping[str, TextOrSecret], store: SecretStore) -> dict[str, str]:

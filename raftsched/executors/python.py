@@ -1,17 +1,20 @@
 """Python tasks: `pkg.module:function` under the node's python_allow, in a child process by default.
 
-The child (`python -P -u -m raftsched.executors._pyrunner`) runs in its own process group, so it
-is killed with everything it started on timeout or cancellation; it sets its own parent-death
-signal first thing, so it also dies with the node (see `_reaper`). Its environment is the scrubbed
-node environment, plus `PYTHONPATH` set to the node's own `sys.path` (so the child imports exactly
-what the node would, in the same order), plus the task's env (secret references resolved from the
-node's `ExecPolicy.secrets`), plus the identity variables. A task's
-env may not set `PYTHON*` variables: the node, not the job, decides what code python loads.
+The runner (`python -P -u -m raftsched.executors._pyrunner`) is the run's supervisor (`_supervisor`)
+and forks the process that calls the function, as the node's `run_as` user if set; everything
+that process starts is stopped on timeout, on cancellation, once the function returns, and when
+the node dies. Its environment is the scrubbed node environment, plus `PYTHONPATH` set to the
+node's own `sys.path` (so the child imports exactly what the node would, in the same order), plus
+the task's env (secret references resolved from the node's `ExecPolicy.secrets`), plus the
+identity variables. A task's env may not set `PYTHON*` variables: the node, not the job, decides
+what code python loads. Under `run_as` the function runs in the user's home (or /), since a
+python task has no cwd of its own.
 
 `in_process: true` runs the callable in a daemon thread of the node instead: no process start,
 but it cannot be killed. On timeout the run is reported timed_out while the thread runs on; it
-shares the node's environment (so a task env is refused), and only its return value or traceback
-is captured (what it prints goes to the node's own stdout).
+shares the node's environment (so a task env is refused) and the node's user (so `run_as` refuses
+it), and only its return value or traceback is captured (what it prints goes to the node's own
+stdout).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from typing import Any
 import orjson
 
 from ..model import TaskSpec
-from ._process import GroupExit, StartFailed, child_env, describe_returncode, run_in_group
+from ._fences import task_cwd, user_env
+from ._process import GroupExit, Launch, StartFailed, child_env, describe_returncode, run_in_group
 from ._pycall import NotAllowed, Report, check_allowed, run_target
 from .base import (
     ExecPolicy,
@@ -84,6 +88,8 @@ class PythonExecutor:
             raise Refused(f"task env may not set {', '.join(loader_vars)}: the node decides how python runs")
         if task.in_process and task.env:
             raise Refused("an in_process task shares the node's environment: env is not supported")
+        if task.in_process and self._policy.run_as is not None:
+            raise Refused("an in_process task would run as the node's user, and this node has run_as")
         return task.callable
 
     # ------------------------------------------------------------ child process
@@ -104,18 +110,16 @@ class PythonExecutor:
             return failed(f"kwargs cannot be sent as JSON: {exc}")
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
+        child = child_env(env, ctx, PYTHONPATH=node_pythonpath(), **user_env(self._policy.run_as))
         try:
             ended = await run_in_group(
-                [sys.executable, "-P", "-u", "-m", RUNNER, target, str(write_fd), str(os.getpid())],
-                env=child_env(env, ctx, PYTHONPATH=node_pythonpath()),
-                cwd=None,
+                self._launch(target, write_fd),
+                env=child,
                 sink=sink,
                 timeout_s=timeout_s,
-                grace_s=self._policy.kill_grace_s,
                 stdin_data=payload,
                 pass_fds=(write_fd,),
                 on_group=on_group,
-                die_with_parent=False,  # the runner sets its own parent-death signal
             )
             outcome = None if ended.timed_out else _read_outcome(read_fd)
         except StartFailed as exc:
@@ -124,6 +128,18 @@ class PythonExecutor:
             os.close(read_fd)
             os.close(write_fd)
         return _child_result(ended, outcome, sink.tail_text(), timeout_s)
+
+    def _launch(self, target: str, result_fd: int) -> Launch:
+        """The runner supervises the run itself: it takes the supervisor's options."""
+        policy = self._policy
+        return Launch(
+            launcher=(sys.executable, "-P", "-u", "-m", RUNNER),
+            argv=(target, str(result_fd)),
+            cwd=task_cwd(None, policy.run_as),
+            user=policy.run_as,
+            umask=policy.task_umask(),
+            grace_s=policy.kill_grace_s,
+        )
 
     def _payload(self, task: TaskSpec, ctx: RunContext) -> bytes:
         return orjson.dumps(

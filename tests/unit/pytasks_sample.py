@@ -46,6 +46,18 @@ def spawn_and_sleep(pidfile: str, childfile: str) -> None:
     time.sleep(60)
 
 
+def escape_and_sleep(workdir: str) -> None:
+    """Starts a process in a session of its own (out of the task's group), then sleeps."""
+    script = "echo $$ > p1; exec sleep 306"
+    subprocess.Popen(["sh", "-c", script], cwd=workdir, start_new_session=True)
+    Path(workdir, "p0").write_text(str(os.getpid()))
+    time.sleep(60)
+
+
+def whoami() -> dict[str, Any]:
+    return {"uid": os.getuid(), "gid": os.getgid(), "home": os.environ.get("HOME"), "cwd": os.getcwd()}
+
+
 def identity(context: dict[str, Any]) -> dict[str, Any]:
     for key in sorted(os.environ):
         if key.startswith("RAFTSCHED_"):

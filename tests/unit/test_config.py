@@ -219,6 +219,8 @@ def test_node_values_parse(tmp_path: Path) -> None:
         "capacity": "3",
         "shutdown_grace_s": "2.5",
         "allow_shell": "true",
+        "command_allow": "/opt/jobs/bin, /usr/local/jobs/../bin",
+        "run_as": "nobody",
         "python_allow": "myjobs., reports.tasks",
         "http_allow": "127.0.0.0/8, ::1/128",
         "output_max_bytes": "0",
@@ -226,6 +228,7 @@ def test_node_values_parse(tmp_path: Path) -> None:
     _, node = load_text(tmp_path, ini(nodes={"n1": node_keys}))
     assert node.capacity == 3 and node.shutdown_grace_s == 2.5 and node.allow_shell is True
     assert node.output_max_bytes == 0
+    assert node.command_allow == ("/opt/jobs/bin", "/usr/local/bin") and node.run_as == "nobody"
     assert node.python_allow == ("myjobs.", "reports.tasks")
     assert node.http_allow == (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
@@ -417,6 +420,9 @@ def test_tls_errors(tmp_path: Path, keys: Keys, bad_key: str) -> None:
         (None, {"n1": {"http_allow": "banana"}}, "node n1", "http_allow", "network"),
         (None, {"n1": {"output_max_bytes": "-1"}}, "node n1", "output_max_bytes", "at least 0"),
         (None, {"n1": {"output_max_bytes": "10M"}}, "node n1", "output_max_bytes", "whole number"),
+        (None, {"n1": {"command_allow": "bin,/usr/bin"}}, "node n1", "command_allow", "absolute"),
+        (None, {"n1": {"command_allow": "/bin,,/usr/bin"}}, "node n1", "command_allow", "empty item"),
+        (None, {"n1": {"run_as": "no body"}}, "node n1", "run_as", "user name"),
         # cluster strings
         ({"name": "my cluster"}, None, "cluster", "name", "must match"),
         ({"data_dir": ""}, None, "cluster", "data_dir", "empty"),

@@ -30,21 +30,20 @@ def mode(path: Path) -> int:
 @pytest.fixture
 def started(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A process started with umask 022 that has captured nothing yet; both restored after."""
-    monkeypatch.setattr(base, "_task_umask", None)
+    base.task_umask.cache_clear()
     before = os.umask(STARTED_UMASK)
     try:
         yield
     finally:
         os.umask(before)
+        base.task_umask.cache_clear()
 
 
 def test_the_node_narrows_its_umask_and_tasks_keep_the_one_it_started_with(started: None) -> None:
-    assert base.task_umask() == STARTED_UMASK  # nothing captured: the current one
     assert private_umask() == STARTED_UMASK
     assert os.umask(datadir.PRIVATE_UMASK) == 0o077  # (reads it back, leaving it as it was)
     assert base.task_umask() == STARTED_UMASK
     assert private_umask() == STARTED_UMASK  # idempotent: the first capture wins
-    assert base.capture_task_umask() == STARTED_UMASK
 
 
 def test_prepare_creates_the_directories_private(tmp_path: Path) -> None:

@@ -33,7 +33,6 @@ from raftsched.executors import (
     GroupLedger,
     OutputSink,
     RunContext,
-    _reaper,
     executor_for,
 )
 from raftsched.executors._reaper import boot_id, start_ticks
@@ -925,14 +924,7 @@ _PRINT_PDEATHSIG = (
 
 
 @needs_proc
-@pytest.mark.parametrize("wrapper", ["setpriv", "python shim"])
-async def test_shell_tasks_get_the_parent_death_signal(
-    wrapper: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if wrapper == "setpriv" and _reaper._setpriv() is None:
-        pytest.skip("no setpriv --pdeathsig on this host")
-    if wrapper == "python shim":
-        monkeypatch.setattr(_reaper, "_setpriv", lambda: None)
+async def test_shell_tasks_get_the_parent_death_signal(tmp_path: Path) -> None:
     shell = executor_for(TaskType.SHELL, ExecPolicy())
     ctx = RunContext(job_id="j", run_id="j@1", attempt=1, scheduled_ms=0, node_id=NODE)
     task = TaskSpec(type=TaskType.SHELL, command=[sys.executable, "-c", _PRINT_PDEATHSIG])
