@@ -12,6 +12,7 @@
     ├── BodyTooLarge                  body_too_large   413
     ├── UnsupportedMediaType          unsupported_media_type 415
     ├── IdempotencyMismatch           idempotency_mismatch 422
+    ├── NoEligibleNode                no_eligible_node 422   (no live node may run the job)
     ├── Rejected                      rejected         409   (the state refused a command)
     ├── Unavailable                   unavailable      503   (not applied; safe to retry)
     │   ├── NoLeader
@@ -34,6 +35,7 @@ __all__ = [
     "ForbiddenOrigin",
     "IdempotencyMismatch",
     "Indeterminate",
+    "NoEligibleNode",
     "NoLeader",
     "NoQuorum",
     "NotFound",
@@ -113,6 +115,13 @@ class IdempotencyMismatch(RaftschedError):
     code, status = "idempotency_mismatch", 422
 
 
+class NoEligibleNode(RaftschedError):
+    """No live node may run the job (route tags, run_tasks, the nodes' fences, secrets); `field`
+    names what in the job, the message the node setting that refuses it. `?force=true` accepts."""
+
+    code, status = "no_eligible_node", 422
+
+
 class Unavailable(RaftschedError):
     """Not applied: the caller may retry (after `retry_after_s`)."""
 
@@ -157,6 +166,7 @@ _BY_CODE: dict[str, type[RaftschedError]] = {
         VersionMismatch,
         BodyTooLarge,
         IdempotencyMismatch,
+        NoEligibleNode,
         Unavailable,
         Indeterminate,
     )

@@ -36,7 +36,7 @@ from .config import ClusterConfig, NodeConfig, is_loopback_host
 from .errors import RaftschedError
 from .executors import ExecPolicy, Executor, executor_for, task_umask, task_user
 from .model import TaskType
-from .records import NodeRecord
+from .records import NodePolicy, NodeRecord
 from .replication import RaftSettings, Replicator
 from .scheduler import Scheduler, SchedulerSettings
 from .secretstore import SecretStore
@@ -44,7 +44,7 @@ from .state import State
 from .transitions import log_transition
 from .worker import Worker, WorkerSettings
 
-__all__ = ["Node", "exec_policy", "private_umask", "run_node"]
+__all__ = ["Node", "exec_policy", "private_umask", "published_policy", "run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -300,8 +300,9 @@ class Node:
                 await self.raft.transfer_leadership(timeout_s=3.0)
 
     async def _register_loop(self) -> None:
-        """Keep this node's record (address, tags, capacity, version) current in the state."""
+        """Keep this node's record (address, tags, capacity, version, policy) current in the state."""
         n = self.node
+        policy = published_policy(self.policy)
         while True:
             with self.state.lock:
                 record = self.state.nodes.get(n.id)
@@ -310,9 +311,11 @@ class Node:
                 log.warning("node %s was removed from the cluster: stopping", n.id, extra={"node": n.id})
                 self.stopping.set()
                 return
-            wanted = (n.http_url, n.raft_addr, n.tags, n.capacity, __version__)
+            wanted = (n.http_url, n.raft_addr, n.tags, n.capacity, __version__, policy)
             have = (
-                (record.http, record.raft, record.tags, record.capacity, record.version) if record else None
+                (record.http, record.raft, record.tags, record.capacity, record.version, record.policy)
+                if record
+                else None
             )
             # A draining record that is not leaving is this node's own drain from its last SIGTERM:
             # registering again takes runs again.
@@ -330,6 +333,7 @@ class Node:
                                 "capacity": n.capacity,
                                 "version": __version__,
                                 "now_ms": self.clock.now_ms(),
+                                "policy": policy.to_dict(),
                             },
                         )
                     )
@@ -362,6 +366,21 @@ def exec_policy(cluster: ClusterConfig, node: NodeConfig, environ: Mapping[str, 
         secrets=SecretStore.build(
             environ=environ, file_values=node.file_secrets, section_values=cluster.secrets
         ),
+    )
+
+
+def published_policy(policy: ExecPolicy) -> NodePolicy:
+    """What this node tells the cluster it runs (`eligibility` judges new jobs by it): its fences
+    and the names of its secrets, never their values. `command_allow` lists each directory as
+    configured and through `realpath` on this host, so that a path written either way is known."""
+    dirs = {d for configured in policy.command_allow for d in (configured, os.path.realpath(configured))}
+    return NodePolicy(
+        run_tasks=True,
+        allow_shell=policy.allow_shell,
+        command_allow=tuple(sorted(dirs)),
+        python_allow=tuple(sorted(policy.python_allow)),
+        http_allow=tuple(sorted(str(net) for net in policy.http_allow)),
+        secrets=tuple(sorted(policy.secrets.names)),
     )
 
 

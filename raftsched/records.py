@@ -21,7 +21,9 @@ __all__ = [
     "BUCKETS_MS",
     "NO_RUNS",
     "ZERO_STATS",
+    "UNKNOWN_POLICY",
     "JobRecord",
+    "NodePolicy",
     "NodeRecord",
     "ReadOnlyDict",
     "Run",
@@ -121,6 +123,56 @@ class Run:
         return cls(**{**d, "state": RunState(d["state"])})
 
 
+def _names(value: object) -> tuple[str, ...] | None:
+    """A published list of strings, sorted; None (unknown) for anything else."""
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        return None
+    return tuple(sorted(value))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodePolicy:
+    """What a node publishes about the tasks it will run (its REGISTER_NODE `policy`), for the
+    API's refusal of jobs no live node may run (`eligibility`).
+
+    Invariant: None means "unknown: accept" for every field; a record from an old log, or from
+    a node that does not publish a field, refuses nothing because of it. `command_allow`: the
+    directories as configured and, on that node, through `realpath`; empty: any program.
+    `http_allow`: networks as strings. `secrets`: the NAMES of the secrets the node has, never
+    values. `run_tasks` false: the node runs no task at all.
+    """
+
+    run_tasks: bool = True
+    allow_shell: bool | None = None
+    command_allow: tuple[str, ...] | None = None
+    python_allow: tuple[str, ...] | None = None
+    http_allow: tuple[str, ...] | None = None
+    secrets: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire and snapshot form: unknown fields left out."""
+        known = {k: v for k, v in _fields_dict(self).items() if v is not None}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in known.items()}
+
+    @classmethod
+    def from_dict(cls, raw: object) -> NodePolicy:
+        """Tolerant (the state applies it and never raises): a malformed field is unknown."""
+        if not isinstance(raw, dict):
+            return UNKNOWN_POLICY
+        shell, run_tasks = raw.get("allow_shell"), raw.get("run_tasks")
+        return cls(
+            run_tasks=run_tasks if isinstance(run_tasks, bool) else True,
+            allow_shell=shell if isinstance(shell, bool) else None,
+            command_allow=_names(raw.get("command_allow")),
+            python_allow=_names(raw.get("python_allow")),
+            http_allow=_names(raw.get("http_allow")),
+            secrets=_names(raw.get("secrets")),
+        )
+
+
+UNKNOWN_POLICY = NodePolicy()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeRecord:
     id: str
@@ -135,18 +187,25 @@ class NodeRecord:
     updated_ms: int = 0
     clock_offset_ms: int | None = None  # from the cluster's clock (median of all), as the leader measured it
     clock_ok: bool = True  # within max_clock_offset_s of the cluster: false takes no new runs
+    policy: NodePolicy = UNKNOWN_POLICY  # as the node published it; unknown until it does
 
     def to_dict(self) -> dict[str, Any]:
         out = _fields_dict(self)
-        # Unmeasured clocks stay out of snapshots: those of a cluster without clock checks keep
-        # their bytes (and older code can still read them).
+        # Unmeasured clocks and unknown policies stay out of snapshots: those of a cluster
+        # without them keep their bytes (and older code can still read them).
         if self.clock_offset_ms is None and self.clock_ok:
             del out["clock_offset_ms"], out["clock_ok"]
+        if self.policy == UNKNOWN_POLICY:
+            del out["policy"]
+        else:
+            out["policy"] = self.policy.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NodeRecord:
-        return cls(**d)
+        if "policy" not in d:
+            return cls(**d)
+        return cls(**{**d, "policy": NodePolicy.from_dict(d["policy"])})
 
 
 @dataclass(slots=True)

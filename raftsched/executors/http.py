@@ -46,7 +46,7 @@ from .base import (
     timed_out,
 )
 
-__all__ = ["AddressRefused", "FencedResolver", "HttpExecutor", "refusal"]
+__all__ = ["AddressRefused", "FencedResolver", "HttpExecutor", "literal_refusal", "looks_like_ip", "refusal"]
 
 IPAddress = IPv4Address | IPv6Address
 Networks = Sequence[IPv4Network | IPv6Network]
@@ -221,20 +221,21 @@ def check_url(raw: str | None, allow: Networks) -> URL:
     host = url.raw_host
     if not host:
         raise Refused("url without a host")
-    if _looks_like_ip(host):
-        _check_literal(host, allow)
+    reason = literal_refusal(host, allow)
+    if reason is not None:
+        raise Refused(reason)
     return url
 
 
-def _looks_like_ip(host: str) -> bool:
+def looks_like_ip(host: str) -> bool:
     """aiohttp's own test for "do not resolve this": keep them in step, or a literal escapes."""
     return ":" in host or host.replace(".", "").isdigit()
 
 
-def _check_literal(host: str, allow: Networks) -> None:
-    reason = _literal_refusal(host, tuple(allow))
-    if reason is not None:
-        raise Refused(reason)
+def literal_refusal(host: str, allow: Networks) -> str | None:
+    """Why the fence refuses `host` as an IP literal; None if allowed, or a name (those are
+    checked when resolved, by `FencedResolver`)."""
+    return _literal_refusal(host, tuple(allow)) if looks_like_ip(host) else None
 
 
 @functools.lru_cache(maxsize=1024)

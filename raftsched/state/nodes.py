@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..records import NodeRecord, evolve
+from ..records import NodePolicy, NodeRecord, evolve
 from .data import Result, StateData, ok, reject
 
 __all__ = ["NodeCommands"]
@@ -22,7 +22,8 @@ class NodeCommands(StateData):
         return ok(term=term)
 
     def _apply_register_node(self, body: dict[str, Any]) -> Result:
-        """A node announces its address, tags and capacity; it is up from now on."""
+        """A node announces its address, tags, capacity and the policy of what it runs (absent in
+        logs from before it was published: unknown); it is up from now on."""
         node_id = body["node"]
         if node_id in self.removed:
             return reject("removed", f"node {node_id!r} was removed from the cluster", "node")
@@ -39,6 +40,7 @@ class NodeCommands(StateData):
             leaving=old.leaving if old else False,
             version=str(body.get("version", "")),
             updated_ms=body["now_ms"],
+            policy=NodePolicy.from_dict(body.get("policy")),
         )
         self.node_active.setdefault(node_id, {})
         return ok()

@@ -49,20 +49,33 @@ class MemoryRaft:
         self.membership.append((kind, addr))
 
 
+def register(
+    state: State,
+    clock: FakeClock,
+    node_id: str,
+    *,
+    tags: dict[str, str] | None = None,
+    policy: dict[str, Any] | None = None,
+) -> None:
+    """Node `node_id` registers itself (port 71xx/81xx by its number), publishing `policy` if given."""
+    from raftsched.commands import CommandType, encode
+
+    n = int(node_id.lstrip("n"))
+    body: dict[str, Any] = {
+        "node": node_id,
+        "http": f"http://127.0.0.1:{8100 + n}",
+        "raft": f"127.0.0.1:{7100 + n}",
+        "tags": tags if tags is not None else {"zone": "a"},
+        "capacity": 4,
+        "now_ms": clock.now_ms(),
+    }
+    if policy is not None:
+        body["policy"] = policy
+    assert state.apply(encode(CommandType.REGISTER_NODE, body))["ok"]
+
+
 def boot(state: State, clock: FakeClock) -> None:
     from raftsched.commands import CommandType, encode
 
-    state.apply(
-        encode(
-            CommandType.REGISTER_NODE,
-            {
-                "node": "n1",
-                "http": "http://127.0.0.1:8101",
-                "raft": "127.0.0.1:7101",
-                "tags": {"zone": "a"},
-                "capacity": 4,
-                "now_ms": clock.now_ms(),
-            },
-        )
-    )
+    register(state, clock, "n1")
     state.apply(encode(CommandType.BEGIN_TERM, {"term": 1, "leader": "n1", "now_ms": clock.now_ms()}))
