@@ -27,7 +27,9 @@ VERSION = 1
 
 class CommandType(StrEnum):
     BEGIN_TERM = "begin_term"  # leader: {term, leader, now_ms}
-    REGISTER_NODE = "register_node"  # node:   {node, http, raft, tags, capacity, version, now_ms}
+    # node: {node, http, raft, tags, capacity, version, now_ms, policy?: {run_tasks, allow_shell,
+    # command_allow, python_allow, http_allow, secrets (names)}}; older entries lack `policy`
+    REGISTER_NODE = "register_node"
     SET_NODE = "set_node"  # leader: {term, node, up, now_ms}
     ADD_NODE = "add_node"  # api:    {node, raft, http, tags, now_ms, actor}
     DRAIN_NODE = "drain_node"  # api:    {node, draining, now_ms, actor}
@@ -37,7 +39,9 @@ class CommandType(StrEnum):
     DELETE_JOB = "delete_job"  # api:    {job_id, now_ms, if_version, actor}
     PAUSE_JOB = "pause_job"  # api:    {job_id, now_ms, actor, missed?: {from_ms, until_ms, count}}
     RESUME_JOB = "resume_job"  # api:    {job_id, now_ms, next_nominal_ms, actor}
-    TRIGGER_JOB = "trigger_job"  # api:    {job_id, now_ms, node, env, kwargs, actor}
+    # api: {job_id, now_ms, node, env, kwargs, actor, nodes?}; `nodes` (newer entries, broadcast and
+    # shards) lists one node per run, `node` being its first; older entries have `node` only
+    TRIGGER_JOB = "trigger_job"
     RESTORE_JOBS = (
         "restore_jobs"  # api: {now_ms, actor, jobs: [{spec, created_ms, last_slot_ms, next_nominal_ms}]}
     )

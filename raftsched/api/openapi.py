@@ -134,6 +134,12 @@ PARAMETERS: Final[dict[str, Schema]] = {
         "description": "only paused (true) or only active (false) jobs",
         "schema": {"type": "boolean"},
     },
+    "Force": {
+        "name": "force",
+        "in": "query",
+        "description": "accept the job even if no live node may run it (else 422 `no_eligible_node`)",
+        "schema": {"type": "boolean", "default": False},
+    },
     "IdempotencyKey": {
         "name": "Idempotency-Key",
         "in": "header",
@@ -164,7 +170,9 @@ ERRORS: Final[dict[int, str]] = {
     412: "`version_mismatch`: `If-Match` does not match the job's version",
     413: "`body_too_large`: over `max_body_bytes`",
     415: "`unsupported_media_type`: a request body not sent as `application/json`",
-    422: "`idempotency_mismatch`: a reused `Idempotency-Key` with another body",
+    422: "`idempotency_mismatch`: a reused `Idempotency-Key` with another body; `no_eligible_node`: "
+    "no live node may run the job (route tags, the nodes' fences, secrets), `field` names what "
+    "(create, replace and trigger; `?force=true` accepts it)",
     503: "`unavailable`: no leader or no quorum; not applied, safe to retry",
     504: "`indeterminate`: the leader changed while the write was in flight; it may have applied: "
     "retry with the same `Idempotency-Key` to learn which",
@@ -293,7 +301,9 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         path="/v1/stats",
         module="routes",
         operation_id="getStats",
-        summary="cluster and per-job counters, lateness and duration summaries",
+        summary="cluster and per-job counters, lateness and duration summaries; `fired` counts the "
+        "scheduled slots that were fired (one per slot, also for broadcast and shards; retries, skipped "
+        "and missed slots and manual triggers are not in it)",
         tag="cluster",
         responses=_ok("Stats"),
         errors=(401,),
@@ -317,7 +327,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         operation_id="createJob",
         summary="create a job; 409 if the id exists",
         tag="jobs",
-        parameters=("IdempotencyKey",),
+        parameters=("Force", "IdempotencyKey"),
         body="JobCreate",
         responses={201: Response(description="created", schema="Job", headers=JOB_HEADERS)},
         # 404: an Idempotency-Key replay answers with the job as it is now, and it was deleted since.
@@ -341,7 +351,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         operation_id="putJob",
         summary="create (201) or replace (200); read-only fields sent back are ignored",
         tag="jobs",
-        parameters=("JobId", "IfMatch", "IdempotencyKey"),
+        parameters=("JobId", "IfMatch", "Force", "IdempotencyKey"),
         body="JobReplace",
         responses={
             200: Response(description="replaced", schema="Job", headers=JOB_HEADERS),
@@ -389,10 +399,10 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         operation_id="triggerJob",
         summary="run now (never moves the schedule); the body may override the task's env and kwargs",
         tag="jobs",
-        parameters=("JobId", "IdempotencyKey"),
+        parameters=("JobId", "Force", "IdempotencyKey"),
         body="TriggerBody",
         body_required=False,
-        responses={201: Response(description="the new run", schema="Run")},
+        responses={201: Response(description="the first run; `runs`: all of them", schema="TriggerAnswer")},
         errors=(400, 404, *WRITE),
     ),
     Operation(

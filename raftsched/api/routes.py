@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from .. import triggers
+from .. import eligibility, triggers
 from ..commands import CommandType
-from ..errors import NotFound, ValidationError
+from ..errors import NoEligibleNode, NotFound, ValidationError
 from ..model import REDACTED, JobSpec, RunState
 from ..records import JobRecord, Run
 from ..routing import pick_nodes
@@ -171,6 +171,16 @@ def _parse_spec(body: Any, schema: str, job_id: str | None = None, stored: JobSp
     return keep_stored(spec, stored)
 
 
+def _check_eligible(request: web.Request, svc: Services, spec: JobSpec) -> None:
+    """422 `no_eligible_node` when no live node may run `spec` (`eligibility`), unless `?force=true`."""
+    if _bool_query(request, "force"):
+        return
+    with svc.state.lock:
+        found = eligibility.refusal(spec, svc.state.nodes.values())
+    if found is not None:
+        raise NoEligibleNode(found.message, field=found.field)
+
+
 def _first_slot(spec: JobSpec, now_ms: int, after_ms: int | None = None) -> int | None:
     return triggers.next_fire_ms(spec.schedule, now_ms if after_ms is None else after_ms, created_ms=now_ms)
 
@@ -179,6 +189,7 @@ def _first_slot(spec: JobSpec, now_ms: int, after_ms: int | None = None) -> int 
 async def create_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     spec = _parse_spec(await read_json(request), "JobCreate")
+    _check_eligible(request, svc, spec)
     now_ms = svc.clock.now_ms()
     await svc.write(
         request,
@@ -209,6 +220,10 @@ async def put_job(request: web.Request) -> web.Response:
         pending = [r.nominal_ms for r in _active(svc, job_id) if r.state is RunState.PENDING]
     # "***" keeps the value of the version read here; an If-Match makes the PUT apply to it only.
     spec = _parse_spec(body, "JobReplace", job_id, old.spec if old is not None else None)
+    if old is None or (spec.task, spec.route) != (old.spec.task, old.spec.route):
+        # A PUT that keeps what decides where the job may run (a pause, a new schedule) is not
+        # judged again: the job was accepted, and a node that allows it may just be down now.
+        _check_eligible(request, svc, spec)
     now_ms = svc.clock.now_ms()
     after = old.last_slot_ms if old is not None and old.last_slot_ms is not None else now_ms
     created = old.created_ms if old is not None else now_ms
@@ -316,13 +331,19 @@ async def trigger_job(request: web.Request) -> web.Response:
     overrides = {"env": body.get("env"), "kwargs": body.get("kwargs")}
     with svc.state.lock:
         job = _job(svc, job_id)
-        nodes = pick_nodes(job.spec.route, job_id, f"{job_id}@manual", svc.state.candidates(executing=True))
+    _check_eligible(request, svc, job.spec)
+    with svc.state.lock:
+        candidates = svc.state.candidates(executing=True)
+    # One run per node for broadcast and shards, as a scheduled slot has.
+    nodes = pick_nodes(job.spec.route, job_id, f"{job_id}@manual", candidates)
     if not nodes:
-        raise ValidationError("no live node matches the job's route tags", field="route.tags")
+        raise NoEligibleNode("no live node matches the job's route tags now", field="route.tags")
     result = await svc.write(
-        request, CommandType.TRIGGER_JOB, {"job_id": job_id, "node": nodes[0], **overrides}
+        request,
+        CommandType.TRIGGER_JOB,
+        {"job_id": job_id, "node": nodes[0], **({"nodes": nodes} if len(nodes) > 1 else {}), **overrides},
     )
-    return _run_response(svc, result["run_id"], 201)
+    return _runs_response(svc, result.get("run_ids") or [result["run_id"]])
 
 
 # ---------------------------------------------------------------- runs
@@ -334,6 +355,16 @@ def _run_response(svc: Services, run_id: str, status: int = 200) -> web.Response
         if run is None:
             raise NotFound(f"no run {run_id!r}", field="run_id")
         return json_response(run_view(run), status=status)
+
+
+def _runs_response(svc: Services, run_ids: list[str]) -> web.Response:
+    """201 with the first run, and `runs`: all of them (one per node for broadcast and shards)."""
+    with svc.state.lock:
+        runs = [svc.state.runs.get(rid) for rid in run_ids]
+        views = [run_view(run) for run in runs if run is not None]
+    if not views:
+        raise NotFound(f"no run {run_ids[0]!r}", field="run_id")
+    return json_response({**views[0], "runs": views}, status=201)
 
 
 @routes.get("/v1/jobs/{id}/runs")

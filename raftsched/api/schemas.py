@@ -347,6 +347,11 @@ _COUNTERS: Schema = {
     "required": [*_COUNTER_NAMES, "lateness", "duration"],
     "properties": {
         **dict.fromkeys(_COUNTER_NAMES, COUNT),
+        "fired": {
+            **COUNT,
+            "description": "scheduled slots fired: one per slot, also for broadcast and shards; "
+            "retries, skipped and missed slots and manual triggers are not counted",
+        },
         "lateness": ref("Summary"),
         "duration": ref("Summary"),
     },
@@ -462,6 +467,14 @@ _RUN: Schema = {
     },
 }
 
+_TRIGGER_ANSWER: Schema = {
+    "description": "the first run of a manual trigger, and in `runs` all of them: one per node for "
+    "broadcast, one per shard for shards (`<job>@manual-<ms>~<shard>`), else the one run",
+    "allOf": [ref("Run")],
+    "required": ["runs"],
+    "properties": {"runs": {"type": "array", "items": ref("Run"), "minItems": 1}},
+}
+
 _NODE: Schema = {
     "type": "object",
     "required": ["id", "raft", "http", "tags", "capacity", "running", "alive", "draining", "voter"],
@@ -483,6 +496,20 @@ _NODE: Schema = {
         "leader": {"type": "boolean"},
         "clock_offset_ms": {"type": ["integer", "null"], "description": "its clock minus the cluster's"},
         "clock_ok": {"type": "boolean", "description": "false: its clock is off, it takes no new runs"},
+        "policy": {
+            "type": "object",
+            "description": "what the node publishes about the tasks it runs, by which a job no live node "
+            "may run is refused (422 `no_eligible_node`): `run_tasks`, `allow_shell`, `command_allow`, "
+            "`python_allow`, `http_allow` and `secrets` (names only); a key left out is unknown",
+            "properties": {
+                "run_tasks": {"type": "boolean"},
+                "allow_shell": {"type": "boolean"},
+                "command_allow": {"type": "array", "items": {"type": "string"}},
+                "python_allow": {"type": "array", "items": {"type": "string"}},
+                "http_allow": {"type": "array", "items": {"type": "string"}},
+                "secrets": {"type": "array", "items": {"type": "string"}},
+            },
+        },
     },
 }
 
@@ -692,6 +719,7 @@ SCHEMAS: Final[dict[str, Schema]] = {
     "JobList": _list_of("Job"),
     "Run": _RUN,
     "RunList": _list_of("Run"),
+    "TriggerAnswer": _TRIGGER_ANSWER,
     "Node": _NODE,
     "NodeList": _list_of("Node"),
     "Member": _MEMBER,

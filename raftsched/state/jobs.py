@@ -200,29 +200,40 @@ class JobCommands(StateData):
         return ok(job_id=job.spec.id, version=job.version)
 
     def _apply_trigger_job(self, body: dict[str, Any]) -> Result:
+        """A manual run now, or one per node of `nodes` (broadcast and shards): `<id>@manual-<ms>`,
+        `~<shard>` when there are several, as a scheduled slot's runs are named. Never moves the
+        schedule, never counted as fired. Applying it twice adds nothing (the run ids exist)."""
         job = self._job_or_reject(body)
         if not isinstance(job, JobRecord):
             return job
         now_ms = body["now_ms"]
-        rid = f"{job.spec.id}@manual-{now_ms}"
-        if rid not in self.runs:
-            self._add_run(
-                Run(
-                    run_id=rid,
-                    job_id=job.spec.id,
-                    incarnation=job.incarnation,
-                    attempt=1,
-                    nominal_ms=now_ms,
-                    due_ms=now_ms,
-                    node=body.get("node"),
-                    state=RunState.PENDING,
-                    created_ms=now_ms,
-                    manual=True,
-                    env=body.get("env"),
-                    kwargs=body.get("kwargs"),
+        nodes = body.get("nodes")
+        if not isinstance(nodes, list) or not nodes:
+            nodes = [body.get("node")]
+        base = f"{job.spec.id}@manual-{now_ms}"
+        ids = [base] if len(nodes) == 1 else [f"{base}~{shard}" for shard in range(len(nodes))]
+        for shard, (rid, node) in enumerate(zip(ids, nodes, strict=True)):
+            if rid not in self.runs:
+                self._add_run(
+                    Run(
+                        run_id=rid,
+                        job_id=job.spec.id,
+                        incarnation=job.incarnation,
+                        attempt=1,
+                        nominal_ms=now_ms,
+                        due_ms=now_ms,
+                        node=node,
+                        state=RunState.PENDING,
+                        created_ms=now_ms,
+                        shard=shard,
+                        shards=len(nodes),
+                        manual=True,
+                        env=body.get("env"),
+                        kwargs=body.get("kwargs"),
+                    )
                 )
-            )
-        return ok(run_id=rid)
+        # One run: the result older entries had (it is kept for idempotent replies, in snapshots).
+        return ok(run_id=ids[0], run_ids=ids) if len(ids) > 1 else ok(run_id=ids[0])
 
     def _apply_cancel_run(self, body: dict[str, Any]) -> Result:
         run = self.runs.get(str(body.get("run_id")))

@@ -101,8 +101,9 @@ def test_parameters_headers_and_security() -> None:
     assert names("get", "/v1/jobs") == {"consistent", "tag", "paused", "limit", "cursor"}
     assert names("get", "/v1/runs") == {"consistent", "state", "node", "job", "limit", "cursor"}
     assert names("get", "/v1/jobs/{id}/runs") == {"id", "consistent", "state", "limit", "cursor"}
-    assert names("put", "/v1/jobs/{id}") == {"id", "If-Match", "Idempotency-Key"}
-    assert names("post", "/v1/jobs") == {"Idempotency-Key"}
+    assert names("put", "/v1/jobs/{id}") == {"id", "If-Match", "force", "Idempotency-Key"}
+    assert names("post", "/v1/jobs") == {"force", "Idempotency-Key"}
+    assert names("post", "/v1/jobs/{id}/trigger") == {"id", "force", "Idempotency-Key"}
     assert params["Limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
     assert set(params["RunStateFilter"]["schema"]["enum"]) >= {"pending", "skipped", "missed"}
     for op in OPERATIONS:
