@@ -41,7 +41,7 @@ from .executors.http import literal_refusal, looks_like_ip
 from .model import JobSpec, SecretRef, TaskSpec, TaskType
 from .records import NodePolicy, NodeRecord
 
-__all__ = ["Refusal", "refusal"]
+__all__ = ["Refusal", "eligible_nodes", "refusal"]
 
 LOCALHOST = ("127.0.0.1", "::1")  # what `localhost` resolves to; either one allowed is enough
 
@@ -63,19 +63,32 @@ class _Step:
 
 def refusal(spec: JobSpec, nodes: Iterable[NodeRecord]) -> Refusal | None:
     """None if some live node may run `spec`, else the first step no node passes (module doc)."""
-    live = [n for n in nodes if n.up and not n.leaving]
-    if not live:
-        return None
+    live = _live(nodes)
+    return _judge(spec, live)[1] if live else None
+
+
+def eligible_nodes(spec: JobSpec, nodes: Iterable[NodeRecord]) -> list[str]:
+    """The ids of the live nodes that may run `spec`, by what they publish (a manual trigger
+    routes among them)."""
+    return [n.id for n in _judge(spec, _live(nodes))[0]]
+
+
+def _live(nodes: Iterable[NodeRecord]) -> list[NodeRecord]:
+    return [n for n in nodes if n.up and not n.leaving]
+
+
+def _judge(spec: JobSpec, live: list[NodeRecord]) -> tuple[list[NodeRecord], Refusal | None]:
+    """The nodes of `live` that pass every step; none, and the refusal, at the first that none passes."""
     tags = spec.route.tags
-    matching = [n.policy for n in live if all(n.tags.get(k) == v for k, v in tags.items())]
+    matching = [n for n in live if all(n.tags.get(k) == v for k, v in tags.items())]
     if not matching:
-        return Refusal(field="route.tags", message=f"no live node has {_pairs(tags)}")
+        return [], Refusal(field="route.tags", message=f"no live node has {_pairs(tags)}")
     among = f" (among the live nodes with {_pairs(tags)})" if tags else ""
     for step in _steps(spec):
-        matching = [p for p in matching if step.allows(p)]
+        matching = [n for n in matching if step.allows(n.policy)]
         if not matching:
-            return Refusal(field=step.field, message=step.message + among)
-    return None
+            return [], Refusal(field=step.field, message=step.message + among)
+    return matching, None
 
 
 def _pairs(tags: Mapping[str, str]) -> str:

@@ -46,6 +46,7 @@ class Cluster:
     members: int | None = None  # the first N nodes are the initial voters; the rest wait to be added
     cluster_keys: dict[str, Any] = field(default_factory=dict)
     node_keys: dict[str, Any] = field(default_factory=dict)
+    per_node: dict[str, dict[str, Any]] = field(default_factory=dict)  # node id -> its own keys
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -57,6 +58,10 @@ class Cluster:
         for i, node in enumerate(self.ids):
             self.ports[node] = (ports[2 * i], ports[2 * i + 1])
         self.config = self.root / "cluster.ini"
+        self.write_config()
+
+    def write_config(self) -> None:
+        """(Re)write the cluster file from the keys; a node reads it when it starts."""
         self.config.write_text(self._ini())
 
     def _ini(self) -> str:
@@ -80,6 +85,7 @@ class Cluster:
                 "http_allow": "127.0.0.0/8",
                 "shutdown_grace_s": 3,
                 **self.node_keys,
+                **self.per_node.get(node, {}),
             }
             lines += [f"[node {node}]", *(f"{k} = {v}" for k, v in nk.items())]
         return "\n".join(lines) + "\n"

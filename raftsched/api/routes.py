@@ -333,15 +333,19 @@ async def trigger_job(request: web.Request) -> web.Response:
         job = _job(svc, job_id)
     _check_eligible(request, svc, job.spec)
     with svc.state.lock:
+        allowed = set(eligibility.eligible_nodes(job.spec, svc.state.nodes.values()))
         candidates = svc.state.candidates(executing=True)
-    # One run per node for broadcast and shards, as a scheduled slot has.
-    nodes = pick_nodes(job.spec.route, job_id, f"{job_id}@manual", candidates)
-    if not nodes:
-        raise NoEligibleNode("no live node matches the job's route tags now", field="route.tags")
+    # Among the nodes that may run it (forced: any, if none may); one run per node for broadcast
+    # and shards, as a scheduled slot has.
+    forced = _bool_query(request, "force")
+    usable = [c for c in candidates if c.id in allowed] or (candidates if forced else [])
+    picked = pick_nodes(job.spec.route, job_id, f"{job_id}@manual", usable)
+    if not picked:
+        raise NoEligibleNode("no node that may run the job takes runs now", field="route.tags")
     result = await svc.write(
         request,
         CommandType.TRIGGER_JOB,
-        {"job_id": job_id, "node": nodes[0], **({"nodes": nodes} if len(nodes) > 1 else {}), **overrides},
+        {"job_id": job_id, "node": picked[0], **({"nodes": picked} if len(picked) > 1 else {}), **overrides},
     )
     return _runs_response(svc, result.get("run_ids") or [result["run_id"]])
 

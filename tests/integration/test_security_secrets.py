@@ -116,10 +116,12 @@ def test_secret_is_resolved_on_the_nodes_and_never_stored(
     status, shown = cluster.api("n3", "GET", "/v1/jobs/hook?consistent=true")
     assert status == 200 and shown["task"]["headers"] == refs
 
-    # A secret no node has: the run fails, naming it.
+    # A secret no node has: refused at creation (422); forced, the run fails, naming it.
     missing = _http_job("missing", header_sink.url + "/missing", {"Authorization": {"secret": "NOPE"}})
-    assert cluster.api("n1", "POST", "/v1/jobs", missing)[0] == 201
-    status, run = cluster.api("n1", "POST", "/v1/jobs/missing/trigger")
+    status, refused = cluster.api("n1", "POST", "/v1/jobs", missing)
+    assert status == 422 and refused["error"]["field"] == "task.headers.Authorization", refused
+    assert cluster.api("n1", "POST", "/v1/jobs?force=true", missing)[0] == 201
+    status, run = cluster.api("n1", "POST", "/v1/jobs/missing/trigger?force=true")
     assert status == 201, run
 
     def finished() -> dict[str, Any] | None:

@@ -107,6 +107,20 @@ async def test_a_manual_trigger_is_judged_too(api: Api) -> None:
     )
 
 
+async def test_a_manual_trigger_runs_on_a_node_that_may_run_it(api: Api) -> None:
+    for node_id in ("n2", "n3"):
+        api.register(node_id, allow_shell=node_id == "n3")
+    assert (await api.call("POST", "/v1/jobs", SHELL))[0] == 201
+    for _ in range(3):
+        api.clock.advance(1)
+        status, run = await api.call("POST", "/v1/jobs/sh/trigger")
+        assert status == 201 and run["node"] == "n3"
+    broadcast = {**SHELL, "id": "all", "route": {"strategy": "broadcast"}}
+    assert (await api.call("POST", "/v1/jobs", broadcast))[0] == 201
+    status, run = await api.call("POST", "/v1/jobs/all/trigger")
+    assert status == 201 and [r["node"] for r in run["runs"]] == ["n3"]
+
+
 async def test_nodes_show_what_they_publish(api: Api) -> None:
     api.register("n2", allow_shell=True, secrets=["B", "A"])
     status, body = await api.call("GET", "/v1/nodes")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from raftsched.eligibility import Refusal, refusal
+from raftsched.eligibility import Refusal, eligible_nodes, refusal
 from raftsched.model import JobSpec
 from raftsched.records import UNKNOWN_POLICY, NodePolicy, NodeRecord
 
@@ -201,6 +201,13 @@ CASES = [
 @pytest.mark.parametrize(("why", "nodes", "spec", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_refusal(why: str, nodes: list[NodeRecord], spec: JobSpec, expected: Refusal | None) -> None:
     assert refusal(spec, nodes) == expected
+
+
+def test_eligible_nodes_are_those_that_pass_every_step() -> None:
+    nodes = [node("n1"), node("n2", OPEN), node("n3", OPEN, up=False), node("n4", UNKNOWN_POLICY)]
+    assert eligible_nodes(job(shell("echo")), nodes) == ["n2", "n4"]
+    assert eligible_nodes(job(shell(["/usr/bin/true"])), nodes) == ["n1", "n2", "n4"]
+    assert eligible_nodes(job(shell("echo"), route={"tags": {"zone": "a"}}), nodes) == []
 
 
 def test_a_policy_survives_the_wire_and_snapshots() -> None:
