@@ -187,11 +187,15 @@ def _buckets(s: Summary) -> list[tuple[str, float]]:
 def _statistics(snap: _Snapshot) -> Iterator[Metric]:
     job_runs = CounterMetricFamily(
         "raftsched_job_runs_total",
-        "Runs of a job by outcome (replicated: every node reports the same).",
+        "Runs of a job by outcome (replicated: every node reports the same); outcome fired counts "
+        "the scheduled slots fired, manual triggers apart.",
         labels=["job", "outcome"],
     )
     runs = CounterMetricFamily(
-        "raftsched_runs_total", "Runs of all jobs by outcome (replicated).", labels=["outcome"]
+        "raftsched_runs_total",
+        "Runs of all jobs by outcome (replicated); outcome fired counts the scheduled slots fired, "
+        "manual triggers apart.",
+        labels=["outcome"],
     )
     histograms = {
         key: (
