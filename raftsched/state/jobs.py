@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import RaftschedError
+from ..ids import manual_run_id
 from ..model import JobSpec, RunState
 from ..records import NO_RUNS, ZERO_STATS, JobRecord, ReadOnlyDict, Run, evolve, shared_parts
 from .data import ACTIVE, Result, StateData, ok, reject
@@ -210,7 +211,7 @@ class JobCommands(StateData):
         nodes = body.get("nodes")
         if not isinstance(nodes, list) or not nodes:
             nodes = [body.get("node")]
-        base = f"{job.spec.id}@manual-{now_ms}"
+        base = manual_run_id(job.spec.id, now_ms)
         ids = [base] if len(nodes) == 1 else [f"{base}~{shard}" for shard in range(len(nodes))]
         for shard, (rid, node) in enumerate(zip(ids, nodes, strict=True)):
             if rid not in self.runs:
