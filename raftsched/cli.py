@@ -232,6 +232,9 @@ def _run_node(args: argparse.Namespace) -> int:
         print(f"raftsched: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(args.log_level, args.log_format, node.id)
+    from .executors.python import prepare_import_path
+
+    prepare_import_path([str(entry) for entry in node.python_path])
     from .journalcheck import JournalDamaged
 
     try:

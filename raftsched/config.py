@@ -112,6 +112,10 @@ class NodeConfig:
     command_allow: tuple[str, ...] = ()  # absolute directories; empty: any program
     run_as: str | None = None  # a user name, looked up (and the privilege checked) at node start
     python_allow: tuple[str, ...] = ()
+    # Absolute directories python tasks import from, after everything the node itself imports
+    # from; `load` fills in the config file's directory when the key is absent (hence no plain
+    # default: the right one depends on where the file is).
+    python_path: tuple[Path, ...] = field(default_factory=tuple)
     http_allow: tuple[IPNetwork, ...] = ()
     output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES
     tls_cert: Path | None = None
@@ -426,6 +430,7 @@ _NODE_PARSERS: Mapping[str, Callable[[str], Any]] = {
     "command_allow": _directories,
     "run_as": _user,
     "python_allow": _module_prefixes,
+    "python_path": _items,
     "http_allow": _networks,
     "output_max_bytes": _count(0),
     "tls_cert": _text,
@@ -564,6 +569,7 @@ def _build_node(node_id: str, items: Mapping[str, str], base: Path) -> NodeConfi
     values["tls_key"] = _absolute(base, key) if key else None
     secrets_file = values.pop("secrets_file", "")
     values["secrets_file"] = _absolute(base, secrets_file) if secrets_file else None
+    values["python_path"] = tuple(_absolute(base, entry) for entry in values.get("python_path", ["."]))
     return NodeConfig(id=node_id, **values)
 
 
@@ -753,7 +759,14 @@ def default_single_node(
     machine, any local user could otherwise reach the loopback API and run code as the node."""
     overrides = overrides or Overrides()
     root = _absolute(Path.cwd(), overrides.data_dir or data_dir)
-    base = NodeConfig(id="n1", raft_host="127.0.0.1", raft_port=7101, http_host="127.0.0.1", http_port=8101)
+    base = NodeConfig(
+        id="n1",
+        raft_host="127.0.0.1",
+        raft_port=7101,
+        http_host="127.0.0.1",
+        http_port=8101,
+        python_path=(Path.cwd(),),  # no config file: the directory it was started in stands for its
+    )
     node = _override_node(base, overrides)
     nodes = {node.id: node}
     placeholder = ClusterConfig(name="local", secret="", data_dir=root, members=(node.id,), nodes=nodes)
