@@ -38,48 +38,147 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="raftsched", description="A distributed job scheduler on a Raft log.")
+    p = argparse.ArgumentParser(
+        prog="raftsched",
+        description="A distributed job scheduler on a Raft log. `raftsched COMMAND --help` shows a "
+        "command's arguments.",
+        epilog=_EXIT_STATUS,
+    )
     p.add_argument("--version", action="version", version=f"raftsched {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    node = sub.add_parser("node", help="run a node")
-    node.add_argument("--config", type=Path, help="cluster .ini (default: a single node on loopback)")
-    node.add_argument("--node", help="this node's id in the config")
-    node.add_argument("--data-dir", type=Path, help="replaces data_dir (the node id is still appended)")
-    node.add_argument("--http", help="host:port of the admin API")
-    node.add_argument("--raft", help="host:port of the Raft port")
-    node.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    node.add_argument("--log-format", default="text", choices=["text", "json"])
-    sub.add_parser("secret", help="print a new random cluster secret")
-    completion = sub.add_parser("completion", help="print a bash completion script")
+    _node_parser(sub)
+    _command(sub, "secret", "print a new random cluster secret (also good as an API token)")
+    completion = _command(sub, "completion", "print a bash completion script")
     completion.add_argument("shell", choices=["bash"])
-    _client_parser(sub.add_parser("status", help="this node's view of the cluster"), [])
-    _client_parser(
-        sub.add_parser("token", help="print the API token the CLI would send to --url (for curl)"), []
-    )
-    _client_parser(
-        sub.add_parser("jobs", help="list, show, add, edit, remove, pause, resume, trigger jobs"), JOB_ACTIONS
-    )
-    _client_parser(sub.add_parser("runs", help="list, show, read the output of, cancel runs"), RUN_ACTIONS)
-    _client_parser(sub.add_parser("nodes", help="list, add, remove cluster members"), NODE_ACTIONS)
-    backup = sub.add_parser("backup", help="write the job table (and with --runs, run history) to FILE")
-    backup.add_argument("file", help="where to write the backup (- for stdout)")
+    _client(_command(sub, "status", "this node's view of the cluster: role, leader, term, indexes"))
+    _client(_command(sub, "token", "print the API token the CLI would send to --url (for curl)"))
+    _group(sub, "jobs", "list, show, add, edit, remove, pause, resume, trigger jobs", JOB_ACTIONS)
+    _group(sub, "runs", "list, show, read the output of, cancel runs", RUN_ACTIONS)
+    _group(sub, "nodes", "list, add, remove cluster members", NODE_ACTIONS)
+    backup = _client(_command(sub, "backup", "write the job table (with --runs, run history) to FILE"))
+    backup.add_argument("file", metavar="FILE", help="where to write the backup (- for stdout)")
     backup.add_argument("--runs", action="store_true", help="include the run history")
     backup.add_argument(
         "--secrets",
         action="store_true",
         help='include the inline values of sensitive headers (else "***"; keep such a file private)',
     )
-    _client_parser(backup, [])
-    restore = sub.add_parser("restore", help="load the jobs of a backup FILE into the cluster")
-    restore.add_argument("file", help="a file written by `raftsched backup`")
+    restore = _client(_command(sub, "restore", "load the jobs of a backup FILE into the cluster"))
+    restore.add_argument("file", metavar="FILE", help="a file written by `raftsched backup`")
     restore.add_argument("--dry-run", action="store_true", help="only list what would change")
-    _client_parser(restore, [])
     return p
 
 
-JOB_ACTIONS = ["list", "get", "add", "edit", "rm", "pause", "resume", "trigger", "runs"]
-RUN_ACTIONS = ["list", "get", "output", "cancel"]
-NODE_ACTIONS = ["list", "add", "rm"]
+_EXIT_STATUS = "exit status: 0 success, 1 the server refused, 2 bad usage or config, 3 no node answered"
+
+
+def _command(sub: Any, name: str, summary: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand whose `--help` starts with the same sentence `raftsched --help` lists it by."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=summary[0].upper() + summary[1:] + ".", **kwargs
+    )
+    return parser
+
+
+def _node_parser(sub: Any) -> None:
+    node = _command(sub, "node", "run a node (without --config: a single-node cluster on 127.0.0.1)")
+    node.add_argument("--config", type=Path, help="cluster .ini (default: a single node on loopback)")
+    node.add_argument("--node", help="this node's id in the config")
+    node.add_argument("--data-dir", type=Path, help="replaces data_dir (the node id is still appended)")
+    node.add_argument("--http", help="host:port of the admin API")
+    node.add_argument("--raft", help="host:port of the Raft port")
+    node.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="warning (default) logs only what needs attention; info adds routine events",
+    )
+    node.add_argument("--log-format", default="text", choices=["text", "json"])
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One `raftsched GROUP ACTION`: its summary and positional arguments (name, metavar, help)."""
+
+    summary: str
+    positionals: tuple[tuple[str, str, str], ...] = ()
+    options: tuple[str, ...] = ()  # of `_FILTERS`
+
+
+JOB_ID = ("job_id", "JOB_ID", "the job's id")
+RUN_ID = ("run_id", "RUN_ID", "the run's id (JOB_ID@...)")
+_FILTERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "limit": ("--limit", {"type": int, "help": "list at most this many"}),
+    "state": ("--state", {"help": "only runs in this state (pending, succeeded, skipped, ...)"}),
+    "job": ("--job", {"help": "only runs of this job"}),
+    "node_filter": ("--node", {"dest": "node_filter", "metavar": "NODE", "help": "only runs on this node"}),
+}
+
+JOB_ACTIONS = {
+    "list": Action("list the jobs (the default action)", options=("limit",)),
+    "get": Action("print one job as JSON, with its read-only fields", (JOB_ID,)),
+    "add": Action("create a job from a JSON file (- for stdin)", (("file", "FILE", "the job as JSON"),)),
+    "edit": Action(
+        "replace a job, only if nobody changed it meanwhile (If-Match)",
+        (JOB_ID, ("file", "FILE", "the new job as JSON (default: open the job in $EDITOR)")),
+    ),
+    "rm": Action("delete a job: pending runs are cancelled, running ones killed", (JOB_ID,)),
+    "pause": Action("pause a job: its slots are skipped until it is resumed", (JOB_ID,)),
+    "resume": Action("resume a paused job", (JOB_ID,)),
+    "trigger": Action("run a job now, outside its schedule", (JOB_ID,)),
+    "runs": Action("list one job's runs, newest first", (JOB_ID,), ("limit", "state")),
+}
+RUN_ACTIONS = {
+    "list": Action("list runs, newest first (the default action)", options=tuple(_FILTERS)),
+    "get": Action("print one run as JSON, with its output tail", (RUN_ID,)),
+    "output": Action("print a run's full output, from the node that ran it", (RUN_ID,)),
+    "cancel": Action("cancel a run: a pending one never starts, a running one is killed", (RUN_ID,)),
+}
+NODE_ACTIONS = {
+    "list": Action("list the members with their load and health (the default action)"),
+    "add": Action(
+        "add a member from a JSON file: {id, raft, http, tags}",
+        (("file", "FILE", "the node as JSON"),),
+    ),
+    "rm": Action("drain a member, then remove it", (("node_id", "NODE_ID", "the node's id"),)),
+}
+
+
+def _group(sub: Any, name: str, summary: str, actions: dict[str, Action]) -> None:
+    """`raftsched NAME ACTION ...`; `raftsched NAME` alone is `raftsched NAME list`."""
+    group = _client(_command(sub, name, summary))
+    inner = group.add_subparsers(dest="action", metavar="ACTION", title="actions")
+    group.set_defaults(action="list")  # after add_subparsers, whose own default (None) it replaces
+    for action_name, action in actions.items():
+        parser = _client(_command(inner, action_name, action.summary), nested=True)
+        for dest, metavar, text in action.positionals:
+            optional = dest == "file" and action_name == "edit"
+            parser.add_argument(dest, metavar=metavar, help=text, nargs="?" if optional else None)
+        for key in action.options:
+            flag, kwargs = _FILTERS[key]
+            parser.add_argument(flag, **kwargs)
+
+
+def _client(p: argparse.ArgumentParser, nested: bool = False) -> argparse.ArgumentParser:
+    """The options of every command that talks to a node. A nested action's copies leave what its
+    group parsed alone (SUPPRESS), so `raftsched jobs --json list` and `jobs list --json` agree."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if nested else value
+
+    p.add_argument(
+        "--url",
+        default=default(None),
+        help="a node's API (default: $RAFTSCHED_URL, else the first node of --config, else 127.0.0.1:8101)",
+    )
+    p.add_argument("--config", type=Path, default=default(None), help="cluster .ini to find a node in")
+    p.add_argument(
+        "--token",
+        default=default(os.environ.get("RAFTSCHED_TOKEN")),
+        help="API token (default: $RAFTSCHED_TOKEN, --config's, then the local cluster's)",
+    )
+    p.add_argument("--json", action="store_true", default=default(False), help="print JSON for scripts")
+    return p
 
 
 def _private_opener(path: str, flags: int) -> int:
@@ -90,20 +189,6 @@ def _private_opener(path: str, flags: int) -> int:
 
 
 RESTORE_CHUNK = 200  # jobs per request: a backup may be larger than the API's body limit
-
-
-def _client_parser(p: argparse.ArgumentParser, actions: list[str]) -> None:
-    if actions:
-        p.add_argument("action", nargs="?", default="list", choices=actions)
-        p.add_argument("args", nargs="*", help="ids, or a JSON file for add/edit")
-    p.add_argument("--url", help="a node's API (default: $RAFTSCHED_URL, else the first node of --config)")
-    p.add_argument("--config", type=Path, help="cluster .ini to find a node in")
-    p.add_argument("--token", default=os.environ.get("RAFTSCHED_TOKEN"), help="API token ($RAFTSCHED_TOKEN)")
-    p.add_argument("--json", action="store_true", help="print JSON for scripts")
-    p.add_argument("--limit", type=int, help="list at most this many")
-    p.add_argument("--state", help="runs: only this state")
-    p.add_argument("--job", help="runs: only this job")
-    p.add_argument("--node", dest="node_filter", help="runs: only this node")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,6 +232,9 @@ def _run_node(args: argparse.Namespace) -> int:
         print(f"raftsched: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(args.log_level, args.log_format, node.id)
+    from .executors.python import prepare_import_path
+
+    prepare_import_path([str(entry) for entry in node.python_path])
     from .journalcheck import JournalDamaged
 
     try:
@@ -189,13 +277,6 @@ class Client:
 
     # -------------------------------------------------------- helpers
 
-    def _ids(self, n: int) -> list[str]:
-        ids: list[str] = self.args.args
-        if len(ids) != n:
-            what = "one argument" if n == 1 else f"{n} arguments"
-            raise UsageError(f"{self.args.command} {self.args.action}: expects {what}")
-        return ids
-
     def request(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> Response:
@@ -236,9 +317,12 @@ class Client:
             _print_table(table(resp.body))
         return EXIT_OK
 
-    def _list_query(self, **extra: str | None) -> str:
-        query = {"limit": str(self.args.limit) if self.args.limit else None, **extra}
-        pairs = {k: v for k, v in query.items() if v is not None}
+    def _list_query(self) -> str:
+        """`?limit=&state=&job=&node=` from the filters this action has and was given (a bare
+        `raftsched runs` is `runs list` without any)."""
+        names = {"limit": "limit", "state": "state", "job": "job", "node_filter": "node"}
+        given = {query: getattr(self.args, dest, None) for dest, query in names.items()}
+        pairs = {query: str(value) for query, value in given.items() if value is not None}
         return ("?" + urllib.parse.urlencode(pairs)) if pairs else ""
 
     # -------------------------------------------------------- commands
@@ -250,53 +334,50 @@ class Client:
         return self.show(self.request("GET", "/v1/jobs" + self._list_query()), _jobs_table)
 
     def _jobs_get(self) -> int:
-        return self.show(self.request("GET", f"/v1/jobs/{_q(self._ids(1)[0])}"))
+        return self.show(self.request("GET", f"/v1/jobs/{_q(self.args.job_id)}"))
 
     def _jobs_add(self) -> int:
-        return self.show(self.request("POST", "/v1/jobs", _read_job_file(self._ids(1)[0])))
+        return self.show(self.request("POST", "/v1/jobs", _read_job_file(self.args.file)))
 
     def _jobs_edit(self) -> int:
-        ids: list[str] = self.args.args
-        if len(ids) not in (1, 2):
-            raise UsageError("jobs edit: expects JOB_ID [FILE] (without FILE, opens $EDITOR)")
-        current = self.request("GET", f"/v1/jobs/{_q(ids[0])}")
+        job_id, file = self.args.job_id, self.args.file
+        current = self.request("GET", f"/v1/jobs/{_q(job_id)}")
         if current.status != 200:
             return self.show(current)
-        spec = _read_job_file(ids[1]) if len(ids) == 2 else _edit_in_editor(current.body)
+        spec = _read_job_file(file) if file is not None else _edit_in_editor(current.body)
         if spec is None:
             print("no change", file=sys.stderr)
             return EXIT_OK
         headers = {"If-Match": f'"{current.body["version"]}"'}
-        return self.show(self.request("PUT", f"/v1/jobs/{_q(ids[0])}", spec, headers))
+        return self.show(self.request("PUT", f"/v1/jobs/{_q(job_id)}", spec, headers))
 
     def _jobs_rm(self) -> int:
-        return self.show(self.request("DELETE", f"/v1/jobs/{_q(self._ids(1)[0])}"))
+        return self.show(self.request("DELETE", f"/v1/jobs/{_q(self.args.job_id)}"))
 
     def _jobs_pause(self) -> int:
-        return self.show(self.request("POST", f"/v1/jobs/{_q(self._ids(1)[0])}/pause"))
+        return self.show(self.request("POST", f"/v1/jobs/{_q(self.args.job_id)}/pause"))
 
     def _jobs_resume(self) -> int:
-        return self.show(self.request("POST", f"/v1/jobs/{_q(self._ids(1)[0])}/resume"))
+        return self.show(self.request("POST", f"/v1/jobs/{_q(self.args.job_id)}/resume"))
 
     def _jobs_trigger(self) -> int:
-        return self.show(self.request("POST", f"/v1/jobs/{_q(self._ids(1)[0])}/trigger", {}))
+        return self.show(self.request("POST", f"/v1/jobs/{_q(self.args.job_id)}/trigger", {}))
 
     def _jobs_runs(self) -> int:
-        path = f"/v1/jobs/{_q(self._ids(1)[0])}/runs" + self._list_query(state=self.args.state)
+        path = f"/v1/jobs/{_q(self.args.job_id)}/runs" + self._list_query()
         return self.show(self.request("GET", path), _runs_table)
 
     def _runs_list(self) -> int:
-        query = self._list_query(state=self.args.state, job=self.args.job, node=self.args.node_filter)
-        return self.show(self.request("GET", "/v1/runs" + query), _runs_table)
+        return self.show(self.request("GET", "/v1/runs" + self._list_query()), _runs_table)
 
     def _runs_get(self) -> int:
-        return self.show(self.request("GET", f"/v1/runs/{_q(self._ids(1)[0])}"))
+        return self.show(self.request("GET", f"/v1/runs/{_q(self.args.run_id)}"))
 
     def _runs_output(self) -> int:
-        return self.show(self.request("GET", f"/v1/runs/{_q(self._ids(1)[0])}/output"))
+        return self.show(self.request("GET", f"/v1/runs/{_q(self.args.run_id)}/output"))
 
     def _runs_cancel(self) -> int:
-        return self.show(self.request("POST", f"/v1/runs/{_q(self._ids(1)[0])}/cancel"))
+        return self.show(self.request("POST", f"/v1/runs/{_q(self.args.run_id)}/cancel"))
 
     def _backup(self) -> int:
         flags = (("runs=true", self.args.runs), ("secrets=true", self.args.secrets))
@@ -345,10 +426,10 @@ class Client:
         return self.show(self.request("GET", "/v1/nodes"), _nodes_table)
 
     def _nodes_add(self) -> int:
-        return self.show(self.request("POST", "/v1/nodes", _read_job_file(self._ids(1)[0])))
+        return self.show(self.request("POST", "/v1/nodes", _read_job_file(self.args.file)))
 
     def _nodes_rm(self) -> int:
-        return self.show(self.request("DELETE", f"/v1/nodes/{_q(self._ids(1)[0])}"))
+        return self.show(self.request("DELETE", f"/v1/nodes/{_q(self.args.node_id)}"))
 
 
 class Unreachable(Exception):

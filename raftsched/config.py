@@ -112,6 +112,10 @@ class NodeConfig:
     command_allow: tuple[str, ...] = ()  # absolute directories; empty: any program
     run_as: str | None = None  # a user name, looked up (and the privilege checked) at node start
     python_allow: tuple[str, ...] = ()
+    # Absolute directories python tasks import from, after everything the node itself imports
+    # from; `load` fills in the config file's directory when the key is absent (hence no plain
+    # default: the right one depends on where the file is).
+    python_path: tuple[Path, ...] = field(default_factory=tuple)
     http_allow: tuple[IPNetwork, ...] = ()
     output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES
     tls_cert: Path | None = None
@@ -426,6 +430,7 @@ _NODE_PARSERS: Mapping[str, Callable[[str], Any]] = {
     "command_allow": _directories,
     "run_as": _user,
     "python_allow": _module_prefixes,
+    "python_path": _items,
     "http_allow": _networks,
     "output_max_bytes": _count(0),
     "tls_cert": _text,
@@ -564,6 +569,7 @@ def _build_node(node_id: str, items: Mapping[str, str], base: Path) -> NodeConfi
     values["tls_key"] = _absolute(base, key) if key else None
     secrets_file = values.pop("secrets_file", "")
     values["secrets_file"] = _absolute(base, secrets_file) if secrets_file else None
+    values["python_path"] = tuple(_absolute(base, entry) for entry in values.get("python_path", ["."]))
     return NodeConfig(id=node_id, **values)
 
 
@@ -753,7 +759,14 @@ def default_single_node(
     machine, any local user could otherwise reach the loopback API and run code as the node."""
     overrides = overrides or Overrides()
     root = _absolute(Path.cwd(), overrides.data_dir or data_dir)
-    base = NodeConfig(id="n1", raft_host="127.0.0.1", raft_port=7101, http_host="127.0.0.1", http_port=8101)
+    base = NodeConfig(
+        id="n1",
+        raft_host="127.0.0.1",
+        raft_port=7101,
+        http_host="127.0.0.1",
+        http_port=8101,
+        python_path=(Path.cwd(),),  # no config file: the directory it was started in stands for its
+    )
     node = _override_node(base, overrides)
     nodes = {node.id: node}
     placeholder = ClusterConfig(name="local", secret="", data_dir=root, members=(node.id,), nodes=nodes)
@@ -770,11 +783,19 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def write_local_cluster(example: Path, out: Path, secret: str, api_token: str | None = None) -> None:
-    """Copy `example` to `out` (mode 0600) with `secret` (and `api_token`, if given) filled in;
-    every comment is kept."""
-    values = {"secret": secret} if api_token is None else {"secret": secret, "api_token": api_token}
-    for key, value in values.items():
+def write_local_cluster(
+    example: Path,
+    out: Path,
+    secret: str,
+    api_token: str | None = None,
+    settings: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
+    """Copy `example` to `out` (mode 0600) with `secret` (and `api_token`, if given) filled in, and
+    `settings` (by section name, as in `{"node n1": {"allow_shell": "true"}}`) set: a key's line is
+    replaced in place, keeping its comment; a key the section lacks is added after its last key.
+    Every comment is kept. The values of `settings` are not checked here: `load` checks the file."""
+    credentials_ = {"secret": secret} if api_token is None else {"secret": secret, "api_token": api_token}
+    for key, value in credentials_.items():
         _check_secret(value, key)
         if any(ch.isspace() for ch in value):
             raise ConfigError("cluster", key, "must not contain whitespace")
@@ -782,7 +803,11 @@ def write_local_cluster(example: Path, out: Path, secret: str, api_token: str | 
         lines = Path(example).read_text(encoding="utf-8").splitlines(keepends=True)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(example), None, f"cannot read the example config: {exc}") from None
-    _write_private(Path(out), "".join(_with_values(lines, values, example)))
+    _check_credential_lines(lines, credentials_, example)
+    wanted = {name: dict(values) for name, values in (settings or {}).items()}
+    cluster = wanted.setdefault("cluster", {})
+    cluster.update(credentials_)
+    _write_private(Path(out), "".join(_with_values(lines, wanted)))
 
 
 # ---------------------------------------------------------------- files holding credentials
@@ -819,23 +844,52 @@ def _write_private(path: Path, text: str) -> None:
         raise
 
 
-def _with_values(lines: list[str], values: Mapping[str, str], example: Path) -> list[str]:
-    """`lines` with the first `key =` line of [cluster] set to `values[key]`, for every key."""
-    out: list[str] = []
-    section: str | None = None
-    left = dict(values)
+_SECTION_RE = re.compile(r"\[(.+)\]")
+_KEY_RE = re.compile(r"(\w+)\s*=")
+
+
+def _check_credential_lines(lines: list[str], values: Mapping[str, str], example: Path) -> None:
+    """The example must have a `key =` line in [cluster] for each credential: appending one would
+    leave the empty line that documents it, and a reader would see two."""
+    section, seen = None, set()
     for line in lines:
-        header = re.match(r"\[(.+)\]", line)
-        key = re.match(r"(\w+)\s*=", line)
+        header, key = _SECTION_RE.match(line), _KEY_RE.match(line)
         if header is not None:
             section = header[1].strip()
-        elif section == "cluster" and key is not None and key[1] in left:
-            line = _set_value(line, f"{key[1]} = {left.pop(key[1])}")
+        elif section == "cluster" and key is not None:
+            seen.add(key[1])
+    for missing in (key for key in values if key not in seen):
+        raise ConfigError("cluster", missing, f"{example} has no `{missing} =` line in [cluster] to fill in")
+
+
+def _with_values(lines: list[str], values: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """`lines` with `values[section][key]` set: the first `key =` line of the section replaced,
+    or a line added after the section's last key line (and the comment lines indented under it)."""
+    out: list[str] = []
+    left = {name: dict(keys) for name, keys in values.items()}
+    section: str | None = None
+    insert_at = 0  # in `out`: just after the current section's last key line and its comments
+    for line in lines:
+        header, key = _SECTION_RE.match(line), _KEY_RE.match(line)
+        if header is not None:
+            _insert_left(out, insert_at, left.pop(section, {}) if section else {})
+            section = header[1].strip()
+        elif section in left and key is not None and key[1] in left[section]:
+            line = _set_value(line, f"{key[1]} = {left[section].pop(key[1])}")
         out.append(line)
+        if header is not None or key is not None or (line[:1].isspace() and line.strip()):
+            insert_at = len(out)
+    _insert_left(out, insert_at, left.pop(section, {}) if section else {})
     if left:
         missing = next(iter(left))
-        raise ConfigError("cluster", missing, f"{example} has no `{missing} =` line in [cluster] to fill in")
+        raise ConfigError(missing, None, "no such section in the example config to set keys in")
     return out
+
+
+def _insert_left(out: list[str], at: int, keys: Mapping[str, str]) -> None:
+    if keys and at > 0 and not out[at - 1].endswith("\n"):
+        out[at - 1] += "\n"  # the file's last line: the new ones must not run on from it
+    out[at:at] = [f"{key} = {value}\n" for key, value in keys.items()]
 
 
 def _set_value(line: str, assignment: str) -> str:

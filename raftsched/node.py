@@ -181,7 +181,7 @@ class Node:
         session = self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=2.0), trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
         )
-        log.warning("node %s up: api %s, raft %s", n.id, n.http_url, n.raft_addr)
+        log.info("node %s up: api %s, raft %s", n.id, n.http_url, n.raft_addr)
         try:
             async with asyncio.TaskGroup() as group:
                 clocks_task = group.create_task(clocks.run())
@@ -192,7 +192,7 @@ class Node:
                 await self.stopping.wait()
                 _arm_stop_watchdog(n.shutdown_grace_s)
                 freeze_task.cancel()
-                log.warning("node %s stopping: draining runs for up to %ss", n.id, n.shutdown_grace_s)
+                log.info("node %s stopping: draining runs for up to %ss", n.id, n.shutdown_grace_s)
                 register_task.cancel()
                 with _stage("hand-over"):
                     await self._hand_over()
@@ -213,7 +213,7 @@ class Node:
                 for executor in self._executors.values():
                     await executor.close()
                 self.raft.stop()
-            log.warning("node %s stopped", n.id)
+            log.info("node %s stopped", n.id)
 
     async def _freeze_heap(self) -> None:
         """Once caught up, move what the node holds (code, configuration, the replayed state) out of
@@ -289,14 +289,17 @@ class Node:
             )
         if self.raft.is_leader() and self.raft.settings.partner_addrs:
             handed = await self.raft.transfer_leadership(timeout_s=3.0)
-            log.warning("leadership %s", "handed over" if handed else "not handed over (no caught-up peer)")
+            if handed:
+                log.info("leadership handed over")
+            else:
+                log.warning("leadership not handed over (no caught-up peer)")
 
     async def _keep_handing_over(self) -> None:
         """While this node drains, it does not lead: elected again, it hands leadership over again."""
         while self.raft.settings.partner_addrs:
             await asyncio.sleep(0.5)
             if self.raft.is_leader():
-                log.warning("elected while stopping: handing leadership over again")
+                log.info("elected while stopping: handing leadership over again")
                 await self.raft.transfer_leadership(timeout_s=3.0)
 
     async def _register_loop(self) -> None:
@@ -308,7 +311,7 @@ class Node:
                 record = self.state.nodes.get(n.id)
                 removed = n.id in self.state.removed and record is None
             if removed:
-                log.warning("node %s was removed from the cluster: stopping", n.id, extra={"node": n.id})
+                log.info("node %s was removed from the cluster: stopping", n.id, extra={"node": n.id})
                 self.stopping.set()
                 return
             wanted = (n.http_url, n.raft_addr, n.tags, n.capacity, __version__, policy)
@@ -360,6 +363,7 @@ def exec_policy(cluster: ClusterConfig, node: NodeConfig, environ: Mapping[str, 
         run_as=task_user(node.run_as, node.id) if node.run_as is not None else None,
         umask=task_umask(),
         python_allow=node.python_allow,
+        python_path=tuple(str(entry) for entry in node.python_path),
         http_allow=node.http_allow,
         output_tail_bytes=cluster.output_tail_bytes,
         output_max_bytes=node.output_max_bytes,

@@ -342,7 +342,14 @@ class Scheduler:
         await self.reassign_from_down_nodes()
 
     async def _set_node(self, node_id: str, *, up: bool) -> None:
-        log.warning("node %s is %s", node_id, "up" if up else "down", extra={"node": node_id})
+        # A node coming up is routine; one going down is what an operator wants to see at the default level.
+        log.log(
+            logging.INFO if up else logging.WARNING,
+            "node %s is %s",
+            node_id,
+            "up" if up else "down",
+            extra={"node": node_id},
+        )
         result = await self.propose(
             encode(
                 CommandType.SET_NODE,
@@ -399,7 +406,7 @@ class Scheduler:
             ]
         for node in drained:
             if node.id == self.settings.node_id:
-                log.warning("this node is drained: handing leadership over", extra={"node": node.id})
+                log.info("this node is drained: handing leadership over", extra={"node": node.id})
                 await self.leadership.transfer_leadership()
                 self.active_term = 0
                 return
@@ -413,7 +420,7 @@ class Scheduler:
             if result.get("ok"):
                 await self.leadership.wait_replicated(node.raft)  # so that it sees itself removed and stops
                 await self.leadership.change_membership("remove", node.raft)
-                log.warning("node %s removed from the cluster", node.id, extra={"node": node.id})
+                log.info("node %s removed from the cluster", node.id, extra={"node": node.id})
 
 
 def _last_item(plan: Plan, job_id: str) -> dict[str, Any] | None:

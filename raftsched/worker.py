@@ -665,7 +665,7 @@ class Worker:
             self._report_failing = True
             return False
         if self._report_failing:
-            log.warning("reports committed again")
+            log.info("reports committed again")
         self._report_failing = False
         return True
 

@@ -85,6 +85,7 @@ class ExecPolicy:
 
     allow_shell: bool = False
     python_allow: tuple[str, ...] = ()
+    python_path: tuple[str, ...] = ()  # directories python tasks import from, after the node's own
     http_allow: tuple[IPv4Network | IPv6Network, ...] = ()
     command_allow: tuple[str, ...] = ()
     run_as: TaskUser | None = None

@@ -1,14 +1,24 @@
 """Python tasks: `pkg.module:function` under the node's python_allow, in a child process by default.
 
+Where modules come from: the node's own `sys.path` (its interpreter's standard library and
+site-packages, and `PYTHONPATH` as the node was started with), then the node's `python_path`
+directories (`[node] python_path`; default: the config file's directory, or the working directory
+of a node started without a config file). They come last, so a task's module cannot shadow what
+the node itself runs on. The entry Python puts first for the way a program starts (the working
+directory for `python -m raftsched`, the bin directory for the `raftsched` console script) is
+dropped at node start (`prepare_import_path`), so both ways of starting a node import the same
+modules; only when raftsched itself was imported from it (an uninstalled checkout run with
+`python -m` from its root) is it kept, since the runner must find raftsched.
+
 The runner (`python -P -u -m raftsched.executors._pyrunner`) is the run's supervisor (`_supervisor`)
 and forks the process that calls the function, as the node's `run_as` user if set; everything
 that process starts is stopped on timeout, on cancellation, once the function returns, and when
 the node dies. Its environment is the scrubbed node environment, plus `PYTHONPATH` set to the
-node's own `sys.path` (so the child imports exactly what the node would, in the same order), plus
-the task's env (secret references resolved from the node's `ExecPolicy.secrets`), plus the
-identity variables. A task's env may not set `PYTHON*` variables: the node, not the job, decides
-what code python loads. Under `run_as` the function runs in the user's home (or /), since a
-python task has no cwd of its own.
+node's `sys.path` followed by `python_path` (so the child imports exactly what an `in_process` run
+would, in the same order), plus the task's env (secret references resolved from the node's
+`ExecPolicy.secrets`), plus the identity variables. A task's env may not set `PYTHON*` variables:
+the node, not the job, decides what code python loads. Under `run_as` the function runs in the
+user's home (or /), since a python task has no cwd of its own.
 
 `in_process: true` runs the callable in a daemon thread of the node instead: no process start,
 but it cannot be killed. On timeout the run is reported timed_out while the thread runs on; it
@@ -46,9 +56,11 @@ from .base import (
     timed_out,
 )
 
-__all__ = ["PythonExecutor", "node_pythonpath"]
+__all__ = ["PythonExecutor", "node_pythonpath", "prepare_import_path"]
 
 RUNNER = "raftsched.executors._pyrunner"
+# The directory raftsched is imported from (raftsched/executors/python.py, three levels up).
+RAFTSCHED_HOME = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class PythonExecutor:
@@ -110,7 +122,8 @@ class PythonExecutor:
             return failed(f"kwargs cannot be sent as JSON: {exc}")
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
-        child = child_env(env, ctx, PYTHONPATH=node_pythonpath(), **user_env(self._policy.run_as))
+        pythonpath = node_pythonpath(self._policy.python_path)
+        child = child_env(env, ctx, PYTHONPATH=pythonpath, **user_env(self._policy.run_as))
         try:
             ended = await run_in_group(
                 self._launch(target, write_fd),
@@ -173,17 +186,46 @@ class PythonExecutor:
         return failed(report.error or "failed", output_tail=sink.tail_text())
 
 
-def node_pythonpath() -> str:
-    """The node's `sys.path` as a PYTHONPATH: what the node can import, the child can, in that order.
+def node_pythonpath(python_path: Sequence[str] = ()) -> str:
+    """The node's `sys.path`, then `python_path`, as a PYTHONPATH: what the node can import, the
+    child can, in that order.
 
     Entries the interpreter adds by itself come again after these; the first occurrence wins, so
     the child's effective order is the node's. An empty entry (the current directory) is made
     absolute.
     """
     entries = (
-        os.path.abspath(entry) if entry else os.getcwd() for entry in sys.path if isinstance(entry, str)
+        os.path.abspath(entry) if entry else os.getcwd()
+        for entry in (*sys.path, *python_path)
+        if isinstance(entry, str)
     )
     return os.pathsep.join(dict.fromkeys(entries))
+
+
+def prepare_import_path(python_path: Sequence[str], argv0: str | None = None) -> None:
+    """At node start: drop the entry Python put first on `sys.path` for the way the program was
+    started (the same either way after this), then append `python_path` (for `in_process` runs;
+    the runner gets the same through `node_pythonpath`).
+
+    The start entry is the working directory for `python -m` and the script's directory for a
+    console script; with `-P` or PYTHONSAFEPATH there is none. It stays when raftsched itself was
+    imported from it: without it, the runner could not start.
+    """
+    start = _start_entry(sys.argv[0] if argv0 is None else argv0)
+    if start is not None and start != RAFTSCHED_HOME:
+        del sys.path[0]
+    for entry in python_path:
+        if entry not in sys.path:
+            sys.path.append(entry)
+
+
+def _start_entry(argv0: str) -> str | None:
+    """sys.path[0] if Python put it there for how the program started, else None."""
+    if sys.flags.safe_path or not sys.path or not isinstance(sys.path[0], str):
+        return None
+    first = os.path.abspath(sys.path[0] or os.getcwd())
+    started_from = {os.getcwd(), os.path.dirname(os.path.abspath(argv0))}
+    return first if first in started_from else None
 
 
 def _read_outcome(fd: int) -> dict[str, Any] | None:

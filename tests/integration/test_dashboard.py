@@ -11,6 +11,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -332,5 +333,78 @@ def test_dashboard_asks_for_the_api_token(make_cluster: Any, browser: Any, tmp_p
     page.get_by_role("button", name="Forget token").click()
     expect(dialog).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('raftsched.api_token')") is None
+
+    watch.check()
+
+
+def test_dashboard_python_form_one_shots_and_a_dead_node(
+    make_cluster: Any, browser: Any, tmp_path: Path
+) -> None:
+    """The form writes Python tasks; a one-shot that has fired shows as done; when the page's node
+    dies, the banner links the other nodes' dashboards, and slots count live nodes only."""
+    expect = _expect()
+    root = Path(__file__).resolve().parents[2]
+    cluster: Cluster = make_cluster(node_keys={"python_allow": "examples", "python_path": str(root)})
+    follower = _start(cluster)
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    watch = Watch(page)
+    page.goto(cluster.url(follower) + "/")
+    expect(page.locator("#members-table tbody tr")).to_have_count(3)
+    expect(page.locator('[data-bind="capacity"]')).to_have_text("of 24 slots")
+
+    # A python job through the form; kwargs that are not a JSON object are refused at the field.
+    page.get_by_role("link", name="New job").click()
+    page.get_by_label("ID", exact=True).fill("greet")
+    page.get_by_label("Every", exact=True).check()
+    page.get_by_label("Interval (seconds)").fill("1")
+    page.get_by_label("Python", exact=True).check()
+    expect(page.get_by_label("Command (argv)")).to_be_hidden()
+    page.get_by_label("Callable").fill("examples.tasks:greet")
+    kwargs = page.get_by_label("Keyword arguments")
+    kwargs.fill('["browser"]')
+    page.get_by_role("button", name="Create job").click()
+    expect(page.locator('.field[data-field="task.kwargs"] .field-error')).to_contain_text("JSON object")
+    kwargs.fill('{"name": "browser"}')
+    page.get_by_role("button", name="Create job").click()
+    expect(page).to_have_url(re.compile(r"#/jobs/greet$"))
+    code, job = cluster.api(follower, "GET", "/v1/jobs/greet")
+    assert code == 200, job
+    assert job["task"]["type"] == "python" and job["task"]["callable"] == "examples.tasks:greet", job
+    assert job["task"]["kwargs"] == {"name": "browser"}, job
+    done_run = page.locator("#runs-table tbody tr", has=page.locator(".badge.s-succeeded")).first
+    expect(done_run).to_be_visible(timeout=15_000)
+    done_run.locator("td").nth(2).click()
+    expect(page.locator("#run-panel")).to_contain_text("hello browser, from greet@")
+    page.get_by_role("link", name="Edit").click()  # the form, not the JSON tab, edits it
+    expect(page.get_by_label("Callable")).to_have_value("examples.tasks:greet")
+    expect(kwargs).to_have_value(re.compile(r'"name": "browser"'))
+    page.get_by_role("link", name="Cancel").first.click()
+
+    # A one-shot job: active until its slot, then done (not active), its run as the last result.
+    at = (datetime.now(UTC) + timedelta(seconds=3)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    once = {"id": "once", "schedule": {"at": at}, "task": {"type": "shell", "command": ["true"]}}
+    assert cluster.api(follower, "POST", "/v1/jobs", once)[0] == 201
+    page.get_by_role("link", name="Overview", exact=True).click()
+    row = page.locator('#jobs-table tr[data-key="once"]')
+    expect(row.locator(".badge.done")).to_have_text("done", timeout=20_000)
+    expect(row.locator(".badge.s-succeeded")).to_be_visible(timeout=10_000)
+    expect(page.locator('[data-bind="paused"]')).to_contain_text("1 done")
+
+    # The page's node dies: the banner links the others, which serve the same dashboard.
+    cluster.kill(follower)
+    banner = page.locator("#banner")
+    expect(banner).to_contain_text(f"This node ({follower}) did not answer", timeout=10_000)
+    links = banner.locator(".banner-links a")
+    expect(links).to_have_count(2)
+    others = [n for n in cluster.ids if n != follower]
+    hrefs = sorted(links.nth(i).get_attribute("href") or "" for i in range(2))
+    assert hrefs == sorted(cluster.url(n) + "/" for n in others), hrefs
+    page.screenshot(path=tmp_path / "node-down.png", full_page=True)
+    links.first.click()
+    expect(page.locator("#members-table tbody tr")).to_have_count(3)
+    expect(page.locator("#banner")).to_be_hidden()
+    dead = page.locator(f'#members-table tr[data-key="{follower}"] .badge.h-down')
+    expect(dead).to_be_visible(timeout=20_000)
+    expect(page.locator('[data-bind="capacity"]')).to_have_text("of 16 slots")
 
     watch.check()

@@ -187,6 +187,34 @@ def test_write_local_cluster_needs_a_secret_line(tmp_path: Path) -> None:
     assert info.value.key == "secret"
 
 
+def test_write_local_cluster_sets_node_keys_in_place_or_after_the_last_key(tmp_path: Path) -> None:
+    out = tmp_path / "c.ini"
+    opened = {"allow_shell": "true", "python_allow": "examples", "http_allow": "127.0.0.0/8"}
+    settings = {f"node {n}": opened for n in ("n1", "n2", "n3")}
+    settings["node n3"] = {**opened, "http": "127.0.0.1:18103"}
+    config.write_local_cluster(EXAMPLE, out, SECRET, settings=settings)
+    for node_id in ("n1", "n2", "n3"):
+        _, node = config.load(out, node_id)
+        assert node.allow_shell and node.python_allow == ("examples",), node_id
+        assert [str(net) for net in node.http_allow] == ["127.0.0.0/8"]
+    assert config.load(out, "n3")[1].http_port == 18103
+    text = out.read_text(encoding="utf-8")
+    assert re.search(r"^allow_shell = true +; node-local: may this node", text, re.MULTILINE)
+    n2 = text[text.index("[node n2]") : text.index("[node n3]")].splitlines()
+    assert n2[n2.index("tags = zone=b") + 1 :][:3] == [f"{k} = {v}" for k, v in opened.items()]
+    assert len(re.findall(r"^allow_shell = ", text, re.MULTILINE)) == 3
+    with pytest.raises(ConfigError) as info:
+        config.write_local_cluster(EXAMPLE, out, SECRET, settings={"node n9": {"capacity": "2"}})
+    assert info.value.section == "node n9"
+
+
+def test_write_local_cluster_adds_after_a_last_line_without_newline(tmp_path: Path) -> None:
+    src = write(tmp_path, "[cluster]\nsecret =\n[node n1]\nraft = 127.0.0.1:7101", "src.ini")
+    out = tmp_path / "out.ini"
+    config.write_local_cluster(src, out, SECRET, settings={"node n1": {"http": "127.0.0.1:8101"}})
+    assert out.read_text(encoding="utf-8").endswith("raft = 127.0.0.1:7101\nhttp = 127.0.0.1:8101\n")
+
+
 def test_new_secret_is_long_and_fresh() -> None:
     one, two = config.new_secret(), config.new_secret()
     assert len(one) >= 43 and one != two

@@ -8,6 +8,7 @@ The scheduler is driven by `await scheduler.tick()` after `clock.advance(...)`; 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -609,6 +610,20 @@ async def test_silent_node_is_committed_down_its_runs_move_and_it_comes_back_up(
     assert rig.proposer.types() == [SET_NODE]
     up = rig.proposer.of(SET_NODE)[0].body
     assert (up["node"], up["up"]) == (victim, True) and rig.state.nodes[victim].up
+
+
+async def test_a_node_down_is_a_warning_and_back_up_is_routine(caplog: pytest.LogCaptureFixture) -> None:
+    """At the default level (warning) a quiet cluster logs nothing routine: a node coming back is
+    INFO, one going down is what an operator must see."""
+    rig = Rig(node_timeout_s=5)
+    await rig.tick()
+    rig.leadership.connected[raft("n2")] = False
+    with caplog.at_level(logging.INFO, logger="raftsched.scheduler"):
+        await rig.tick(5.1)
+        rig.leadership.connected[raft("n2")] = True
+        await rig.tick(0.1)
+    levels = {r.getMessage(): r.levelno for r in caplog.records if r.getMessage().startswith("node n2 is")}
+    assert levels == {"node n2 is down": logging.WARNING, "node n2 is up": logging.INFO}
 
 
 async def test_the_leader_itself_is_never_committed_down() -> None:

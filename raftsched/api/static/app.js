@@ -12,6 +12,8 @@ const ACTIVE = new Set(["pending", "running"]);
 // Fields the API adds to a job; a PUT does not need them back.
 const READ_ONLY = ["version", "incarnation", "next_fire_at", "last_fire_at", "created_at", "updated_at", "updated_by", "stats"];
 const CHART_RUNS = 60;
+const FORM_TASKS = ["shell", "http", "python"]; // task types the form edits; others go to the JSON tab
+const NOT_RUN = new Set(["skipped", "missed"]); // slot records, not runs: no result of their own
 const RUNS_PAGE = 20; // rows of the runs table shown at first, and added by "Show more"
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -290,6 +292,23 @@ function stateBadge(state, extra = "") {
   return `<span class="badge s-${esc(state)}">${esc(label)}${extra}</span>`;
 }
 
+// A job with nothing left to fire: a one-shot `at` that has passed, or a schedule whose end_at
+// has (next_fire_at null). Paused or not, it never fires again.
+function isDone(job) {
+  const s = job.schedule;
+  if (!s || job.next_fire_at) return false;
+  const end = s.at !== undefined ? s.at : s.end_at;
+  return Boolean(end) && Date.parse(end) <= Date.now();
+}
+
+function jobStateBadge(job) {
+  if (isDone(job)) {
+    const what = job.schedule.at !== undefined ? "its one slot has passed" : "its schedule has ended";
+    return `<span class="badge done" title="Nothing left to fire: ${esc(what)}">done</span>`;
+  }
+  return job.paused ? '<span class="badge paused">paused</span>' : '<span class="badge ok">active</span>';
+}
+
 function successRate(stats) {
   if (!stats) return null;
   const done = (stats.succeeded || 0) + (stats.failed || 0) + (stats.timed_out || 0) + (stats.lost || 0);
@@ -351,11 +370,32 @@ function renderRows(tbody, items, { key, cells, rowClass }) {
 
 // ------------------------------------------------------------------ chrome: banner, toasts, live
 
-function showBanner(text, { tokenButton = false } = {}) {
+function showBanner(text, { tokenButton = false, links = [] } = {}) {
   const banner = $("#banner");
   setText($(".banner-text", banner), text);
   $("[data-action=enter-token]", banner).hidden = !tokenButton;
+  const box = $(".banner-links", banner);
+  setHtml(box, links.map((l) => `<a class="btn small" href="${esc(l.href)}" title="${esc(l.title)}">${esc(l.label)}</a>`).join(""));
+  box.hidden = !links.length;
   banner.hidden = false;
+}
+
+// The other members' dashboards, from the last /v1/nodes answer: where to go when this node is
+// gone. The token goes along (in the fragment, never sent to a server) only to another port of
+// this same host: sessionStorage is per origin, and a token must not travel to another machine.
+function otherDashboards() {
+  const self = cluster.status && cluster.status.node_id;
+  const others = (cluster.nodes || []).filter((n) => n.id !== self && n.http);
+  others.sort((a, b) => Number(b.alive) - Number(a.alive) || a.id.localeCompare(b.id));
+  return others.map((n) => {
+    let href = `${n.http}/`;
+    try {
+      if (new URL(n.http).hostname === location.hostname && auth.token) href += `#token=${encodeURIComponent(auth.token)}`;
+    } catch {
+      /* not a URL: link it as it is */
+    }
+    return { label: `Open ${n.id}`, href, title: `${n.id}'s dashboard at ${n.http}${n.alive ? "" : " (down when last seen)"}` };
+  });
 }
 
 function hideBanner() {
@@ -389,7 +429,7 @@ function capitalize(text) {
 
 // ------------------------------------------------------------------ header (this node's status)
 
-const cluster = { status: null };
+const cluster = { status: null, nodes: null }; // the last answers of /v1/status and /v1/nodes
 
 function renderHeader(status) {
   const parts = [
@@ -426,22 +466,28 @@ const overview = {
       get("/v1/stats"),
       get("/v1/runs?limit=200"),
     ]);
+    // "Last result" is the job's newest run, whatever its state (a running one shows as running):
+    // skipped and missed slots are records, not runs, and do not count.
     const last = new Map();
     for (const run of runs.items) {
-      if (FINISHED.has(run.state) && !last.has(run.job_id)) last.set(run.job_id, run);
+      if (!NOT_RUN.has(run.state) && !last.has(run.job_id)) last.set(run.job_id, run);
     }
-    // A job whose last finished run is older than the page above: ask for its own runs, a few
-    // jobs per poll, each at most every 15 s.
+    // A job whose newest run is older than the page above: ask for its own runs, a few jobs per
+    // poll, again whenever it fired since, else at most every 15 s (an active run ends).
     const now = Date.now();
     const stale = jobs.items
       .filter((job) => !last.has(job.id) && job.last_fire_at)
-      .filter((job) => !this.lastRuns.has(job.id) || now - this.lastRuns.get(job.id).at > 15000)
+      .filter((job) => {
+        const seen = this.lastRuns.get(job.id);
+        return !seen || seen.fire !== job.last_fire_at || now - seen.at > 15000;
+      })
       .slice(0, 5);
     await Promise.all(
       stale.map(async (job) => {
         try {
           const page = await get(`/v1/jobs/${encodeURIComponent(job.id)}/runs?limit=50`);
-          this.lastRuns.set(job.id, { run: page.items.find((r) => FINISHED.has(r.state)) || null, at: now });
+          const run = page.items.find((r) => !NOT_RUN.has(r.state)) || null;
+          this.lastRuns.set(job.id, { run, at: now, fire: job.last_fire_at });
         } catch {
           /* deleted meanwhile */
         }
@@ -450,6 +496,7 @@ const overview = {
     for (const job of jobs.items) {
       if (!last.has(job.id) && this.lastRuns.get(job.id)?.run) last.set(job.id, this.lastRuns.get(job.id).run);
     }
+    cluster.nodes = nodes.items;
     if (gen !== current.gen) return;
     this.data = { status, nodes: nodes.items, jobs: jobs.items, more: Boolean(jobs.next_cursor), stats, last };
     this.render();
@@ -472,11 +519,14 @@ const overview = {
     setText(bind(root, "alive"), `${alive} / ${nodes.length}`);
     bind(root, "alive").className = `tile-value ${alive === nodes.length ? "ok" : alive * 2 > nodes.length ? "warn" : "bad"}`;
     setText(bind(root, "connected"), `${connected} connected to ${status.node_id}`);
-    const paused = jobs.filter((j) => j.paused).length;
+    const done = jobs.filter(isDone).length;
+    const paused = jobs.filter((j) => j.paused && !isDone(j)).length;
     setText(bind(root, "jobs"), `${jobs.length}${this.data.more ? "+" : ""}`);
-    setText(bind(root, "paused"), `${jobs.length - paused} active · ${paused} paused`);
-    const running = nodes.reduce((sum, n) => sum + (n.running || 0), 0);
-    const capacity = nodes.reduce((sum, n) => sum + (n.capacity || 0), 0);
+    setText(bind(root, "paused"), `${jobs.length - paused - done} active · ${paused} paused${done ? ` · ${done} done` : ""}`);
+    // Slots of live nodes only: a node that is down runs nothing, whatever it last reported.
+    const live = nodes.filter((n) => n.alive);
+    const running = live.reduce((sum, n) => sum + (n.running || 0), 0);
+    const capacity = live.reduce((sum, n) => sum + (n.capacity || 0), 0);
     setText(bind(root, "running"), String(running));
     setText(bind(root, "capacity"), `of ${capacity} slots`);
     const totals = stats.cluster || {};
@@ -532,8 +582,9 @@ const overview = {
       key: (j) => j.id,
       cells: (j) => {
         const run = last.get(j.id);
-        const result = run ? `${stateBadge(run.state)}<span class="sub">${esc(fmtRelative(run.finished_at))}</span>` : '<span class="muted">—</span>';
-        const state = j.paused ? '<span class="badge paused">paused</span>' : '<span class="badge ok">active</span>';
+        const when = run ? fmtRelative(run.finished_at || run.started_at || run.due_at) : "";
+        const result = run ? `${stateBadge(run.state)}<span class="sub">${esc(when)}</span>` : '<span class="muted">—</span>';
+        const state = jobStateBadge(j);
         const toggle = j.paused
           ? `<button type="button" class="btn small" data-action="resume-job" data-job="${esc(j.id)}" aria-label="Resume ${esc(j.id)}">Resume</button>`
           : `<button type="button" class="btn small" data-action="pause-job" data-job="${esc(j.id)}" aria-label="Pause ${esc(j.id)}">Pause</button>`;
@@ -701,8 +752,11 @@ function runResult(run) {
   let html = esc(parts.join(" · "));
   const redundant = run.error && (run.error === `exit status ${run.exit_code}` || run.error === `HTTP ${run.http_status}`);
   if (run.error && !redundant) html += `${html ? " " : ""}<span class="muted cell-ellipsis" title="${esc(run.error)}">${esc(run.error)}</span>`;
+  if (run.output_truncated) html += `${html ? " " : ""}${TRUNCATED_BADGE}`;
   return html || '<span class="muted">—</span>';
 }
+
+const TRUNCATED_BADGE = '<span class="badge warn plain" title="The node kept only the start of the full output (its output_max_bytes)">output truncated</span>';
 
 function shortRunId(run) {
   const at = run.run_id.lastIndexOf("@");
@@ -779,7 +833,7 @@ const jobPage = {
     if (this.gone) return;
     const job = this.job;
     const root = this.root;
-    setHtml(bind(root, "state-badge"), job.paused ? '<span class="badge paused">paused</span>' : '<span class="badge ok">active</span>');
+    setHtml(bind(root, "state-badge"), jobStateBadge(job));
     setText(bind(root, "description"), job.description || "");
     $("[data-action=pause-job]", root).hidden = job.paused;
     $("[data-action=resume-job]", root).hidden = !job.paused;
@@ -844,6 +898,12 @@ const jobPage = {
       ["HTTP status", r.http_status ?? null],
       ["Shard", r.shards > 1 ? `${esc(r.shard)} of ${esc(r.shards)}` : null],
       ["Error", r.error ? esc(r.error) : null],
+      [
+        "Output",
+        r.output_truncated
+          ? `${TRUNCATED_BADGE} <span class="muted">the full output stopped at the node's <code>output_max_bytes</code>; the tail below is still the output's last bytes</span>`
+          : null,
+      ],
       ["Reason", r.reason ? esc(r.reason) : null],
     ];
     const fo = this.fullOutput && this.fullOutput.run_id === r.run_id && (this.fullOutput.final || ACTIVE.has(r.state)) ? this.fullOutput : null;
@@ -994,6 +1054,20 @@ function numberOrRaw(value) {
   return Number.isFinite(n) ? n : value;
 }
 
+function parseKwargs(text) {
+  if (text.trim() === "") return {};
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new FieldError("task.kwargs", `Not valid JSON: ${err.message}`);
+  }
+  if (!value || typeof value !== "object" || Array.isArray(value)) {
+    throw new FieldError("task.kwargs", 'Keyword arguments must be a JSON object, such as {"day": "yesterday"}');
+  }
+  return value;
+}
+
 function parseExpect(text) {
   const items = text
     .split(/[\s,]+/)
@@ -1058,7 +1132,7 @@ const jobForm = {
       this.fill(this.base);
       this.form.hidden = this.tab !== "form";
       $("#f-json", this.root).value = JSON.stringify(this.base, null, 2);
-      if (this.base.task && this.base.task.type === "python") this.switchTab("json");
+      if (this.base.task && !FORM_TASKS.includes(this.base.task.type)) this.switchTab("json");
     } catch (err) {
       if (gen === current.gen) this.showFormError(err.status === 404 ? `No job ${this.id}.` : describeError(err));
     }
@@ -1098,8 +1172,8 @@ const jobForm = {
     for (const p of $$("[data-help-for]", this.form)) {
       setText(p, HELP[p.dataset.helpFor][this.form.elements[p.dataset.helpFor].value] || "");
     }
-    const other = !type && this.base && this.base.task && !["shell", "http"].includes(this.base.task.type);
-    bind(this.root, "python-note").hidden = !other;
+    const other = !type && this.base && this.base.task && !FORM_TASKS.includes(this.base.task.type);
+    bind(this.root, "other-task-note").hidden = !other;
   },
 
   fill(job) {
@@ -1113,7 +1187,7 @@ const jobForm = {
     el.every.value = s.every ?? "";
     el.at.value = s.at ?? "";
     el.timezone.value = s.timezone || "UTC";
-    if (t.type === "shell" || t.type === "http") el.task_type.value = t.type;
+    if (FORM_TASKS.includes(t.type)) el.task_type.value = t.type;
     else {
       for (const radio of $$("input[name=task_type]", this.form)) radio.checked = false;
     }
@@ -1123,6 +1197,8 @@ const jobForm = {
     el.url.value = t.url || "";
     el.expect_status.value = Array.isArray(t.expect_status) ? t.expect_status.join(", ") : t.expect_status || "200-299";
     el.body.value = t.body === undefined || t.body === null ? "" : typeof t.body === "string" ? t.body : JSON.stringify(t.body, null, 2);
+    el.callable.value = t.type === "python" ? t.callable || "" : "";
+    el.kwargs.value = t.type === "python" && t.kwargs && Object.keys(t.kwargs).length ? JSON.stringify(t.kwargs, null, 2) : "";
     el.timeout.value = job.timeout ?? "";
     el.retries.value = (job.retries && job.retries.max) ?? 0;
     el.overlap.value = job.overlap || "forbid";
@@ -1159,6 +1235,9 @@ const jobForm = {
         task.command = parseCommand(el.command.value);
         task.cwd = el.cwd.value.trim() || null;
         if (task.cwd === null) delete task.cwd;
+      } else if (type === "python") {
+        task.callable = el.callable.value.trim();
+        task.kwargs = parseKwargs(el.kwargs.value);
       } else {
         task.method = el.method.value;
         task.url = el.url.value.trim();
@@ -1501,6 +1580,7 @@ async function refreshOnce() {
   const view = current.view;
   const status = await get("/v1/status");
   cluster.status = status;
+  if (!cluster.nodes) cluster.nodes = (await get("/v1/nodes")).items; // for the banner, should this node go
   renderHeader(status);
   if (view && view === current.view) await view.refresh(status);
 }
@@ -1525,7 +1605,11 @@ async function tick() {
     } catch (err) {
       setLive("error", err.status === 401 ? "Token needed" : "Not updating");
       if (err.status === 401) showBanner("This cluster needs an API token to show its data.", { tokenButton: true });
-      else showBanner(`Could not refresh: ${describeError(err)}`);
+      else if (err.status === 0) {
+        const name = cluster.status ? `This node (${cluster.status.node_id})` : "This node";
+        const links = otherDashboards();
+        showBanner(`${name} did not answer: is it running?${links.length ? " The cluster's other nodes serve this dashboard too:" : ""}`, { links });
+      } else showBanner(`Could not refresh: ${describeError(err)}`);
     } finally {
       live.inflight = null;
     }
