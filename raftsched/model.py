@@ -10,13 +10,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from .errors import ValidationError
+from yarl import URL
+
+from .errors import ValidationError, quoted
 from .ids import JOB_ID_RE
 from .secretstore import SECRET_NAME_RE
 
@@ -36,8 +38,11 @@ __all__ = [
     "TaskSpec",
     "TaskType",
     "TextOrSecret",
+    "env_map",
+    "header_map",
     "is_sensitive_header",
     "iso_ms",
+    "kwargs_map",
     "parse_iso_ms",
     "spec_from_snapshot",
     "values_from_wire",
@@ -132,7 +137,7 @@ def parse_iso_ms(value: object, path: str) -> int:
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise ValidationError(f"not an ISO 8601 time: {value!r}", field=path) from None
+        raise ValidationError(f"not an ISO 8601 time: {quoted(value)}", field=path) from None
     if dt.tzinfo is None:
         raise ValidationError("time must carry 'Z' or an offset", field=path)
     ms = int(round(dt.timestamp() * 1000))
@@ -149,7 +154,7 @@ def _obj(value: object, path: str, allowed: frozenset[str] | set[str]) -> Mappin
         raise ValidationError("must be an object", field=path or None)
     for key in value:
         if key not in allowed:
-            raise ValidationError(f"unknown field {key!r}", field=_join(path, str(key)))
+            raise ValidationError(f"unknown field {quoted(key)}", field=_join(path, str(key)))
     return value
 
 
@@ -186,6 +191,47 @@ def _int(value: object, path: str, *, minimum: int = 0, maximum: int = 10**9) ->
 def _bool(value: object, path: str) -> bool:
     if not isinstance(value, bool):
         raise ValidationError("must be true or false", field=path)
+    return value
+
+
+# ---------------------------------------------------------------- strings that reach execve, HTTP or a path
+#
+# Checked here, at creation, so that a job the API accepted can be started: before these checks
+# such a job was accepted and every run of it failed with "internal error: ValueError ..." (an
+# env name with "=", a NUL in an argv item, a CR/LF in a header, a relative cwd).
+
+NUL = "\x00"
+# RFC 7230 `token`: what a header name may be.
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# RFC 7230 `field-value`: no control character but HTAB (no CR, LF or NUL in particular).
+_HEADER_VALUE_BAD_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_URL_BAD_RE = re.compile(r"[\x00-\x20\x7f]")  # control characters and whitespace
+
+
+def _no_nul(value: str, path: str) -> str:
+    if NUL in value:
+        raise ValidationError("must not contain a NUL character", field=path)
+    return value
+
+
+def _env_name(name: str, path: str) -> str:
+    """An environment variable's name: what execve can pass (not empty, no "=", no NUL)."""
+    if not name:
+        raise ValidationError("an environment variable name must not be empty", field=path)
+    if "=" in name or NUL in name:
+        raise ValidationError(f"not a valid environment variable name: {quoted(name)}", field=path)
+    return name
+
+
+def _header_name(name: str, path: str) -> str:
+    if not HEADER_NAME_RE.fullmatch(name):
+        raise ValidationError(f"not a valid HTTP header name (RFC 7230 token): {quoted(name)}", field=path)
+    return name
+
+
+def _header_value(value: str, path: str) -> str:
+    if _HEADER_VALUE_BAD_RE.search(value):
+        raise ValidationError("must not contain CR, LF or other control characters", field=path)
     return value
 
 
@@ -236,17 +282,40 @@ def _secret_ref(value: Mapping[str, Any], path: str) -> SecretRef:
     return SecretRef(name)
 
 
-def _value_map(value: object, path: str) -> dict[str, TextOrSecret]:
-    """Headers or env: string keys to strings or `{"secret": NAME}`."""
+Check = Callable[[str, str], str]  # (value, field) -> value, or raise ValidationError
+
+
+def _value_map(value: object, path: str, name: Check, text: Check) -> dict[str, TextOrSecret]:
+    """Headers or env: string keys to strings or `{"secret": NAME}`; `name` checks each key and
+    `text` each inline value (a secret's value is checked where it is resolved)."""
     if not isinstance(value, Mapping):
         raise ValidationError("must be an object of strings or secret references", field=path)
     out: dict[str, TextOrSecret] = {}
     for key, item in value.items():
         where = _join(path, str(key))
-        out[_str(key, path, max_len=256)] = (
-            _secret_ref(item, where) if isinstance(item, Mapping) else _str(item, where)
-        )
+        key = name(_str(key, path, max_len=256), where)
+        out[key] = _secret_ref(item, where) if isinstance(item, Mapping) else text(_str(item, where), where)
     return out
+
+
+def env_map(value: object, path: str) -> dict[str, TextOrSecret]:
+    """`task.env`, or a trigger's env override."""
+    return _value_map(value, path, _env_name, _no_nul)
+
+
+def header_map(value: object, path: str) -> dict[str, TextOrSecret]:
+    return _value_map(value, path, _header_name, _header_value)
+
+
+def kwargs_map(value: object, path: str) -> dict[str, Any]:
+    """`task.kwargs`, or a trigger's kwargs override: keyword arguments, so identifiers."""
+    if not isinstance(value, Mapping):
+        raise ValidationError("must be an object", field=path)
+    for key in value:
+        if not isinstance(key, str) or not key.isidentifier():
+            message = f"a keyword argument name must be a Python identifier: {quoted(key)}"
+            raise ValidationError(message, field=_join(path, str(key)))
+    return dict(value)
 
 
 def values_to_wire(values: dict[str, TextOrSecret]) -> dict[str, Any]:
@@ -331,6 +400,7 @@ class Schedule:
 # ---------------------------------------------------------------- task
 
 _STATUS_RANGE = re.compile(r"^([1-5]\d\d)-([1-5]\d\d)$")
+CALLABLE_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _TASK_FIELDS = {
     TaskType.SHELL: frozenset({"type", "command", "env", "cwd"}),
@@ -364,29 +434,26 @@ class TaskSpec:
             return cls(
                 type=kind,
                 command=_command(d.get("command"), f"{path}.command"),
-                env=_value_map(d.get("env", {}), f"{path}.env"),
-                cwd=_str(d["cwd"], f"{path}.cwd") if d.get("cwd") is not None else None,
+                env=env_map(d.get("env", {}), f"{path}.env"),
+                cwd=_cwd(d["cwd"], f"{path}.cwd") if d.get("cwd") is not None else None,
             )
         if kind is TaskType.HTTP:
             return cls(
                 type=kind,
                 method=_method(d.get("method", "GET"), f"{path}.method"),
                 url=_url(d.get("url"), f"{path}.url"),
-                headers=_value_map(d.get("headers", {}), f"{path}.headers"),
+                headers=header_map(d.get("headers", {}), f"{path}.headers"),
                 body=d.get("body"),
                 expect_status=_expect(d.get("expect_status", "200-299"), f"{path}.expect_status"),
             )
-        kwargs = d.get("kwargs", {})
-        if not isinstance(kwargs, Mapping):
-            raise ValidationError("must be an object", field=f"{path}.kwargs")
         target = _str(d.get("callable"), f"{path}.callable", max_len=512)
-        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", target):
+        if not CALLABLE_RE.fullmatch(target):
             raise ValidationError("must look like 'pkg.module:function'", field=f"{path}.callable")
         return cls(
             type=kind,
             callable=target,
-            kwargs=dict(kwargs),
-            env=_value_map(d.get("env", {}), f"{path}.env"),
+            kwargs=kwargs_map(d.get("kwargs", {}), f"{path}.kwargs"),
+            env=env_map(d.get("env", {}), f"{path}.env"),
             in_process=_bool(d.get("in_process", False), f"{path}.in_process"),
         )
 
@@ -419,23 +486,44 @@ class TaskSpec:
 
 def _command(value: object, path: str) -> list[str] | str:
     if isinstance(value, str):
-        return _str(value, path, max_len=65536, allow_empty=False)
+        return _no_nul(_str(value, path, max_len=65536, allow_empty=False), path)
     if not isinstance(value, list) or not value:
         raise ValidationError("must be a non-empty list of strings (or a shell string)", field=path)
-    return [_str(item, f"{path}.{i}", max_len=65536) for i, item in enumerate(value)]
+    argv = [_no_nul(_str(item, f"{path}.{i}", max_len=65536), f"{path}.{i}") for i, item in enumerate(value)]
+    if not argv[0]:
+        raise ValidationError("the program must not be empty", field=f"{path}.0")
+    return argv
+
+
+def _cwd(value: object, path: str) -> str:
+    cwd = _no_nul(_str(value, path, allow_empty=False), path)
+    if not cwd.startswith("/"):
+        raise ValidationError("must be an absolute path", field=path)
+    return cwd
 
 
 def _method(value: object, path: str) -> str:
     method = _str(value, path, max_len=16).upper()
     if method not in _HTTP_METHODS:
-        raise ValidationError(f"unsupported HTTP method {value!r}", field=path)
+        raise ValidationError(f"unsupported HTTP method {quoted(value)}", field=path)
     return method
 
 
 def _url(value: object, path: str) -> str:
+    """An absolute http(s) URL that the http executor (yarl) parses, with a host; no whitespace or
+    control characters (which would reach the request line)."""
     url = _str(value, path, max_len=8192, allow_empty=False)
     if not re.match(r"^https?://[^/\s]+", url):
         raise ValidationError("must be an http:// or https:// URL", field=path)
+    if _URL_BAD_RE.search(url):
+        raise ValidationError("must not contain spaces or control characters", field=path)
+    try:
+        parsed = URL(url)
+        port = parsed.port
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"not a valid URL: {quoted(str(exc))}", field=path) from None
+    if not parsed.raw_host or port is None:
+        raise ValidationError("must name a host", field=path)
     return url
 
 
@@ -553,7 +641,7 @@ class JobSpec:
     """What a user asks for. The state adds version, times and counters around it."""
 
     id: str
-    schedule: Schedule
+    schedule: Schedule | None  # None: manual-only, fired by triggers alone (API.md)
     task: TaskSpec
     timeout: float | None = None
     retries: Retries = field(default_factory=Retries)
@@ -577,13 +665,13 @@ class JobSpec:
         if not JOB_ID_RE.fullmatch(jid):
             raise ValidationError("must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", field="id")
         if "schedule" not in d:
-            raise ValidationError("is required", field="schedule")
+            raise ValidationError("is required (null for a job run only by triggers)", field="schedule")
         if "task" not in d:
             raise ValidationError("is required", field="task")
         timeout = d.get("timeout")
         return cls(
             id=jid,
-            schedule=Schedule.from_dict(d["schedule"]),
+            schedule=None if d["schedule"] is None else Schedule.from_dict(d["schedule"]),
             task=TaskSpec.from_dict(d["task"]),
             timeout=None if timeout is None else _num(timeout, "timeout", minimum=0.001, maximum=10**7),
             retries=Retries.from_dict(d.get("retries", {})),
@@ -600,7 +688,7 @@ class JobSpec:
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "schedule": self.schedule.to_dict(),
+            "schedule": None if self.schedule is None else self.schedule.to_dict(),
             "task": self.task.to_dict(),
             "timeout": self.timeout,
             "retries": dataclasses.asdict(self.retries),
@@ -627,7 +715,7 @@ def spec_from_snapshot(d: Mapping[str, Any]) -> JobSpec:
     retries, misfire, route = d.get("retries", {}), d.get("misfire", {}), d.get("route", {})
     return JobSpec(
         id=d["id"],
-        schedule=_schedule_from_snapshot(d["schedule"]),
+        schedule=None if d["schedule"] is None else _schedule_from_snapshot(d["schedule"]),
         task=_task_from_snapshot(d["task"]),
         timeout=None if timeout is None else float(timeout),
         retries=Retries(

@@ -11,7 +11,7 @@ from aiohttp import web
 from .. import triggers
 from ..commands import CommandType
 from ..errors import NotFound, ValidationError
-from ..model import REDACTED, JobSpec, RunState
+from ..model import REDACTED, JobSpec, RunState, env_map, kwargs_map
 from ..records import JobRecord, Run
 from ..routing import pick_nodes
 from . import schemas
@@ -171,8 +171,17 @@ def _parse_spec(body: Any, schema: str, job_id: str | None = None, stored: JobSp
     return keep_stored(spec, stored)
 
 
-def _first_slot(spec: JobSpec, now_ms: int, after_ms: int | None = None) -> int | None:
-    return triggers.next_fire_ms(spec.schedule, now_ms if after_ms is None else after_ms, created_ms=now_ms)
+def _first_slot(spec: JobSpec, old: JobRecord | None, now_ms: int) -> int | None:
+    """The first slot of a created or edited job (a past `at` is refused: `triggers.first_slot_ms`)."""
+    after = old.last_slot_ms if old is not None and old.last_slot_ms is not None else now_ms
+    return triggers.first_slot_ms(
+        spec.schedule,
+        None if old is None else old.spec.schedule,
+        after,
+        now_ms=now_ms,
+        created_ms=now_ms if old is None else old.created_ms,
+        grace_s=spec.misfire.grace,
+    )
 
 
 @routes.post("/v1/jobs")
@@ -180,6 +189,7 @@ async def create_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     spec = _parse_spec(await read_json(request), "JobCreate")
     now_ms = svc.clock.now_ms()
+    first_slot = _first_slot(spec, None, now_ms)
     await svc.write(
         request,
         CommandType.PUT_JOB,
@@ -187,7 +197,7 @@ async def create_job(request: web.Request) -> web.Response:
             "spec": spec.to_dict(),
             "now_ms": now_ms,
             "mode": "create",
-            "next_nominal_ms": _first_slot(spec, now_ms),
+            "next_nominal_ms": first_slot,
         },
     )
     return _job_response(svc, spec.id, 201)
@@ -210,7 +220,7 @@ async def put_job(request: web.Request) -> web.Response:
     # "***" keeps the value of the version read here; an If-Match makes the PUT apply to it only.
     spec = _parse_spec(body, "JobReplace", job_id, old.spec if old is not None else None)
     now_ms = svc.clock.now_ms()
-    after = old.last_slot_ms if old is not None and old.last_slot_ms is not None else now_ms
+    first_slot = _first_slot(spec, old, now_ms)
     created = old.created_ms if old is not None else now_ms
     keep = [s for s in pending if triggers.next_fire_ms(spec.schedule, s - 1, created_ms=created) == s]
     result = await svc.write(
@@ -221,7 +231,7 @@ async def put_job(request: web.Request) -> web.Response:
             "now_ms": now_ms,
             "mode": "put",
             "if_version": _if_match(request),
-            "next_nominal_ms": triggers.next_fire_ms(spec.schedule, after, created_ms=created),
+            "next_nominal_ms": first_slot,
             "keep_slots": keep,
         },
     )
@@ -310,7 +320,9 @@ async def trigger_job(request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
     body = await read_json(request, optional=True)
     schemas.validate("TriggerBody", body)
-    for name, value in (body.get("env") or {}).items():
+    env = env_map(body.get("env") or {}, "env")
+    kwargs_map(body.get("kwargs") or {}, "kwargs")
+    for name, value in env.items():
         if value == REDACTED:
             raise ValidationError(f'"{REDACTED}" stands for no value here', field=f"env.{name}")
     overrides = {"env": body.get("env"), "kwargs": body.get("kwargs")}
