@@ -126,7 +126,7 @@ PARAMETERS: Final[dict[str, Schema]] = {
         "name": "tag",
         "in": "query",
         "description": "`key=value`: only jobs whose route tags or labels have it",
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "pattern": "^[^=]+="},
     },
     "PausedFilter": {
         "name": "paused",
@@ -145,7 +145,7 @@ PARAMETERS: Final[dict[str, Schema]] = {
         "name": "If-Match",
         "in": "header",
         "description": '`<version>` or `"<version>"`: apply only if the job has this version (else 412)',
-        "schema": {"type": "string", "pattern": '^(?:W/)?"?[0-9]+"?$'},
+        "schema": {"type": "string", "pattern": '^(?:[0-9]{1,18}|"[0-9]{1,18}")$'},
     },
 }
 

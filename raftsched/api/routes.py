@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -10,12 +11,12 @@ from aiohttp import web
 
 from .. import triggers
 from ..commands import CommandType
-from ..errors import NotFound, ValidationError
+from ..errors import NotFound, ValidationError, quoted
 from ..model import REDACTED, JobSpec, RunState, env_map, kwargs_map
 from ..records import JobRecord, Run
 from ..routing import pick_nodes
 from . import schemas
-from .app import SERVICES, Services, json_response, read_json, version
+from .app import SERVICES, Services, bool_query, json_response, read_json, version
 from .redaction import keep_stored
 from .views import job_view, node_view, run_view, stats_view
 
@@ -117,7 +118,7 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def _consistent(request: web.Request) -> None:
-    if request.query.get("consistent") in ("true", "1"):
+    if bool_query(request, "consistent"):
         svc = _svc(request)
         await svc.raft.propose(_noop(svc))
 
@@ -131,7 +132,7 @@ def _noop(svc: Services) -> bytes:
 def _job(svc: Services, job_id: str) -> JobRecord:
     job = svc.state.jobs.get(job_id)
     if job is None:
-        raise NotFound(f"no job {job_id!r}", field="id")
+        raise NotFound(f"no job {quoted(job_id)}", field="id")
     return job
 
 
@@ -147,8 +148,10 @@ async def list_jobs(request: web.Request) -> web.Response:
     svc = _svc(request)
     await _consistent(request)
     tag = request.query.get("tag")
-    paused = _bool_query(request, "paused")
-    key, _, value = (tag or "").partition("=")
+    paused = bool_query(request, "paused")
+    key, eq, value = (tag or "").partition("=")
+    if tag is not None and not (key and eq):
+        raise ValidationError("must be key=value", field="tag")
     with svc.state.lock:
         jobs: Iterable[JobRecord] = svc.state.jobs.values()
         matching = (
@@ -246,11 +249,15 @@ def _if_match(request: web.Request) -> int | None:
     raw = request.headers.get("If-Match")
     if raw is None:
         return None
-    value = raw.strip().removeprefix("W/").strip('"')
+    # `N` or `"N"` (API.md). A weak tag (`W/"N"`) is refused: RFC 9110 has If-Match compare strongly.
     # ASCII: int() refuses some Unicode digits ('²'); 18 digits: a command carries 64-bit integers.
-    if not (value.isascii() and value.isdigit() and len(value) <= 18):
-        raise ValidationError("If-Match must be a job version", field="If-Match")
-    return int(value)
+    match = _VERSION_TAG.fullmatch(raw.strip())
+    if match is None:
+        raise ValidationError('must be a job version: N or "N"', field="If-Match")
+    return int(match[1] or match[2])
+
+
+_VERSION_TAG = re.compile(r'([0-9]{1,18})|"([0-9]{1,18})"', re.ASCII)
 
 
 @routes.delete("/v1/jobs/{id}")
@@ -344,7 +351,7 @@ def _run_response(svc: Services, run_id: str, status: int = 200) -> web.Response
     with svc.state.lock:
         run = svc.state.runs.get(run_id)
         if run is None:
-            raise NotFound(f"no run {run_id!r}", field="run_id")
+            raise NotFound(f"no run {quoted(run_id)}", field="run_id")
         return json_response(run_view(run), status=status)
 
 
@@ -398,16 +405,7 @@ def _state_query(request: web.Request) -> RunState | None:
     try:
         return RunState(raw)
     except ValueError:
-        raise ValidationError(f"unknown run state {raw!r}", field="state") from None
-
-
-def _bool_query(request: web.Request, name: str) -> bool | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    if raw not in ("true", "false"):
-        raise ValidationError("must be true or false", field=name)
-    return raw == "true"
+        raise ValidationError(f"unknown run state {quoted(raw)}", field="state") from None
 
 
 def _page(request: web.Request, items: Iterator[T], key: Callable[[T], str]) -> tuple[list[T], str | None]:

@@ -680,7 +680,10 @@ _NODE_ADD: Schema = {
     "properties": {
         "id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
         "raft": {"type": "string", "description": "`host:port` of its Raft endpoint"},
-        "http": {"type": "string", "pattern": r"^https?://[^/\s]+$", "description": "its API base URL"},
+        "http": {
+            "type": "string",
+            "description": "its API base URL, `http(s)://host:port`, or `host:port` as in the cluster file",
+        },
         "tags": {"type": "object", "additionalProperties": {"type": "string"}},
         "capacity": {"type": "integer", "minimum": 1, "maximum": 100_000, "default": 8},
     },
@@ -944,7 +947,7 @@ def _message(error: SchemaError) -> str:
     if error.validator == "additionalProperties":
         extra = _unknown_keys(error)
         if extra:
-            return f"unknown field {extra[0]!r}"
+            return f"unknown field {quoted(extra[0])}"
     if error.validator == "required":
         return "is required"
     schema = error.schema if isinstance(error.schema, dict) else {}
