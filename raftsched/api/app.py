@@ -30,6 +30,7 @@ from ..clock import Clock
 from ..commands import CommandType, encode
 from ..errors import (
     BodyTooLarge,
+    IdempotencyMismatch,
     NotFound,
     RaftschedError,
     Unauthorized,
@@ -39,6 +40,7 @@ from ..errors import (
 )
 from ..replication import RaftStatus
 from ..state import State
+from ..state.machine import REQUEST_TTL_MS
 from .browsers import BrowserPolicy
 from .connections import ConnectionGuard, ConnectionLimits
 
@@ -85,11 +87,8 @@ class Services:
 
         `part` tells apart the several commands one request may propose (a restore)."""
         key = request.headers.get("Idempotency-Key")
-        raw = await request.read()
-        fingerprint = hashlib.sha256(
-            request.method.encode() + request.path.encode() + b"\0" + raw
-        ).hexdigest()
-        rid = f"idem:{key}{part}" if key else f"req:{uuid.uuid4().hex}"
+        fingerprint = await _fingerprint(request)
+        rid = f"{IDEMPOTENCY_PREFIX}{key}{part}" if key else f"req:{uuid.uuid4().hex}"
         body = {
             **body,
             "now_ms": body.get("now_ms", self.clock.now_ms()),
@@ -99,7 +98,56 @@ class Services:
         result = await self.raft.propose(encode(cmd_type, body, rid=rid))
         if not result.get("ok"):
             raise rejection(result)
+        if result.get("duplicate") and not part and cmd_type in REPLAYED_COMMANDS:
+            raise Replayed(result)
         return result
+
+    async def replay(self, request: web.Request) -> dict[str, Any] | None:
+        """The stored result of the first write with this request's `Idempotency-Key`, if this node
+        has applied it and it is under 24 h old (by this node's clock: older, the state decides);
+        None if there is none. Raises the first write's error if it was refused, and
+        IdempotencyMismatch if the key came with another request."""
+        key = request.headers.get("Idempotency-Key")
+        if not key:
+            return None
+        with self.state.lock:
+            seen = self.state.requests.get(IDEMPOTENCY_PREFIX + key)
+        if seen is None or seen[2] < self.clock.now_ms() - REQUEST_TTL_MS:
+            return None
+        fingerprint, result, _ = seen
+        if fingerprint != await _fingerprint(request):
+            raise IdempotencyMismatch("request id reused with another body")
+        if not result.get("ok"):
+            raise rejection(result)
+        return result
+
+
+IDEMPOTENCY_PREFIX = "idem:"
+# The commands of the write handlers that answer their replays themselves (`idempotency.py`).
+REPLAYED_COMMANDS = frozenset(
+    {
+        CommandType.PUT_JOB,
+        CommandType.DELETE_JOB,
+        CommandType.PAUSE_JOB,
+        CommandType.RESUME_JOB,
+        CommandType.TRIGGER_JOB,
+        CommandType.CANCEL_RUN,
+    }
+)
+
+
+class Replayed(Exception):  # noqa: N818 - a signal to `idempotency.replayable`, not an error
+    """The state found the request's key already applied: `result` is the first write's."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__("replayed")
+        self.result = result
+
+
+async def _fingerprint(request: web.Request) -> str:
+    """What a key is bound to: the method, the path and the body."""
+    raw = await request.read()
+    return hashlib.sha256(request.method.encode() + request.path.encode() + b"\0" + raw).hexdigest()
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)

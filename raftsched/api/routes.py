@@ -17,6 +17,7 @@ from ..records import JobRecord, Run
 from ..routing import pick_nodes
 from . import schemas
 from .app import SERVICES, Services, bool_query, json_response, read_json, version
+from .idempotency import job_deleted, job_write, replayable, run_write
 from .redaction import keep_stored
 from .views import job_view, node_view, run_view, stats_view
 
@@ -188,6 +189,7 @@ def _first_slot(spec: JobSpec, old: JobRecord | None, now_ms: int) -> int | None
 
 
 @routes.post("/v1/jobs")
+@replayable(job_write(201))
 async def create_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     spec = _parse_spec(await read_json(request), "JobCreate")
@@ -213,6 +215,7 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 @routes.put("/v1/jobs/{id}")
+@replayable(job_write(None))
 async def put_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     job_id = request.match_info["id"]
@@ -261,6 +264,7 @@ _VERSION_TAG = re.compile(r'([0-9]{1,18})|"([0-9]{1,18})"', re.ASCII)
 
 
 @routes.delete("/v1/jobs/{id}")
+@replayable(job_deleted)
 async def delete_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     await svc.write(
@@ -272,6 +276,7 @@ async def delete_job(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/jobs/{id}/pause")
+@replayable(job_write(200))
 async def pause_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     job_id = request.match_info["id"]
@@ -298,6 +303,7 @@ async def pause_job(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/jobs/{id}/resume")
+@replayable(job_write(200))
 async def resume_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     job_id = request.match_info["id"]
@@ -322,6 +328,7 @@ async def resume_job(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/jobs/{id}/trigger")
+@replayable(run_write(201))
 async def trigger_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     job_id = request.match_info["id"]
@@ -391,6 +398,7 @@ async def get_run(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/runs/{run_id}/cancel")
+@replayable(run_write(202))
 async def cancel_run(request: web.Request) -> web.Response:
     svc = _svc(request)
     run_id = request.match_info["run_id"]

@@ -544,6 +544,28 @@ _RUN: Schema = {
     },
 }
 
+_REPLAYED: Schema = {
+    "type": "object",
+    "description": "an Idempotency-Key replay whose resource changed (or went) since the first write",
+    "required": ["id", "version", "replayed"],
+    "properties": {
+        "id": {"type": "string", "description": "the job's id, or the run's"},
+        "version": {
+            "type": ["integer", "null"],
+            "description": "the job version the first write produced (null for a run)",
+        },
+        "replayed": {"type": "boolean", "const": True},
+    },
+}
+
+
+def _or_replayed(name: str) -> Schema:
+    return {
+        "description": f"the {name.lower()}; for an Idempotency-Key replay after it changed, ReplayedWrite",
+        "oneOf": [ref(name), ref("ReplayedWrite")],
+    }
+
+
 _NODE: Schema = {
     "type": "object",
     "required": ["id", "raft", "http", "tags", "capacity", "running", "alive", "draining", "voter"],
@@ -780,6 +802,9 @@ SCHEMAS: Final[dict[str, Schema]] = {
     "JobList": _list_of("Job"),
     "Run": _RUN,
     "RunList": _list_of("Run"),
+    "ReplayedWrite": _REPLAYED,
+    "JobWritten": _or_replayed("Job"),
+    "RunWritten": _or_replayed("Run"),
     "Node": _NODE,
     "NodeList": _list_of("Node"),
     "Member": _MEMBER,
