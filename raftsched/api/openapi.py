@@ -276,7 +276,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         tag="cluster",
         parameters=("WithRuns", "WithSecrets"),
         responses=_ok("Backup"),
-        errors=READ,
+        errors=(400, *READ),
     ),
     Operation(
         method="POST",
@@ -333,7 +333,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         tag="jobs",
         parameters=("JobId", "Consistent"),
         responses=_ok("Job", headers=JOB_HEADERS),
-        errors=(404, *READ),
+        errors=(400, 404, *READ),
     ),
     Operation(
         method="PUT",
@@ -428,7 +428,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         tag="runs",
         parameters=("RunId", "Consistent"),
         responses=_ok("Run"),
-        errors=(404, *READ),
+        errors=(400, 404, *READ),
     ),
     Operation(
         method="POST",
