@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -38,11 +38,11 @@ __all__ = [
     "TaskSpec",
     "TaskType",
     "TextOrSecret",
-    "env_map",
-    "header_map",
+    "check_env",
+    "check_kwargs",
+    "check_startable",
     "is_sensitive_header",
     "iso_ms",
-    "kwargs_map",
     "parse_iso_ms",
     "spec_from_snapshot",
     "values_from_wire",
@@ -194,47 +194,6 @@ def _bool(value: object, path: str) -> bool:
     return value
 
 
-# ---------------------------------------------------------------- strings that reach execve, HTTP or a path
-#
-# Checked here, at creation, so that a job the API accepted can be started: before these checks
-# such a job was accepted and every run of it failed with "internal error: ValueError ..." (an
-# env name with "=", a NUL in an argv item, a CR/LF in a header, a relative cwd).
-
-NUL = "\x00"
-# RFC 7230 `token`: what a header name may be.
-HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-# RFC 7230 `field-value`: no control character but HTAB (no CR, LF or NUL in particular).
-_HEADER_VALUE_BAD_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_URL_BAD_RE = re.compile(r"[\x00-\x20\x7f]")  # control characters and whitespace
-
-
-def _no_nul(value: str, path: str) -> str:
-    if NUL in value:
-        raise ValidationError("must not contain a NUL character", field=path)
-    return value
-
-
-def _env_name(name: str, path: str) -> str:
-    """An environment variable's name: what execve can pass (not empty, no "=", no NUL)."""
-    if not name:
-        raise ValidationError("an environment variable name must not be empty", field=path)
-    if "=" in name or NUL in name:
-        raise ValidationError(f"not a valid environment variable name: {quoted(name)}", field=path)
-    return name
-
-
-def _header_name(name: str, path: str) -> str:
-    if not HEADER_NAME_RE.fullmatch(name):
-        raise ValidationError(f"not a valid HTTP header name (RFC 7230 token): {quoted(name)}", field=path)
-    return name
-
-
-def _header_value(value: str, path: str) -> str:
-    if _HEADER_VALUE_BAD_RE.search(value):
-        raise ValidationError("must not contain CR, LF or other control characters", field=path)
-    return value
-
-
 def _str_map(value: object, path: str) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise ValidationError("must be an object of strings", field=path)
@@ -282,40 +241,17 @@ def _secret_ref(value: Mapping[str, Any], path: str) -> SecretRef:
     return SecretRef(name)
 
 
-Check = Callable[[str, str], str]  # (value, field) -> value, or raise ValidationError
-
-
-def _value_map(value: object, path: str, name: Check, text: Check) -> dict[str, TextOrSecret]:
-    """Headers or env: string keys to strings or `{"secret": NAME}`; `name` checks each key and
-    `text` each inline value (a secret's value is checked where it is resolved)."""
+def _value_map(value: object, path: str) -> dict[str, TextOrSecret]:
+    """Headers or env: string keys to strings or `{"secret": NAME}`."""
     if not isinstance(value, Mapping):
         raise ValidationError("must be an object of strings or secret references", field=path)
     out: dict[str, TextOrSecret] = {}
     for key, item in value.items():
         where = _join(path, str(key))
-        key = name(_str(key, path, max_len=256), where)
-        out[key] = _secret_ref(item, where) if isinstance(item, Mapping) else text(_str(item, where), where)
+        out[_str(key, path, max_len=256)] = (
+            _secret_ref(item, where) if isinstance(item, Mapping) else _str(item, where)
+        )
     return out
-
-
-def env_map(value: object, path: str) -> dict[str, TextOrSecret]:
-    """`task.env`, or a trigger's env override."""
-    return _value_map(value, path, _env_name, _no_nul)
-
-
-def header_map(value: object, path: str) -> dict[str, TextOrSecret]:
-    return _value_map(value, path, _header_name, _header_value)
-
-
-def kwargs_map(value: object, path: str) -> dict[str, Any]:
-    """`task.kwargs`, or a trigger's kwargs override: keyword arguments, so identifiers."""
-    if not isinstance(value, Mapping):
-        raise ValidationError("must be an object", field=path)
-    for key in value:
-        if not isinstance(key, str) or not key.isidentifier():
-            message = f"a keyword argument name must be a Python identifier: {quoted(key)}"
-            raise ValidationError(message, field=_join(path, str(key)))
-    return dict(value)
 
 
 def values_to_wire(values: dict[str, TextOrSecret]) -> dict[str, Any]:
@@ -434,26 +370,29 @@ class TaskSpec:
             return cls(
                 type=kind,
                 command=_command(d.get("command"), f"{path}.command"),
-                env=env_map(d.get("env", {}), f"{path}.env"),
-                cwd=_cwd(d["cwd"], f"{path}.cwd") if d.get("cwd") is not None else None,
+                env=_value_map(d.get("env", {}), f"{path}.env"),
+                cwd=_str(d["cwd"], f"{path}.cwd") if d.get("cwd") is not None else None,
             )
         if kind is TaskType.HTTP:
             return cls(
                 type=kind,
                 method=_method(d.get("method", "GET"), f"{path}.method"),
                 url=_url(d.get("url"), f"{path}.url"),
-                headers=header_map(d.get("headers", {}), f"{path}.headers"),
+                headers=_value_map(d.get("headers", {}), f"{path}.headers"),
                 body=d.get("body"),
                 expect_status=_expect(d.get("expect_status", "200-299"), f"{path}.expect_status"),
             )
+        kwargs = d.get("kwargs", {})
+        if not isinstance(kwargs, Mapping):
+            raise ValidationError("must be an object", field=f"{path}.kwargs")
         target = _str(d.get("callable"), f"{path}.callable", max_len=512)
         if not CALLABLE_RE.fullmatch(target):
             raise ValidationError("must look like 'pkg.module:function'", field=f"{path}.callable")
         return cls(
             type=kind,
             callable=target,
-            kwargs=kwargs_map(d.get("kwargs", {}), f"{path}.kwargs"),
-            env=env_map(d.get("env", {}), f"{path}.env"),
+            kwargs=dict(kwargs),
+            env=_value_map(d.get("env", {}), f"{path}.env"),
             in_process=_bool(d.get("in_process", False), f"{path}.in_process"),
         )
 
@@ -486,20 +425,10 @@ class TaskSpec:
 
 def _command(value: object, path: str) -> list[str] | str:
     if isinstance(value, str):
-        return _no_nul(_str(value, path, max_len=65536, allow_empty=False), path)
+        return _str(value, path, max_len=65536, allow_empty=False)
     if not isinstance(value, list) or not value:
         raise ValidationError("must be a non-empty list of strings (or a shell string)", field=path)
-    argv = [_no_nul(_str(item, f"{path}.{i}", max_len=65536), f"{path}.{i}") for i, item in enumerate(value)]
-    if not argv[0]:
-        raise ValidationError("the program must not be empty", field=f"{path}.0")
-    return argv
-
-
-def _cwd(value: object, path: str) -> str:
-    cwd = _no_nul(_str(value, path, allow_empty=False), path)
-    if not cwd.startswith("/"):
-        raise ValidationError("must be an absolute path", field=path)
-    return cwd
+    return [_str(item, f"{path}.{i}", max_len=65536) for i, item in enumerate(value)]
 
 
 def _method(value: object, path: str) -> str:
@@ -510,20 +439,9 @@ def _method(value: object, path: str) -> str:
 
 
 def _url(value: object, path: str) -> str:
-    """An absolute http(s) URL that the http executor (yarl) parses, with a host; no whitespace or
-    control characters (which would reach the request line)."""
     url = _str(value, path, max_len=8192, allow_empty=False)
     if not re.match(r"^https?://[^/\s]+", url):
         raise ValidationError("must be an http:// or https:// URL", field=path)
-    if _URL_BAD_RE.search(url):
-        raise ValidationError("must not contain spaces or control characters", field=path)
-    try:
-        parsed = URL(url)
-        port = parsed.port
-    except (ValueError, TypeError) as exc:
-        raise ValidationError(f"not a valid URL: {quoted(str(exc))}", field=path) from None
-    if not parsed.raw_host or port is None:
-        raise ValidationError("must name a host", field=path)
     return url
 
 
@@ -542,6 +460,92 @@ def _expect(value: object, path: str) -> list[tuple[int, int]]:
             raise ValidationError("must be a status code or a range like '200-299'", field=where)
         out.append((int(match[1]), int(match[2])))
     return out
+
+
+# ---------------------------------------------------------------- can the task start?
+#
+# What a task hands to execve, to an HTTP request or to the filesystem, checked when the API
+# takes the job: before these checks such a job was accepted and every run of it failed with
+# "internal error: ValueError ..." (an env name with "=", a NUL in an argv item, a CR/LF in a
+# header, a relative cwd). The API checks; `from_dict`, which the state applies with, does not:
+# logs written before these checks may hold jobs that fail them, and must replay as they did.
+
+NUL = "\x00"
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 7230 `token`
+_HEADER_VALUE_BAD_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # no control character but HTAB
+_URL_BAD_RE = re.compile(r"[\x00-\x20\x7f]")  # control characters and whitespace
+
+
+def check_startable(task: TaskSpec, path: str = "task") -> None:
+    """Raise ValidationError, naming the field, for what the executing node could not pass on."""
+    check_env(task.env, f"{path}.env")
+    check_kwargs(task.kwargs, f"{path}.kwargs")
+    if isinstance(task.command, str):
+        _no_nul(task.command, f"{path}.command")
+    elif task.command is not None:
+        for i, item in enumerate(task.command):
+            _no_nul(item, f"{path}.command.{i}")
+        if not task.command[0]:
+            raise ValidationError("the program must not be empty", field=f"{path}.command.0")
+    if task.cwd is not None:
+        _check_cwd(task.cwd, f"{path}.cwd")
+    for name, value in task.headers.items():
+        _check_header(name, value, _join(f"{path}.headers", name))
+    if task.url is not None:
+        _check_url(task.url, f"{path}.url")
+
+
+def check_env(env: Mapping[str, TextOrSecret], path: str) -> None:
+    """`task.env`, or a trigger's env override: names execve can pass (not empty, no "=", no
+    NUL), values without NUL (a secret's value is checked where it is resolved)."""
+    for name, value in env.items():
+        where = _join(path, name) if name else path
+        if not name:
+            raise ValidationError("an environment variable name must not be empty", field=where)
+        if "=" in name or NUL in name:
+            raise ValidationError(f"not a valid environment variable name: {quoted(name)}", field=where)
+        if isinstance(value, str):
+            _no_nul(value, where)
+
+
+def check_kwargs(kwargs: Mapping[str, Any], path: str) -> None:
+    """`task.kwargs`, or a trigger's override: keyword arguments, so Python identifiers."""
+    for name in kwargs:
+        if not name.isidentifier():
+            message = f"a keyword argument name must be a Python identifier: {quoted(name)}"
+            raise ValidationError(message, field=_join(path, name))
+
+
+def _no_nul(value: str, path: str) -> None:
+    if NUL in value:
+        raise ValidationError("must not contain a NUL character", field=path)
+
+
+def _check_cwd(cwd: str, path: str) -> None:
+    _no_nul(cwd, path)
+    if not cwd.startswith("/"):
+        raise ValidationError("must be an absolute path", field=path)
+
+
+def _check_header(name: str, value: TextOrSecret, path: str) -> None:
+    if not HEADER_NAME_RE.fullmatch(name):
+        raise ValidationError(f"not a valid HTTP header name (RFC 7230 token): {quoted(name)}", field=path)
+    if isinstance(value, str) and _HEADER_VALUE_BAD_RE.search(value):
+        raise ValidationError("must not contain CR, LF or other control characters", field=path)
+
+
+def _check_url(url: str, path: str) -> None:
+    """A URL the http executor (yarl) parses, with a host and a port; no whitespace or control
+    characters (they would reach the request line)."""
+    if _URL_BAD_RE.search(url):
+        raise ValidationError("must not contain spaces or control characters", field=path)
+    try:
+        parsed = URL(url)
+        port = parsed.port
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"not a valid URL: {quoted(str(exc))}", field=path) from None
+    if not parsed.raw_host or port is None:
+        raise ValidationError("must name a host", field=path)
 
 
 # ---------------------------------------------------------------- policies

@@ -22,7 +22,7 @@ from aiohttp import web
 from .. import __version__, triggers
 from ..commands import CommandType, encode
 from ..errors import ValidationError, quoted
-from ..model import JobSpec, iso_ms, parse_iso_ms
+from ..model import JobSpec, check_startable, iso_ms, parse_iso_ms
 from . import schemas
 from .app import SERVICES, Services, bool_query, json_response, read_json
 from .redaction import keep_stored, spec_view
@@ -84,6 +84,7 @@ def _entries(svc: Services, body: Any) -> list[tuple[JobSpec, dict[str, Any]]]:
         try:
             spec = JobSpec.from_dict(item.get("spec"))
             triggers.check_schedule(spec.schedule)
+            check_startable(spec.task)
         except ValidationError as exc:
             raise ValidationError(exc.message, field=f"jobs.{i}.spec.{exc.field}") from None
         with svc.state.lock:

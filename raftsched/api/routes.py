@@ -12,7 +12,7 @@ from aiohttp import web
 from .. import triggers
 from ..commands import CommandType
 from ..errors import NotFound, ValidationError, quoted
-from ..model import REDACTED, JobSpec, RunState, env_map, kwargs_map
+from ..model import REDACTED, JobSpec, RunState, check_env, check_kwargs, check_startable
 from ..records import JobRecord, Run
 from ..routing import pick_nodes
 from . import schemas
@@ -172,6 +172,7 @@ def _parse_spec(body: Any, schema: str, job_id: str | None = None, stored: JobSp
     schemas.validate(schema, body)
     spec = JobSpec.from_dict(body, job_id=job_id)
     triggers.check_schedule(spec.schedule)
+    check_startable(spec.task)
     return keep_stored(spec, stored)
 
 
@@ -334,9 +335,9 @@ async def trigger_job(request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
     body = await read_json(request, optional=True)
     schemas.validate("TriggerBody", body)
-    env = env_map(body.get("env") or {}, "env")
-    kwargs_map(body.get("kwargs") or {}, "kwargs")
-    for name, value in env.items():
+    check_env(body.get("env") or {}, "env")
+    check_kwargs(body.get("kwargs") or {}, "kwargs")
+    for name, value in (body.get("env") or {}).items():
         if value == REDACTED:
             raise ValidationError(f'"{REDACTED}" stands for no value here', field=f"env.{name}")
     overrides = {"env": body.get("env"), "kwargs": body.get("kwargs")}

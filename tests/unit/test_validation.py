@@ -511,3 +511,13 @@ def test_skipped_and_missed_records_match_the_run_schema() -> None:
         "output_truncated": False,
     }
     schemas.validator("Run").validate(run)
+
+
+def test_the_state_still_applies_jobs_logged_before_these_checks() -> None:
+    """The checks are the API's: a log written before them may hold such jobs, and must replay as
+    it did (the state parses with `JobSpec.from_dict`, which does not run them)."""
+    state = State()
+    for i, (body, _) in enumerate(NEVER_STARTS[:12]):
+        spec = {**body, "id": f"old{i}"}
+        result = state.apply(encode(CommandType.PUT_JOB, {"spec": spec, "now_ms": T0, "mode": "create"}))
+        assert result["ok"], (spec, result)
