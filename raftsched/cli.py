@@ -560,7 +560,9 @@ def _print_table(rows: list[list[str]]) -> None:
 
 
 def _schedule(job: dict[str, Any]) -> str:
-    s = job.get("schedule", {})
+    s = job.get("schedule")
+    if s is None:
+        return "manual"
     tz = f" {s['timezone']}" if s.get("timezone", "UTC") != "UTC" else ""
     if "cron" in s:
         return f"cron {s['cron']}{tz}"

@@ -47,7 +47,21 @@ __all__ = [
     "ValidationError",
     "VersionMismatch",
     "error_for_code",
+    "quoted",
 ]
+
+QUOTE_CHARS = 200  # at most this much of a rejected value is shown in a message
+MAX_MESSAGE_CHARS = 1000  # a message is never longer (a net under `quoted`)
+
+
+def quoted(value: object, limit: int = QUOTE_CHARS) -> str:
+    """`repr(value)` for a message, cut to `limit` characters: a rejected value can be megabytes."""
+    text = repr(value[: limit + 1] if isinstance(value, str | bytes) else value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({_size(value)})"
+
+
+def _size(value: object) -> str:
+    return f"{len(value)} characters" if isinstance(value, str) else "cut"
 
 
 class RaftschedError(Exception):
@@ -57,6 +71,8 @@ class RaftschedError(Exception):
     status = 500
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[:MAX_MESSAGE_CHARS] + "..."
         super().__init__(message)
         self.message = message
         self.field = field

@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from .errors import ValidationError
+from yarl import URL
+
+from .errors import ValidationError, quoted
 from .ids import JOB_ID_RE
 from .secretstore import SECRET_NAME_RE
 
@@ -36,6 +38,9 @@ __all__ = [
     "TaskSpec",
     "TaskType",
     "TextOrSecret",
+    "check_env",
+    "check_kwargs",
+    "check_startable",
     "is_sensitive_header",
     "iso_ms",
     "parse_iso_ms",
@@ -132,7 +137,7 @@ def parse_iso_ms(value: object, path: str) -> int:
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise ValidationError(f"not an ISO 8601 time: {value!r}", field=path) from None
+        raise ValidationError(f"not an ISO 8601 time: {quoted(value)}", field=path) from None
     if dt.tzinfo is None:
         raise ValidationError("time must carry 'Z' or an offset", field=path)
     ms = int(round(dt.timestamp() * 1000))
@@ -149,7 +154,7 @@ def _obj(value: object, path: str, allowed: frozenset[str] | set[str]) -> Mappin
         raise ValidationError("must be an object", field=path or None)
     for key in value:
         if key not in allowed:
-            raise ValidationError(f"unknown field {key!r}", field=_join(path, str(key)))
+            raise ValidationError(f"unknown field {quoted(key)}", field=_join(path, str(key)))
     return value
 
 
@@ -331,6 +336,7 @@ class Schedule:
 # ---------------------------------------------------------------- task
 
 _STATUS_RANGE = re.compile(r"^([1-5]\d\d)-([1-5]\d\d)$")
+CALLABLE_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _TASK_FIELDS = {
     TaskType.SHELL: frozenset({"type", "command", "env", "cwd"}),
@@ -380,7 +386,7 @@ class TaskSpec:
         if not isinstance(kwargs, Mapping):
             raise ValidationError("must be an object", field=f"{path}.kwargs")
         target = _str(d.get("callable"), f"{path}.callable", max_len=512)
-        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", target):
+        if not CALLABLE_RE.fullmatch(target):
             raise ValidationError("must look like 'pkg.module:function'", field=f"{path}.callable")
         return cls(
             type=kind,
@@ -428,7 +434,7 @@ def _command(value: object, path: str) -> list[str] | str:
 def _method(value: object, path: str) -> str:
     method = _str(value, path, max_len=16).upper()
     if method not in _HTTP_METHODS:
-        raise ValidationError(f"unsupported HTTP method {value!r}", field=path)
+        raise ValidationError(f"unsupported HTTP method {quoted(value)}", field=path)
     return method
 
 
@@ -454,6 +460,92 @@ def _expect(value: object, path: str) -> list[tuple[int, int]]:
             raise ValidationError("must be a status code or a range like '200-299'", field=where)
         out.append((int(match[1]), int(match[2])))
     return out
+
+
+# ---------------------------------------------------------------- can the task start?
+#
+# What a task hands to execve, to an HTTP request or to the filesystem, checked when the API
+# takes the job: before these checks such a job was accepted and every run of it failed with
+# "internal error: ValueError ..." (an env name with "=", a NUL in an argv item, a CR/LF in a
+# header, a relative cwd). The API checks; `from_dict`, which the state applies with, does not:
+# logs written before these checks may hold jobs that fail them, and must replay as they did.
+
+NUL = "\x00"
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 7230 `token`
+_HEADER_VALUE_BAD_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # no control character but HTAB
+_URL_BAD_RE = re.compile(r"[\x00-\x20\x7f]")  # control characters and whitespace
+
+
+def check_startable(task: TaskSpec, path: str = "task") -> None:
+    """Raise ValidationError, naming the field, for what the executing node could not pass on."""
+    check_env(task.env, f"{path}.env")
+    check_kwargs(task.kwargs, f"{path}.kwargs")
+    if isinstance(task.command, str):
+        _no_nul(task.command, f"{path}.command")
+    elif task.command is not None:
+        for i, item in enumerate(task.command):
+            _no_nul(item, f"{path}.command.{i}")
+        if not task.command[0]:
+            raise ValidationError("the program must not be empty", field=f"{path}.command.0")
+    if task.cwd is not None:
+        _check_cwd(task.cwd, f"{path}.cwd")
+    for name, value in task.headers.items():
+        _check_header(name, value, _join(f"{path}.headers", name))
+    if task.url is not None:
+        _check_url(task.url, f"{path}.url")
+
+
+def check_env(env: Mapping[str, TextOrSecret], path: str) -> None:
+    """`task.env`, or a trigger's env override: names execve can pass (not empty, no "=", no
+    NUL), values without NUL (a secret's value is checked where it is resolved)."""
+    for name, value in env.items():
+        where = _join(path, name) if name else path
+        if not name:
+            raise ValidationError("an environment variable name must not be empty", field=where)
+        if "=" in name or NUL in name:
+            raise ValidationError(f"not a valid environment variable name: {quoted(name)}", field=where)
+        if isinstance(value, str):
+            _no_nul(value, where)
+
+
+def check_kwargs(kwargs: Mapping[str, Any], path: str) -> None:
+    """`task.kwargs`, or a trigger's override: keyword arguments, so Python identifiers."""
+    for name in kwargs:
+        if not name.isidentifier():
+            message = f"a keyword argument name must be a Python identifier: {quoted(name)}"
+            raise ValidationError(message, field=_join(path, name))
+
+
+def _no_nul(value: str, path: str) -> None:
+    if NUL in value:
+        raise ValidationError("must not contain a NUL character", field=path)
+
+
+def _check_cwd(cwd: str, path: str) -> None:
+    _no_nul(cwd, path)
+    if not cwd.startswith("/"):
+        raise ValidationError("must be an absolute path", field=path)
+
+
+def _check_header(name: str, value: TextOrSecret, path: str) -> None:
+    if not HEADER_NAME_RE.fullmatch(name):
+        raise ValidationError(f"not a valid HTTP header name (RFC 7230 token): {quoted(name)}", field=path)
+    if isinstance(value, str) and _HEADER_VALUE_BAD_RE.search(value):
+        raise ValidationError("must not contain CR, LF or other control characters", field=path)
+
+
+def _check_url(url: str, path: str) -> None:
+    """A URL the http executor (yarl) parses, with a host and a port; no whitespace or control
+    characters (they would reach the request line)."""
+    if _URL_BAD_RE.search(url):
+        raise ValidationError("must not contain spaces or control characters", field=path)
+    try:
+        parsed = URL(url)
+        port = parsed.port
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"not a valid URL: {quoted(str(exc))}", field=path) from None
+    if not parsed.raw_host or port is None:
+        raise ValidationError("must name a host", field=path)
 
 
 # ---------------------------------------------------------------- policies
@@ -553,7 +645,7 @@ class JobSpec:
     """What a user asks for. The state adds version, times and counters around it."""
 
     id: str
-    schedule: Schedule
+    schedule: Schedule | None  # None: manual-only, fired by triggers alone (API.md)
     task: TaskSpec
     timeout: float | None = None
     retries: Retries = field(default_factory=Retries)
@@ -577,13 +669,13 @@ class JobSpec:
         if not JOB_ID_RE.fullmatch(jid):
             raise ValidationError("must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", field="id")
         if "schedule" not in d:
-            raise ValidationError("is required", field="schedule")
+            raise ValidationError("is required (null for a job run only by triggers)", field="schedule")
         if "task" not in d:
             raise ValidationError("is required", field="task")
         timeout = d.get("timeout")
         return cls(
             id=jid,
-            schedule=Schedule.from_dict(d["schedule"]),
+            schedule=None if d["schedule"] is None else Schedule.from_dict(d["schedule"]),
             task=TaskSpec.from_dict(d["task"]),
             timeout=None if timeout is None else _num(timeout, "timeout", minimum=0.001, maximum=10**7),
             retries=Retries.from_dict(d.get("retries", {})),
@@ -600,7 +692,7 @@ class JobSpec:
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "schedule": self.schedule.to_dict(),
+            "schedule": None if self.schedule is None else self.schedule.to_dict(),
             "task": self.task.to_dict(),
             "timeout": self.timeout,
             "retries": dataclasses.asdict(self.retries),
@@ -627,7 +719,7 @@ def spec_from_snapshot(d: Mapping[str, Any]) -> JobSpec:
     retries, misfire, route = d.get("retries", {}), d.get("misfire", {}), d.get("route", {})
     return JobSpec(
         id=d["id"],
-        schedule=_schedule_from_snapshot(d["schedule"]),
+        schedule=None if d["schedule"] is None else _schedule_from_snapshot(d["schedule"]),
         task=_task_from_snapshot(d["task"]),
         timeout=None if timeout is None else float(timeout),
         retries=Retries(

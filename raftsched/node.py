@@ -25,7 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from . import __version__, datadir
-from .api.app import Services, make_app
+from .api.app import ApiRunner, Services, make_app
 from .api.browsers import BrowserPolicy
 from .api.connections import ConnectionGuard, ConnectionLimits
 from .api.outputs import OUTPUT_DIR
@@ -251,7 +251,7 @@ class Node:
             ),
             connections=ConnectionGuard(_connection_limits(self.cluster)),
         )
-        runner = web.AppRunner(
+        runner = ApiRunner(
             make_app(services),
             access_log=None,
             shutdown_timeout=API_SHUTDOWN_S,

@@ -51,7 +51,7 @@ def plan_job(
     if spec.paused:
         return None
     horizon = now_ms + lookahead_ms
-    after = job.last_slot_ms if job.last_slot_ms is not None else job.created_ms - 1
+    after = _planned_after(job)
     nxt = job.next_nominal_ms
     if nxt is None or nxt <= after:
         nxt = first = first if first is not None else _next(job, after)
@@ -218,11 +218,21 @@ def _missed_reason(policy: MisfirePolicy, max_catchup: int, has_node: bool) -> s
     return "missed its grace period (misfire policy skip)"
 
 
+def _planned_after(job: JobRecord) -> int:
+    """The job's slots to plan are those after this: its last slot; before its first, its creation,
+    or just before its first slot if that is earlier (a one-shot `at` created within its misfire
+    grace in the past: `triggers.first_slot_ms`)."""
+    if job.last_slot_ms is not None:
+        return job.last_slot_ms
+    first = job.next_nominal_ms if job.next_nominal_ms is not None else job.created_ms
+    return min(job.created_ms, first) - 1
+
+
 def next_key(job: JobRecord) -> int | None:
     """When the leader must next look at `job`: its next slot (None: paused, or no slot left)."""
     if job.spec.paused:
         return None
-    after = job.last_slot_ms if job.last_slot_ms is not None else job.created_ms - 1
+    after = _planned_after(job)
     nxt = job.next_nominal_ms
     if nxt is None or nxt <= after:
         nxt = triggers.next_fire_ms(job.spec.schedule, after, created_ms=job.created_ms)

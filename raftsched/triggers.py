@@ -6,6 +6,7 @@ from the same inputs. Slots are epoch milliseconds.
 - `every`: slots are `start + round(k * every)` for k >= 1, with `every` taken as the decimal the user
   wrote (so 0.1 s is exactly 100 ms) and halves rounded up; found by integer arithmetic, not by a loop.
 - `at`: the one slot `at_ms`.
+- `None` (`"schedule": null`): a manual-only job; it has no slots.
 - `cron`: whole-second wall-clock times in the schedule's IANA zone. Each wall-clock time the
   expression names fires once: a time that occurs twice (clocks go back) fires at its first
   occurrence; a time that does not exist (clocks go forward) fires at the first instant after the
@@ -37,7 +38,7 @@ from .errors import ValidationError
 from .ids import stable_hash
 from .model import MAX_TIME_MS, Schedule
 
-__all__ = ["check_schedule", "jitter_ms", "next_fire_ms", "slots_between"]
+__all__ = ["check_schedule", "first_slot_ms", "jitter_ms", "next_fire_ms", "slots_between"]
 
 _ALIASES = frozenset({"@hourly", "@daily", "@weekly", "@monthly", "@yearly"})
 _FIELD_RE = re.compile(r"\S+", re.ASCII)  # how croniter splits fields
@@ -54,8 +55,10 @@ _LAST_YEAR = 9998  # keeps date arithmetic inside datetime's range
 # ---------------------------------------------------------------- public API
 
 
-def check_schedule(schedule: Schedule, path: str = "schedule") -> None:
+def check_schedule(schedule: Schedule | None, path: str = "schedule") -> None:
     """Refuse a schedule that cannot be planned, naming the field (`path.cron`, `path.timezone`, ...)."""
+    if schedule is None:
+        return
     kinds = [k for k in (schedule.cron, schedule.every_s, schedule.at_ms) if k is not None]
     if len(kinds) != 1:
         raise ValidationError("exactly one of cron, every, at is required", field=path)
@@ -69,20 +72,47 @@ def check_schedule(schedule: Schedule, path: str = "schedule") -> None:
         raise ValidationError("end_at must be later than start_at", field=f"{path}.end_at")
 
 
-def next_fire_ms(schedule: Schedule, after_ms: int, *, created_ms: int) -> int | None:
+def next_fire_ms(schedule: Schedule | None, after_ms: int, *, created_ms: int) -> int | None:
     """The first slot strictly after `after_ms`, or None when the schedule has no more slots.
 
     `created_ms` anchors an `every` schedule without `start_at`; `end_at_ms` bounds every kind
     (a slot equal to it still fires). Raises ValidationError for a schedule `check_schedule` refuses.
     """
+    if schedule is None:
+        return None
     slot = _next_slot(schedule, after_ms, created_ms)
     if slot is None or (schedule.end_at_ms is not None and slot > schedule.end_at_ms) or slot > MAX_TIME_MS:
         return None
     return slot
 
 
+def first_slot_ms(
+    schedule: Schedule | None,
+    old: Schedule | None,
+    after_ms: int,
+    *,
+    now_ms: int,
+    created_ms: int,
+    grace_s: float,
+    path: str = "schedule.at",
+) -> int | None:
+    """The first slot of a new or edited job (`old`: the schedule it replaces, None for a new job):
+    the first slot after `after_ms`, except for a one-shot `at` set (new, or changed) to the past.
+
+    Such an `at` is refused (ValidationError at `path`) unless it lies within `grace_s` of `now_ms`:
+    then it is the first slot, and the job fires once at once. An `at` left as it was is not
+    checked: it keeps its place, and once past it never fires again."""
+    at = schedule.at_ms if schedule is not None else None
+    changed = old is None or old.at_ms != at
+    if at is None or at > now_ms or not changed:
+        return next_fire_ms(schedule, after_ms, created_ms=created_ms)
+    if now_ms - at > grace_s * 1000:
+        raise ValidationError(f"is in the past, more than misfire.grace ({grace_s:g} s) ago", field=path)
+    return at
+
+
 def slots_between(
-    schedule: Schedule, after_ms: int, until_ms: int, *, created_ms: int, limit: int
+    schedule: Schedule | None, after_ms: int, until_ms: int, *, created_ms: int, limit: int
 ) -> list[int]:
     """The slots in (after_ms, until_ms], ascending: the earliest `limit` of them."""
     slots: list[int] = []

@@ -21,10 +21,10 @@ from aiohttp import web
 
 from .. import __version__, triggers
 from ..commands import CommandType, encode
-from ..errors import ValidationError
-from ..model import JobSpec, iso_ms, parse_iso_ms
+from ..errors import ValidationError, quoted
+from ..model import JobSpec, check_startable, iso_ms, parse_iso_ms
 from . import schemas
-from .app import SERVICES, Services, json_response, read_json
+from .app import SERVICES, Services, bool_query, json_response, read_json
 from .redaction import keep_stored, spec_view
 from .views import run_view
 
@@ -39,8 +39,8 @@ routes = web.RouteTableDef()
 async def backup(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     await svc.raft.propose(encode(CommandType.NOOP, {"now_ms": svc.clock.now_ms()}))
-    with_runs = request.query.get("runs") == "true"
-    reveal = request.query.get("secrets") == "true"
+    with_runs = bool_query(request, "runs") or False
+    reveal = bool_query(request, "secrets") or False
     with svc.state.lock:
         jobs = [
             {
@@ -74,7 +74,7 @@ def _entries(svc: Services, body: Any) -> list[tuple[JobSpec, dict[str, Any]]]:
     if not isinstance(body, dict) or body.get("format") != BACKUP_FORMAT:
         raise ValidationError(f"not a {BACKUP_FORMAT} document", field="format")
     if body.get("version") != BACKUP_VERSION:
-        raise ValidationError(f"unsupported backup version {body.get('version')!r}", field="version")
+        raise ValidationError(f"unsupported backup version {quoted(body.get('version'))}", field="version")
     if not isinstance(body.get("jobs"), list):
         raise ValidationError("must be a list", field="jobs")
     out = []
@@ -84,6 +84,7 @@ def _entries(svc: Services, body: Any) -> list[tuple[JobSpec, dict[str, Any]]]:
         try:
             spec = JobSpec.from_dict(item.get("spec"))
             triggers.check_schedule(spec.schedule)
+            check_startable(spec.task)
         except ValidationError as exc:
             raise ValidationError(exc.message, field=f"jobs.{i}.spec.{exc.field}") from None
         with svc.state.lock:
@@ -112,7 +113,7 @@ async def restore(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     entries = _entries(svc, await read_json(request))
     plan = _plan(svc, entries)
-    if request.query.get("dry_run") == "true":
+    if bool_query(request, "dry_run"):
         return json_response({"dry_run": True, **plan})
     now_ms = svc.clock.now_ms()
     by_id = {spec.id: (spec, times) for spec, times in entries}

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..config import Origin, is_loopback_host, normalized_origin
-from ..errors import ForbiddenHost, ForbiddenOrigin, UnsupportedMediaType
+from ..errors import ForbiddenHost, ForbiddenOrigin, UnsupportedMediaType, quoted
 
 __all__ = ["BrowserPolicy", "is_loopback_name"]
 
@@ -67,7 +67,7 @@ class BrowserPolicy:
         host = request.headers.get("Host")
         if self.loopback_bind and host is not None and not is_loopback_name(host):
             raise ForbiddenHost(
-                f"Host {host[:200]!r} is not a loopback name: this node answers only to localhost, "
+                f"Host {quoted(host[:200])} is not a loopback name: this node answers only to localhost, "
                 "127.0.0.1 or [::1] (a foreign name pointing here is a DNS rebinding attempt)",
                 field="Host",
             )
@@ -76,12 +76,12 @@ class BrowserPolicy:
         origin = request.headers.get("Origin")
         if origin is not None and not self._origin_allowed(origin, request):
             raise ForbiddenOrigin(
-                f"Origin {origin[:200]!r} is neither this node's own nor in allowed_origins",
+                f"Origin {quoted(origin[:200])} is neither this node's own nor in allowed_origins",
                 field="Origin",
             )
         if request.method in _WRITES and request.body_exists and request.content_type != _JSON:
             raise UnsupportedMediaType(
-                f"a request body must be sent as {_JSON}, not {request.content_type!r}",
+                f"a request body must be sent as {_JSON}, not {quoted(request.content_type)}",
                 field="Content-Type",
             )
 

@@ -17,7 +17,7 @@ from typing import Final
 
 from aiohttp import web
 
-from ..errors import NotFound
+from ..errors import NotFound, quoted
 
 __all__ = ["STATIC_DIR", "add_routes"]
 
@@ -65,7 +65,7 @@ async def static_file(request: web.Request) -> web.FileResponse:
     name = request.match_info["name"]
     path = STATIC_DIR / name
     if not _NAME.fullmatch(name) or path.suffix not in _CONTENT_TYPES or not path.is_file():
-        raise NotFound(f"no static file {name!r}")
+        raise NotFound(f"no static file {quoted(name)}")
     return _file_response(path)
 
 

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from ..commands import CommandType
 from ..config import NODE_ID_RE, raft_address
-from ..errors import NotFound, ValidationError
+from ..errors import NotFound, ValidationError, quoted
 from .app import SERVICES, json_response, read_json
 from .views import node_view
 
@@ -30,7 +30,7 @@ def _parse(body: Any) -> dict[str, Any]:
         raise ValidationError("must be an object", field=None)
     for key in body:
         if key not in _FIELDS:
-            raise ValidationError(f"unknown field {key!r}", field=str(key))
+            raise ValidationError(f"unknown field {quoted(key)}", field=str(key))
     node_id = body.get("id")
     if not isinstance(node_id, str) or not NODE_ID_RE.fullmatch(node_id):
         raise ValidationError("must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", field="id")
@@ -38,9 +38,7 @@ def _parse(body: Any) -> dict[str, Any]:
         raft = raft_address(str(body.get("raft", "")))
     except ValueError as exc:
         raise ValidationError(str(exc), field="raft") from None
-    http = body.get("http")
-    if not isinstance(http, str) or not re.fullmatch(r"https?://[^/\s]+", http):
-        raise ValidationError("must be the node's API base URL, like http://10.0.0.4:8101", field="http")
+    http = _http(body.get("http"))
     tags = body.get("tags", {})
     if not isinstance(tags, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
@@ -50,6 +48,21 @@ def _parse(body: Any) -> dict[str, Any]:
     if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity <= 100_000:
         raise ValidationError("must be an integer between 1 and 100000", field="capacity")
     return {"node": node_id, "raft": raft, "http": http, "tags": tags, "capacity": capacity}
+
+
+def _http(value: object) -> str:
+    """The node's API base URL, `http(s)://host:port`, or `host:port` as the cluster file writes it
+    (then `http://host:port`)."""
+    if isinstance(value, str) and re.fullmatch(r"https?://[^/\s]+", value):
+        return value
+    try:
+        host, _, port = raft_address(value if isinstance(value, str) else "").rpartition(":")
+    except ValueError:
+        raise ValidationError(
+            "must be the node's API base URL or host:port, like http://10.0.0.4:8101 or 10.0.0.4:8101",
+            field="http",
+        ) from None
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _find_view(request: web.Request, node_id: str) -> dict[str, Any] | None:
@@ -65,7 +78,7 @@ def _find_view(request: web.Request, node_id: str) -> dict[str, Any] | None:
 def _view(request: web.Request, node_id: str) -> dict[str, Any]:
     view = _find_view(request, node_id)
     if view is None:
-        raise NotFound(f"no node {node_id!r}", field="id")
+        raise NotFound(f"no node {quoted(node_id)}", field="id")
     return view
 
 
@@ -89,7 +102,7 @@ async def remove_node(request: web.Request) -> web.Response:
         # Nothing was active on it: the leader removed it between the drain's apply and this read.
         after = {**before, "running": 0, "pending": 0, "draining": True, "leaving": True, "removed": True}
     if after is None:
-        raise NotFound(f"no node {node_id!r}", field="id")
+        raise NotFound(f"no node {quoted(node_id)}", field="id")
     return json_response(after, status=202)
 
 

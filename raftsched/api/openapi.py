@@ -126,7 +126,7 @@ PARAMETERS: Final[dict[str, Schema]] = {
         "name": "tag",
         "in": "query",
         "description": "`key=value`: only jobs whose route tags or labels have it",
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "pattern": "^[^=]+="},
     },
     "PausedFilter": {
         "name": "paused",
@@ -143,15 +143,17 @@ PARAMETERS: Final[dict[str, Schema]] = {
     "IdempotencyKey": {
         "name": "Idempotency-Key",
         "in": "header",
-        "description": "a retry with the same key within 24 h applies once and returns the first answer; "
-        "the same key with another body is 422",
+        "description": "a retry with the same key within 24 h applies once and answers the first "
+        "answer's status, with the resource if it has not changed since, else ReplayedWrite "
+        '`{"id", "version", "replayed": true}` (the version the first write produced); the same key '
+        "with another body is 422. A replay's answer has the header `Idempotent-Replayed: true`",
         "schema": {"type": "string"},
     },
     "IfMatch": {
         "name": "If-Match",
         "in": "header",
         "description": '`<version>` or `"<version>"`: apply only if the job has this version (else 412)',
-        "schema": {"type": "string", "pattern": '^(?:W/)?"?[0-9]+"?$'},
+        "schema": {"type": "string", "pattern": '^(?:[0-9]{1,18}|"[0-9]{1,18}")$'},
     },
 }
 
@@ -282,7 +284,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         tag="cluster",
         parameters=("WithRuns", "WithSecrets"),
         responses=_ok("Backup"),
-        errors=READ,
+        errors=(400, *READ),
     ),
     Operation(
         method="POST",
@@ -329,9 +331,8 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         tag="jobs",
         parameters=("Force", "IdempotencyKey"),
         body="JobCreate",
-        responses={201: Response(description="created", schema="Job", headers=JOB_HEADERS)},
-        # 404: an Idempotency-Key replay answers with the job as it is now, and it was deleted since.
-        errors=(400, 404, 409, *WRITE),
+        responses={201: Response(description="created", schema="JobWritten", headers=JOB_HEADERS)},
+        errors=(400, 409, *WRITE),
     ),
     Operation(
         method="GET",
@@ -342,7 +343,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         tag="jobs",
         parameters=("JobId", "Consistent"),
         responses=_ok("Job", headers=JOB_HEADERS),
-        errors=(404, *READ),
+        errors=(400, 404, *READ),
     ),
     Operation(
         method="PUT",
@@ -354,10 +355,10 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         parameters=("JobId", "IfMatch", "Force", "IdempotencyKey"),
         body="JobReplace",
         responses={
-            200: Response(description="replaced", schema="Job", headers=JOB_HEADERS),
-            201: Response(description="created", schema="Job", headers=JOB_HEADERS),
+            200: Response(description="replaced", schema="JobWritten", headers=JOB_HEADERS),
+            201: Response(description="created", schema="JobWritten", headers=JOB_HEADERS),
         },
-        errors=(400, 404, 412, *WRITE),  # 404: as for createJob
+        errors=(400, 412, *WRITE),
     ),
     Operation(
         method="DELETE",
@@ -378,7 +379,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         summary="pause: slots falling due while paused are skipped",
         tag="jobs",
         parameters=("JobId", "IfMatch", "IdempotencyKey"),
-        responses=_ok("Job", headers=JOB_HEADERS),
+        responses=_ok("JobWritten", headers=JOB_HEADERS),
         errors=(400, 404, 412, *WRITE),
     ),
     Operation(
@@ -389,7 +390,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         summary="resume, planning from the moment of resuming",
         tag="jobs",
         parameters=("JobId", "IfMatch", "IdempotencyKey"),
-        responses=_ok("Job", headers=JOB_HEADERS),
+        responses=_ok("JobWritten", headers=JOB_HEADERS),
         errors=(400, 404, 412, *WRITE),
     ),
     Operation(
@@ -402,7 +403,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         parameters=("JobId", "Force", "IdempotencyKey"),
         body="TriggerBody",
         body_required=False,
-        responses={201: Response(description="the first run; `runs`: all of them", schema="TriggerAnswer")},
+        responses={201: Response(description="the first run; `runs`: all of them", schema="TriggerWritten")},
         errors=(400, 404, *WRITE),
     ),
     Operation(
@@ -437,7 +438,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         tag="runs",
         parameters=("RunId", "Consistent"),
         responses=_ok("Run"),
-        errors=(404, *READ),
+        errors=(400, 404, *READ),
     ),
     Operation(
         method="POST",
@@ -447,7 +448,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         summary="a pending run never starts, a running one is killed",
         tag="runs",
         parameters=("RunId", "IdempotencyKey"),
-        responses={202: Response(description="accepted", schema="Run")},
+        responses={202: Response(description="accepted", schema="RunWritten")},
         errors=(404, *WRITE),
     ),
     Operation(
@@ -520,7 +521,13 @@ def _parameter_ref(name: str) -> Schema:
 
 
 # An answer with one of these schemas carries the id that these path parameters take.
-LINKED_BY: Final = {"Job": ("JobId", "id"), "Run": ("RunId", "run_id"), "Node": ("NodeId", "id")}
+LINKED_BY: Final = {
+    "Job": ("JobId", "id"),
+    "JobWritten": ("JobId", "id"),
+    "Run": ("RunId", "run_id"),
+    "RunWritten": ("RunId", "run_id"),
+    "Node": ("NodeId", "id"),
+}
 
 
 def _links(schema: str | None, present: Collection[Operation]) -> Schema:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -10,12 +11,13 @@ from aiohttp import web
 
 from .. import eligibility, triggers
 from ..commands import CommandType
-from ..errors import NoEligibleNode, NotFound, ValidationError
-from ..model import REDACTED, JobSpec, RunState
+from ..errors import NoEligibleNode, NotFound, ValidationError, quoted
+from ..model import REDACTED, JobSpec, RunState, check_env, check_kwargs, check_startable
 from ..records import JobRecord, Run
 from ..routing import pick_nodes
 from . import schemas
-from .app import SERVICES, Services, json_response, read_json, version
+from .app import SERVICES, Services, bool_query, json_response, read_json, version
+from .idempotency import job_deleted, job_write, replayable, run_write
 from .redaction import keep_stored
 from .views import job_view, node_view, run_view, stats_view
 
@@ -117,7 +119,7 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def _consistent(request: web.Request) -> None:
-    if request.query.get("consistent") in ("true", "1"):
+    if bool_query(request, "consistent"):
         svc = _svc(request)
         await svc.raft.propose(_noop(svc))
 
@@ -131,7 +133,7 @@ def _noop(svc: Services) -> bytes:
 def _job(svc: Services, job_id: str) -> JobRecord:
     job = svc.state.jobs.get(job_id)
     if job is None:
-        raise NotFound(f"no job {job_id!r}", field="id")
+        raise NotFound(f"no job {quoted(job_id)}", field="id")
     return job
 
 
@@ -147,8 +149,10 @@ async def list_jobs(request: web.Request) -> web.Response:
     svc = _svc(request)
     await _consistent(request)
     tag = request.query.get("tag")
-    paused = _bool_query(request, "paused")
-    key, _, value = (tag or "").partition("=")
+    paused = bool_query(request, "paused")
+    key, eq, value = (tag or "").partition("=")
+    if tag is not None and not (key and eq):
+        raise ValidationError("must be key=value", field="tag")
     with svc.state.lock:
         jobs: Iterable[JobRecord] = svc.state.jobs.values()
         matching = (
@@ -168,12 +172,13 @@ def _parse_spec(body: Any, schema: str, job_id: str | None = None, stored: JobSp
     schemas.validate(schema, body)
     spec = JobSpec.from_dict(body, job_id=job_id)
     triggers.check_schedule(spec.schedule)
+    check_startable(spec.task)
     return keep_stored(spec, stored)
 
 
 def _check_eligible(request: web.Request, svc: Services, spec: JobSpec) -> None:
     """422 `no_eligible_node` when no live node may run `spec` (`eligibility`), unless `?force=true`."""
-    if _bool_query(request, "force"):
+    if bool(bool_query(request, "force")):
         return
     with svc.state.lock:
         found = eligibility.refusal(spec, svc.state.nodes.values())
@@ -181,16 +186,27 @@ def _check_eligible(request: web.Request, svc: Services, spec: JobSpec) -> None:
         raise NoEligibleNode(found.message, field=found.field)
 
 
-def _first_slot(spec: JobSpec, now_ms: int, after_ms: int | None = None) -> int | None:
-    return triggers.next_fire_ms(spec.schedule, now_ms if after_ms is None else after_ms, created_ms=now_ms)
+def _first_slot(spec: JobSpec, old: JobRecord | None, now_ms: int) -> int | None:
+    """The first slot of a created or edited job (a past `at` is refused: `triggers.first_slot_ms`)."""
+    after = old.last_slot_ms if old is not None and old.last_slot_ms is not None else now_ms
+    return triggers.first_slot_ms(
+        spec.schedule,
+        None if old is None else old.spec.schedule,
+        after,
+        now_ms=now_ms,
+        created_ms=now_ms if old is None else old.created_ms,
+        grace_s=spec.misfire.grace,
+    )
 
 
 @routes.post("/v1/jobs")
+@replayable(job_write(201))
 async def create_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     spec = _parse_spec(await read_json(request), "JobCreate")
     _check_eligible(request, svc, spec)
     now_ms = svc.clock.now_ms()
+    first_slot = _first_slot(spec, None, now_ms)
     await svc.write(
         request,
         CommandType.PUT_JOB,
@@ -198,7 +214,7 @@ async def create_job(request: web.Request) -> web.Response:
             "spec": spec.to_dict(),
             "now_ms": now_ms,
             "mode": "create",
-            "next_nominal_ms": _first_slot(spec, now_ms),
+            "next_nominal_ms": first_slot,
         },
     )
     return _job_response(svc, spec.id, 201)
@@ -211,6 +227,7 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 @routes.put("/v1/jobs/{id}")
+@replayable(job_write(None))
 async def put_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     job_id = request.match_info["id"]
@@ -225,7 +242,7 @@ async def put_job(request: web.Request) -> web.Response:
         # judged again: the job was accepted, and a node that allows it may just be down now.
         _check_eligible(request, svc, spec)
     now_ms = svc.clock.now_ms()
-    after = old.last_slot_ms if old is not None and old.last_slot_ms is not None else now_ms
+    first_slot = _first_slot(spec, old, now_ms)
     created = old.created_ms if old is not None else now_ms
     keep = [s for s in pending if triggers.next_fire_ms(spec.schedule, s - 1, created_ms=created) == s]
     result = await svc.write(
@@ -236,7 +253,7 @@ async def put_job(request: web.Request) -> web.Response:
             "now_ms": now_ms,
             "mode": "put",
             "if_version": _if_match(request),
-            "next_nominal_ms": triggers.next_fire_ms(spec.schedule, after, created_ms=created),
+            "next_nominal_ms": first_slot,
             "keep_slots": keep,
         },
     )
@@ -251,14 +268,19 @@ def _if_match(request: web.Request) -> int | None:
     raw = request.headers.get("If-Match")
     if raw is None:
         return None
-    value = raw.strip().removeprefix("W/").strip('"')
+    # `N` or `"N"` (API.md). A weak tag (`W/"N"`) is refused: RFC 9110 has If-Match compare strongly.
     # ASCII: int() refuses some Unicode digits ('²'); 18 digits: a command carries 64-bit integers.
-    if not (value.isascii() and value.isdigit() and len(value) <= 18):
-        raise ValidationError("If-Match must be a job version", field="If-Match")
-    return int(value)
+    match = _VERSION_TAG.fullmatch(raw.strip())
+    if match is None:
+        raise ValidationError('must be a job version: N or "N"', field="If-Match")
+    return int(match[1] or match[2])
+
+
+_VERSION_TAG = re.compile(r'([0-9]{1,18})|"([0-9]{1,18})"', re.ASCII)
 
 
 @routes.delete("/v1/jobs/{id}")
+@replayable(job_deleted)
 async def delete_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     await svc.write(
@@ -270,6 +292,7 @@ async def delete_job(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/jobs/{id}/pause")
+@replayable(job_write(200))
 async def pause_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     job_id = request.match_info["id"]
@@ -296,6 +319,7 @@ async def pause_job(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/jobs/{id}/resume")
+@replayable(job_write(200))
 async def resume_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     job_id = request.match_info["id"]
@@ -320,11 +344,14 @@ async def resume_job(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/jobs/{id}/trigger")
+@replayable(run_write(201))
 async def trigger_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     job_id = request.match_info["id"]
     body = await read_json(request, optional=True)
     schemas.validate("TriggerBody", body)
+    check_env(body.get("env") or {}, "env")
+    check_kwargs(body.get("kwargs") or {}, "kwargs")
     for name, value in (body.get("env") or {}).items():
         if value == REDACTED:
             raise ValidationError(f'"{REDACTED}" stands for no value here', field=f"env.{name}")
@@ -337,7 +364,7 @@ async def trigger_job(request: web.Request) -> web.Response:
         candidates = svc.state.candidates(executing=True)
     # Among the nodes that may run it (forced: any, if none may); one run per node for broadcast
     # and shards, as a scheduled slot has.
-    forced = _bool_query(request, "force")
+    forced = bool(bool_query(request, "force"))
     usable = [c for c in candidates if c.id in allowed] or (candidates if forced else [])
     picked = pick_nodes(job.spec.route, job_id, f"{job_id}@manual", usable)
     if not picked:
@@ -357,7 +384,7 @@ def _run_response(svc: Services, run_id: str, status: int = 200) -> web.Response
     with svc.state.lock:
         run = svc.state.runs.get(run_id)
         if run is None:
-            raise NotFound(f"no run {run_id!r}", field="run_id")
+            raise NotFound(f"no run {quoted(run_id)}", field="run_id")
         return json_response(run_view(run), status=status)
 
 
@@ -407,6 +434,7 @@ async def get_run(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/runs/{run_id}/cancel")
+@replayable(run_write(202))
 async def cancel_run(request: web.Request) -> web.Response:
     svc = _svc(request)
     run_id = request.match_info["run_id"]
@@ -421,16 +449,7 @@ def _state_query(request: web.Request) -> RunState | None:
     try:
         return RunState(raw)
     except ValueError:
-        raise ValidationError(f"unknown run state {raw!r}", field="state") from None
-
-
-def _bool_query(request: web.Request, name: str) -> bool | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    if raw not in ("true", "false"):
-        raise ValidationError("must be true or false", field=name)
-    return raw == "true"
+        raise ValidationError(f"unknown run state {quoted(raw)}", field="state") from None
 
 
 def _page(request: web.Request, items: Iterator[T], key: Callable[[T], str]) -> tuple[list[T], str | None]:

@@ -7,11 +7,13 @@ between schemas are `{"$ref": "#/components/schemas/<Name>"}`, which resolve bot
 OpenAPI document and in the validators here (whose root document carries the same
 `components.schemas`).
 
-Request schemas are strict (`additionalProperties: false`) and arranged so that the first error
-names the deepest field (`task.command.2`): discriminated unions are `if`/`then` on `type`, and
-"a string or a list of strings" is one schema with both types, not an `anyOf` whose errors would
-all stop at the union. Response schemas list every field the views write and require the ones that
-are always there; they allow more, since API.md lets answers gain fields.
+Request schemas are strict (`additionalProperties: false`). Unions are `oneOf`s of complete
+branches, so that client generators make a typed model of each: the task is discriminated on
+`type` (an OpenAPI `discriminator`), a schedule by which of `cron`, `every`, `at` it has. A `oneOf`
+error would stop at the union; `validate` goes down into the branch the instance chose (`_branch`)
+so that the error still names the deepest field (`task.command.2`). "A string or a list of strings"
+is one schema with both types, not a union. Response schemas list every field the views write and
+require the ones that are always there; they allow more, since API.md lets answers gain fields.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Final
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaError
 
-from ..errors import ValidationError
+from ..errors import ValidationError, quoted
 from ..model import (
     READ_ONLY_JOB_FIELDS,
     Delivery,
@@ -85,6 +87,11 @@ TIME_INPUT: Final[Schema] = {
     "pattern": "^(?:19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2})-",
     "description": "an ISO 8601 time with `Z` or an offset, in the years 1970 to 9899",
 }
+# A union tells `validate` which of its branches an instance meant (`_branch`). The task: its
+# discriminator's value. A schedule: the one of its branches whose required key it has. When it
+# chose none, the error is the union's `x-union-message`, at its `x-union-field` under the union.
+_UNION_FIELD, _UNION_MESSAGE = "x-union-field", "x-union-message"
+
 SECONDS: Final[Schema] = {"type": "number", "minimum": 0}
 COUNT: Final[Schema] = {"type": "integer", "minimum": 0}
 
@@ -116,40 +123,93 @@ _SECRET_VALUE: Schema = {
     "required": ["secret"],
     "properties": {"secret": _SECRET_NAME},
 }
-_SECRET_MAP: Schema = {
+_ENV_MAP: Schema = {
     "type": "object",
-    "description": "string keys (at most 256 characters) to strings or secret references",
-    "propertyNames": {"maxLength": 256},
+    "description": "environment variable names (not empty, no `=` or NUL, at most 256 characters) to "
+    "strings (no NUL) or secret references",
+    "propertyNames": {
+        "maxLength": 256,
+        "pattern": "^[^=\\u0000]+$",
+        "description": "an environment variable name: not empty, no `=` or NUL",
+    },
     "additionalProperties": ref("SecretValue"),
 }
-
-_SCHEDULE: Schema = {
+_HEADER_MAP: Schema = {
     "type": "object",
-    "description": "exactly one of `cron`, `every`, `at`",
-    "additionalProperties": False,
-    "properties": {
-        "cron": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 256,
-            "description": "5 fields, or 6 with seconds first, or @hourly/@daily/@weekly/@monthly/@yearly",
-        },
-        "every": {"type": "number", "minimum": 0.1, "maximum": 100_000_000, "description": "seconds"},
-        "at": TIME_INPUT,
-        "start_at": {
-            **TIME_INPUT,
-            "description": "`every` only (default: when the job was created); " + TIME_INPUT["description"],
-        },
-        "end_at": {**TIME_INPUT, "description": "not with `at`; " + TIME_INPUT["description"]},
-        "timezone": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 64,
-            "default": "UTC",
-            "description": "IANA name; applies to cron",
-        },
+    "description": "header names (RFC 7230 tokens, at most 256 characters) to values (no CR, LF or other "
+    "control characters) or secret references; answers show the inline values of Authorization, "
+    'Proxy-Authorization, Cookie and *-Token, *-Key headers as "***", and a write that sends "***" '
+    "back for a header the stored job has keeps its value",
+    "propertyNames": {
+        "maxLength": 256,
+        "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        "description": "a header name (an RFC 7230 token)",
     },
-    "oneOf": [{"required": ["cron"]}, {"required": ["every"]}, {"required": ["at"]}],
+    "additionalProperties": ref("SecretValue"),
+}
+_KWARGS: Schema = {
+    "type": "object",
+    "description": "keyword arguments: names are Python identifiers",
+    "propertyNames": {"pattern": "^(?!\\d)\\w+$", "description": "a Python identifier"},
+}
+
+_TIMEZONE: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
+    "default": "UTC",
+    "description": "IANA name; applies to cron (answers carry it on every schedule)",
+}
+_END_AT: Schema = {**TIME_INPUT, "description": "no slot after it; " + TIME_INPUT["description"]}
+
+
+def _schedule(kind: str, value: Schema, description: str, **more: Schema) -> Schema:
+    return {
+        "type": "object",
+        "title": f"{kind.capitalize()}Schedule",
+        "description": description,
+        "additionalProperties": False,
+        "required": [kind],
+        "properties": {kind: value, **more, "timezone": _TIMEZONE},
+    }
+
+
+_CRON_SCHEDULE = _schedule(
+    "cron",
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 256,
+        "description": "5 fields, or 6 with seconds first, or @hourly/@daily/@weekly/@monthly/@yearly",
+    },
+    "each wall-clock time the expression names, in `timezone`",
+    end_at=_END_AT,
+)
+_EVERY_SCHEDULE = _schedule(
+    "every",
+    {"type": "number", "minimum": 0.1, "maximum": 100_000_000, "description": "seconds"},
+    "slots `start_at + k * every`, k >= 1",
+    start_at={
+        **TIME_INPUT,
+        "description": "default: when the job was created; " + TIME_INPUT["description"],
+    },
+    end_at=_END_AT,
+)
+_AT_SCHEDULE = _schedule(
+    "at",
+    {
+        **TIME_INPUT,
+        "description": "the one slot; in the past only within `misfire.grace` (it then fires at once) or "
+        "unchanged on a PUT; " + TIME_INPUT["description"],
+    },
+    "one slot; afterwards the job stays, with `next_fire_at: null`",
+)
+_SCHEDULE_BRANCHES = ("CronSchedule", "EverySchedule", "AtSchedule")
+_SCHEDULE_MESSAGE = "exactly one of cron, every, at is required"
+_SCHEDULE: Schema = {
+    "description": "exactly one of `cron`, `every`, `at`",
+    "oneOf": [ref(name) for name in _SCHEDULE_BRANCHES],
+    _UNION_MESSAGE: _SCHEDULE_MESSAGE,
 }
 
 _STATUS_RANGE = r"^[1-5]\d\d-[1-5]\d\d$"
@@ -160,6 +220,7 @@ _EXPECT_ONE: Schema = {
     "pattern": _STATUS_RANGE,
 }
 
+_NO_NUL = "^[^\\u0000]*$"
 _SHELL_TASK: Schema = {
     "type": "object",
     "additionalProperties": False,
@@ -168,14 +229,26 @@ _SHELL_TASK: Schema = {
         "type": {"const": TaskType.SHELL.value},
         "command": {
             "type": ["array", "string"],
-            "description": "an argv list, or a string run by `/bin/sh -c` where the node allows shell",
+            "description": "an argv list, or a string run by `/bin/sh -c` where the node allows shell; "
+            "no NUL characters",
             "minItems": 1,
-            "items": {"type": "string", "maxLength": 65536},
+            "items": {
+                "type": "string",
+                "maxLength": 65536,
+                "pattern": _NO_NUL,
+                "description": "a string without NUL characters",
+            },
             "minLength": 1,
             "maxLength": 65536,
+            "pattern": _NO_NUL,
         },
-        "env": _SECRET_MAP,
-        "cwd": {"type": ["string", "null"], "maxLength": 4096},
+        "env": _ENV_MAP,
+        "cwd": {
+            "type": ["string", "null"],
+            "maxLength": 4096,
+            "pattern": "^/[^\\u0000]*$",
+            "description": "an absolute path (no NUL); null: the node's own",
+        },
     },
 }
 
@@ -192,13 +265,14 @@ _HTTP_TASK: Schema = {
             "description": "any case of " + ", ".join(HTTP_METHODS),
             "pattern": "^(?:" + "|".join(_any_case(m) for m in HTTP_METHODS) + ")$",
         },
-        "url": {"type": "string", "minLength": 1, "maxLength": 8192, "pattern": r"^https?://[^/\s]+"},
-        "headers": {
-            **_SECRET_MAP,
-            "description": "header names to values or secret references; answers show the inline values "
-            'of Authorization, Proxy-Authorization, Cookie and *-Token, *-Key headers as "***", and a '
-            'write that sends "***" back for a header the stored job has keeps its value',
+        "url": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 8192,
+            "pattern": r"^https?://[^/\s]+[^\x00-\x20\x7f]*$",
+            "description": "an http:// or https:// URL with a host; no spaces or control characters",
         },
+        "headers": _HEADER_MAP,
         "body": {"description": "a string is sent as is; any other JSON value is sent as JSON"},
         "expect_status": {
             "type": ["array", "integer", "string"],
@@ -219,22 +293,22 @@ _PYTHON_TASK: Schema = {
     "properties": {
         "type": {"const": TaskType.PYTHON.value},
         "callable": {"type": "string", "maxLength": 512, "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"},
-        "kwargs": {"type": "object"},
-        "env": _SECRET_MAP,
+        "kwargs": _KWARGS,
+        "env": _ENV_MAP,
         "in_process": {"type": "boolean", "default": False},
     },
 }
 
 _TASK_BY_TYPE = {TaskType.SHELL: "ShellTask", TaskType.HTTP: "HttpTask", TaskType.PYTHON: "PythonTask"}
 _TASK: Schema = {
-    "type": "object",
     "description": "by `type`: " + ", ".join(f"{t.value} ({name})" for t, name in _TASK_BY_TYPE.items()),
-    "required": ["type"],
-    "properties": {"type": {"enum": _values(TaskType)}},
-    "allOf": [
-        {"if": {"properties": {"type": {"const": t.value}}, "required": ["type"]}, "then": ref(name)}
-        for t, name in _TASK_BY_TYPE.items()
-    ],
+    "oneOf": [ref(name) for name in _TASK_BY_TYPE.values()],
+    _UNION_FIELD: "type",
+    _UNION_MESSAGE: "must be one of: " + ", ".join(_values(TaskType)),
+    "discriminator": {
+        "propertyName": "type",
+        "mapping": {t.value: ref(name)["$ref"] for t, name in _TASK_BY_TYPE.items()},
+    },
 }
 
 _RETRIES: Schema = {
@@ -271,7 +345,11 @@ _ROUTE: Schema = {
 
 _JOB_SPEC_PROPERTIES: Schema = {
     "id": {"type": "string", "maxLength": 128, "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
-    "schedule": ref("Schedule"),
+    "schedule": {
+        "description": "exactly one of `cron`, `every`, `at`; null: run only by triggers",
+        "oneOf": [*(ref(name) for name in _SCHEDULE_BRANCHES), {"type": "null"}],
+        _UNION_MESSAGE: _SCHEDULE_MESSAGE,
+    },
     "task": ref("Task"),
     "timeout": {
         "type": ["number", "null"],
@@ -310,8 +388,8 @@ _TRIGGER_BODY: Schema = {
     "description": "overrides of the task's `env` and `kwargs` for this run; the body may be empty",
     "additionalProperties": False,
     "properties": {
-        "env": {"type": ["object", "null"], "additionalProperties": ref("SecretValue")},
-        "kwargs": {"type": ["object", "null"]},
+        "env": {**_ENV_MAP, "type": ["object", "null"]},
+        "kwargs": {**_KWARGS, "type": ["object", "null"]},
     },
 }
 
@@ -437,7 +515,11 @@ _RUN: Schema = {
     "properties": {
         "run_id": {"type": "string", "description": "`<job>@<nominal_ms>`, `~<shard>`, `<job>@manual-<ms>`"},
         "job_id": {"type": "string"},
-        "attempt": {"type": "integer", "minimum": 1},
+        "attempt": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "from 1; 0 for a skipped or missed slot's record, which no attempt ran",
+        },
         "scheduled_at": TIME,
         "due_at": TIME,
         "node": {"type": ["string", "null"]},
@@ -474,6 +556,28 @@ _TRIGGER_ANSWER: Schema = {
     "required": ["runs"],
     "properties": {"runs": {"type": "array", "items": ref("Run"), "minItems": 1}},
 }
+
+_REPLAYED: Schema = {
+    "type": "object",
+    "description": "an Idempotency-Key replay whose resource changed (or went) since the first write",
+    "required": ["id", "version", "replayed"],
+    "properties": {
+        "id": {"type": "string", "description": "the job's id, or the run's"},
+        "version": {
+            "type": ["integer", "null"],
+            "description": "the job version the first write produced (null for a run)",
+        },
+        "replayed": {"type": "boolean", "const": True},
+    },
+}
+
+
+def _or_replayed(name: str) -> Schema:
+    return {
+        "description": f"the {name.lower()}; for an Idempotency-Key replay after it changed, ReplayedWrite",
+        "oneOf": [ref(name), ref("ReplayedWrite")],
+    }
+
 
 _NODE: Schema = {
     "type": "object",
@@ -625,7 +729,10 @@ _NODE_ADD: Schema = {
     "properties": {
         "id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
         "raft": {"type": "string", "description": "`host:port` of its Raft endpoint"},
-        "http": {"type": "string", "pattern": r"^https?://[^/\s]+$", "description": "its API base URL"},
+        "http": {
+            "type": "string",
+            "description": "its API base URL, `http(s)://host:port`, or `host:port` as in the cluster file",
+        },
         "tags": {"type": "object", "additionalProperties": {"type": "string"}},
         "capacity": {"type": "integer", "minimum": 1, "maximum": 100_000, "default": 8},
     },
@@ -706,6 +813,9 @@ SCHEMAS: Final[dict[str, Schema]] = {
     "JobReplace": _job_input(id_required=False),
     "TriggerBody": _TRIGGER_BODY,
     "Schedule": _SCHEDULE,
+    "CronSchedule": _CRON_SCHEDULE,
+    "EverySchedule": _EVERY_SCHEDULE,
+    "AtSchedule": _AT_SCHEDULE,
     "Task": _TASK,
     "ShellTask": _SHELL_TASK,
     "HttpTask": _HTTP_TASK,
@@ -720,6 +830,10 @@ SCHEMAS: Final[dict[str, Schema]] = {
     "Run": _RUN,
     "RunList": _list_of("Run"),
     "TriggerAnswer": _TRIGGER_ANSWER,
+    "ReplayedWrite": _REPLAYED,
+    "JobWritten": _or_replayed("Job"),
+    "RunWritten": _or_replayed("Run"),
+    "TriggerWritten": _or_replayed("TriggerAnswer"),
     "Node": _NODE,
     "NodeList": _list_of("Node"),
     "Member": _MEMBER,
@@ -761,15 +875,80 @@ def check_schemas() -> None:
 def validate(name: str, body: Any) -> None:
     """Raise `errors.ValidationError` naming the field of the first thing wrong with `body`."""
     error = next(iter(validator(name).iter_errors(body)), None)
-    if error is not None:
-        raise ValidationError(_message(error), field=error_field(error))
+    if error is None:
+        return
+    error = _deepest(error)
+    if error.validator == "oneOf" and _UNION_MESSAGE in _schema(error):
+        message, field = _union_error(error)
+        raise ValidationError(message, field=field)
+    raise ValidationError(_message(error), field=error_field(error))
+
+
+def _schema(error: SchemaError) -> Schema:
+    return error.schema if isinstance(error.schema, dict) else {}
+
+
+def _branches(error: SchemaError) -> list[Schema]:
+    """The branches of a `oneOf` error, as written (references unresolved)."""
+    value = error.validator_value
+    return [b for b in value if isinstance(b, dict)] if isinstance(value, list) else []
+
+
+def _union_error(error: SchemaError) -> tuple[str, str | None]:
+    """A union whose branch the instance did not choose (`_branch`)."""
+    field = error_field(error)
+    if not isinstance(error.instance, dict):
+        nullable = any(b.get("type") == "null" for b in _branches(error))
+        return ("must be an object or null" if nullable else "must be an object"), field
+    key = _schema(error).get(_UNION_FIELD)
+    return str(_schema(error)[_UNION_MESSAGE]), _join(field, key) if key else field
+
+
+def _deepest(error: SchemaError) -> SchemaError:
+    """Down through each `oneOf` to the first error of the branch the instance chose, if it chose."""
+    while error.validator == "oneOf" and error.context:
+        chosen = _branch(error)
+        errors = [e for e in error.context if e.relative_schema_path[0] == chosen]
+        if chosen is None or not errors:
+            return error
+        error = errors[0]
+    return error
+
+
+def _branch(error: SchemaError) -> int | None:
+    """The branch an object chose: by the discriminator's value, or else the one branch whose
+    required keys it has (None: no such branch, or several)."""
+    instance, branches = error.instance, _branches(error)
+    if not isinstance(instance, dict):
+        return None
+    discriminator = _schema(error).get("discriminator")
+    if discriminator is not None:
+        target = discriminator["mapping"].get(instance.get(discriminator["propertyName"]))
+        refs = [b.get("$ref") for b in branches]
+        return refs.index(target) if target in refs else None
+    required = [_resolve(b).get("required") or () for b in branches]
+    having = [i for i, keys in enumerate(required) if keys and all(k in instance for k in keys)]
+    return having[0] if len(having) == 1 else None
+
+
+def _resolve(schema: Schema) -> Schema:
+    target = schema.get("$ref")
+    return SCHEMAS[target.rsplit("/", 1)[1]] if isinstance(target, str) else schema
+
+
+def _join(path: str | None, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def error_field(error: SchemaError) -> str | None:
-    """The dotted path of a jsonschema error: `task.command.2`; unknown and missing keys by their own path."""
+    """The dotted path of a jsonschema error: `task.command.2`; unknown and missing keys by their own
+    path, and so a key that is no valid name (`task.env.A=B`, from `propertyNames`)."""
     path = [str(p) for p in error.absolute_path]
     instance, value = error.instance, error.validator_value
-    if error.validator == "additionalProperties" and isinstance(instance, dict):
+    if "propertyNames" in error.absolute_schema_path:
+        if instance:  # the key itself; an empty one is named by its object
+            path.append(str(instance))
+    elif error.validator == "additionalProperties" and isinstance(instance, dict):
         extra = _unknown_keys(error)
         if extra:
             path.append(extra[0])
@@ -788,6 +967,15 @@ def _unknown_keys(error: SchemaError) -> list[str]:
 
 
 _SECRET_BEARING = frozenset({"headers", "env"})  # maps whose values may be secrets
+
+
+def _shown(error: SchemaError) -> str:
+    """jsonschema's message, with the value it starts with quoted at most `errors.QUOTE_CHARS` long
+    (a 1 MiB description came back as a 1 MiB error)."""
+    message, value = str(error.message), repr(error.instance)
+    if len(value) > 200 and message.startswith(value):
+        return quoted(error.instance) + message[len(value) :]
+    return message if len(message) <= 400 else message[:400] + "..."
 
 
 def _quiet_message(error: SchemaError) -> str:
@@ -813,7 +1001,7 @@ def _message(error: SchemaError) -> str:
     if error.validator == "additionalProperties":
         extra = _unknown_keys(error)
         if extra:
-            return f"unknown field {extra[0]!r}"
+            return f"unknown field {quoted(extra[0])}"
     if error.validator == "required":
         return "is required"
     schema = error.schema if isinstance(error.schema, dict) else {}
@@ -821,4 +1009,4 @@ def _message(error: SchemaError) -> str:
         return f"must be {TIME_INPUT['description']}"
     if error.validator in ("oneOf", "anyOf", "pattern") and "description" in schema:
         return f"must be {schema['description']}"
-    return str(error.message)
+    return _shown(error)

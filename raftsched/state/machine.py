@@ -75,6 +75,12 @@ class State(NodeCommands, JobCommands, RunCommands):
         if cmd.rid is not None:
             seen = self.requests.get(cmd.rid)
             fingerprint = str(cmd.body.get("fp", ""))
+            # A key is remembered for REQUEST_TTL_MS of committed time (never a local clock), and
+            # for the last MAX_REQUESTS requests (`_trim_requests`), whichever ends first: an entry
+            # the trim has not reached yet is still past its time here.
+            if seen is not None and isinstance(now_ms, int) and seen[2] < now_ms - REQUEST_TTL_MS:
+                del self.requests[cmd.rid]  # re-entered at the end, keeping the dict in commit order
+                seen = None
             if seen is not None:
                 if seen[0] != fingerprint:
                     return reject("idempotency_mismatch", "request id reused with another body")

@@ -48,7 +48,13 @@ def upcoming(expr: str, tz: str, after: str, n: int) -> list[str | None]:
 
 
 def test_public_surface() -> None:
-    assert sorted(triggers.__all__) == ["check_schedule", "jitter_ms", "next_fire_ms", "slots_between"]
+    assert sorted(triggers.__all__) == [
+        "check_schedule",
+        "first_slot_ms",
+        "jitter_ms",
+        "next_fire_ms",
+        "slots_between",
+    ]
 
 
 # ---------------------------------------------------------------- cron in UTC
