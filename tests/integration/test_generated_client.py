@@ -70,7 +70,9 @@ def _wait(what: str, check: Any, timeout: float = 30) -> Any:
 
 @pytest.fixture
 def client(make_cluster: Any, tmp_path: Path) -> Any:
-    cluster: Cluster = make_cluster(size=1, cluster_keys={"api_token": TOKEN})
+    cluster: Cluster = make_cluster(
+        size=1, cluster_keys={"api_token": TOKEN}, node_keys={"python_allow": "pkg"}
+    )
     cluster.start()
     cluster.wait_healthy()
     cluster.wait_registered(1)
