@@ -135,13 +135,16 @@ class NodeRecord:
     updated_ms: int = 0
     clock_offset_ms: int | None = None  # from the cluster's clock (median of all), as the leader measured it
     clock_ok: bool = True  # within max_clock_offset_s of the cluster: false takes no new runs
+    down_reason: str | None = None  # why the leader committed it down (None while up)
 
     def to_dict(self) -> dict[str, Any]:
         out = _fields_dict(self)
         # Unmeasured clocks stay out of snapshots: those of a cluster without clock checks keep
-        # their bytes (and older code can still read them).
+        # their bytes (and older code can still read them). So does a down without a reason.
         if self.clock_offset_ms is None and self.clock_ok:
             del out["clock_offset_ms"], out["clock_ok"]
+        if self.down_reason is None:
+            del out["down_reason"]
         return out
 
     @classmethod

@@ -483,6 +483,11 @@ _NODE: Schema = {
         "leader": {"type": "boolean"},
         "clock_offset_ms": {"type": ["integer", "null"], "description": "its clock minus the cluster's"},
         "clock_ok": {"type": "boolean", "description": "false: its clock is off, it takes no new runs"},
+        "down_reason": {
+            "type": ["string", "null"],
+            "description": "why the leader committed it down: 'refused connections' (certainly dead) "
+            "or 'not heard from for N s'; null while alive",
+        },
     },
 }
 

@@ -101,6 +101,7 @@ def node_view(node: NodeRecord, state: State, connected: bool | None) -> dict[st
         "leader": state.leader == node.id,
         "clock_offset_ms": node.clock_offset_ms,
         "clock_ok": node.clock_ok,
+        "down_reason": node.down_reason,
     }
 
 
