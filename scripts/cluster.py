@@ -4,7 +4,11 @@
 
 Writes `.cluster/cluster.ini` (the example with a fresh secret and API token) on first use, starts
 one process per node, adds a few example jobs, prints where the API is (with a dashboard link that
-carries the token in its fragment), and stops every node it started (SIGTERM, by PID) on Ctrl-C.
+carries the token in its fragment), and stops every node it started on Ctrl-C: one at a time
+(SIGTERM by PID, wait for its exit, then the next), so that each stopping node still has a
+quorum to hand its pending runs back to (a whole cluster stopped at once has none, and its pending
+runs waited for the restart). The nodes run in their own sessions, so the terminal's Ctrl-C
+reaches this launcher only.
 The CLI finds the token in `.cluster/cluster.ini` by itself; `raftsched token` prints it for curl.
 """
 
@@ -116,6 +120,7 @@ def main() -> int:
             [sys.executable, "-m", "raftsched", "node", "--config", str(args.config), "--node", node_id],
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C goes to the launcher, which stops the nodes in turn
         )
     stop = False
 
@@ -134,15 +139,24 @@ def main() -> int:
         while not stop and all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_in_turn(procs)
     return 0
+
+
+def stop_in_turn(procs: dict[str, subprocess.Popen[bytes]], timeout_s: float = 40) -> None:
+    """SIGTERM each node and wait for it to exit before the next: the others keep a quorum, so
+    it hands its unstarted runs back and the leader moves them at once (docs/design.md, "Clean
+    stops"). A node that does not exit within `timeout_s` is killed."""
+    for node_id, proc in procs.items():
+        if proc.poll() is not None:
+            continue
+        print(f"stopping {node_id} (pid {proc.pid})", flush=True)
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 if __name__ == "__main__":
