@@ -123,6 +123,7 @@ class Scheduler:
     async def tick(self) -> None:
         if not self.leadership.is_leader():
             self.active_term = 0
+            self._gather_evidence()
             return
         term = self.leadership.term()
         if self.active_term != term and not await self._begin_term(term):
@@ -155,8 +156,6 @@ class Scheduler:
             self.active_term = term
             self._queue_dirty = True  # a new term plans from the replicated state only
             self._last_seen.clear()  # every node gets a full node_timeout_s from the new term
-            if self.deaths is not None:
-                self.deaths.clear()  # and evidence of death is gathered afresh
             self._stale_at = 0.0
             self._successors.clear()
             log.info("leading term %d", term, extra={"term": term, "node": s.node_id})
@@ -358,6 +357,19 @@ class Scheduler:
             if not self.active_term:
                 return
         await self.reassign_from_down_nodes()
+
+    def _gather_evidence(self) -> None:
+        """A follower probes its disconnected peers too, so that when it wins the election that
+        follows a leader's death, the evidence is complete and the old leader goes down in the
+        new term's first tick (the election takes longer than the confirmation). Evidence is
+        about a process, not a term: it holds across terms."""
+        if self.deaths is None:
+            return
+        connected = self.leadership.connected_partners()
+        with self.state.lock:
+            peers = [n for n in self.state.nodes.values() if n.up and n.id != self.settings.node_id]
+        for node in peers:
+            self.deaths.check(node, connected.get(node.raft, False))
 
     async def _set_node(self, node_id: str, *, up: bool, reason: str | None = None) -> None:
         log.warning(

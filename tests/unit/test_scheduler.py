@@ -721,6 +721,37 @@ async def test_a_node_whose_ports_refuse_connections_is_down_at_once_and_its_run
     assert rig.state.nodes[victim].up and rig.state.nodes[victim].down_reason is None
 
 
+async def test_a_new_leader_commits_the_dead_old_leader_down_in_its_first_tick() -> None:
+    """Followers gather the evidence while the election runs: the old leader's runs move at once."""
+    rig = Rig(node_timeout_s=5)
+    rig.add("j")
+    await rig.tick()  # n1 leads, fires T+1
+    held = rig.runs()[T0 + S].node
+    rig.leadership.leader = False  # n1 is killed: it leads no more
+    follower, proposer = rig.scheduler_for(
+        "n2", FakeLeadership(leader=False, term=1, connected={raft("n1"): False, raft("n3"): True})
+    )
+    rig.refusing.add("n1")
+    for _ in range(8):  # the election: 0.4 s of follower ticks
+        rig.clock.advance(0.05)
+        await follower.tick()
+        for _ in range(5):
+            await asyncio.sleep(0)
+    assert proposer.proposed == []  # a follower proposes nothing
+    follower.leadership.leader, follower.leadership.current_term = True, 2  # type: ignore[attr-defined]
+    await follower.tick()
+    assert proposer.types()[:2] == [BEGIN, SET_NODE]
+    assert proposer.of(SET_NODE)[0].body == {
+        "term": 2,
+        "node": "n1",
+        "up": False,
+        "now_ms": rig.clock.now_ms(),
+        "reason": "refused connections",
+    }
+    if held == "n1":
+        assert rig.state.runs[rid(T0 + S)].attempt == 2
+
+
 async def test_a_silent_node_whose_ports_accept_keeps_the_timeout() -> None:
     """SIGSTOP, or a partition that drops packets: the probe proves nothing, node_timeout_s decides."""
     rig = Rig(node_timeout_s=5)
