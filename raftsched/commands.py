@@ -20,7 +20,16 @@ from typing import Any
 
 import orjson
 
-__all__ = ["VERSION", "Command", "CommandType", "DecodeError", "checked_payload", "decode", "encode"]
+__all__ = [
+    "GATED_TYPES",
+    "VERSION",
+    "Command",
+    "CommandType",
+    "DecodeError",
+    "checked_payload",
+    "decode",
+    "encode",
+]
 
 VERSION = 1
 
@@ -54,6 +63,20 @@ class CommandType(StrEnum):
     # is present (true) only when the node kept less than the whole output: older items lack it.
     FINISH_RUNS = "finish_runs"
     NOOP = "noop"  # anyone: {now_ms}; a barrier for consistent reads
+    # Newer than the first release: propose these only once every member applies them (the
+    # cluster command version gate). An older node rejects an unknown type as a bad command while
+    # newer nodes apply it, so a mixed cluster would diverge.
+    # node: {node, now_ms, actor, items: [{run_id, attempt}]}; a stopping node hands back the runs
+    # it has not started and will not start (and stops taking runs, as DRAIN_NODE does)
+    UNCLAIM_RUNS = "unclaim_runs"
+    # leader: {term, now_ms, items: [{run_id, attempt, reason}]}; pending runs past their
+    # misfire grace, recorded `missed` per the job's misfire policy
+    EXPIRE_RUNS = "expire_runs"
+
+
+# The command types added after the first release (see the note above): gate them on the
+# cluster's command version.
+GATED_TYPES = frozenset({CommandType.UNCLAIM_RUNS, CommandType.EXPIRE_RUNS})
 
 
 class DecodeError(ValueError):

@@ -33,6 +33,7 @@ from .clock import Clock, SystemClock
 from .clockwatch import ClockWatch, ClockWatchSettings
 from .commands import Command, CommandType, encode
 from .config import ClusterConfig, NodeConfig, is_loopback_host
+from .deathwatch import refuses_connections
 from .errors import RaftschedError
 from .executors import ExecPolicy, Executor, executor_for, task_umask, task_user
 from .model import TaskType
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 # Beyond the drain's grace, a stop has: the hand-over (a 2 s proposal, a 3 s transfer), the last
 # reports (5 s), the API's in-flight requests (API_SHUTDOWN_S) and Raft's close.
 API_SHUTDOWN_S = 2.0
+HAND_BACK_S = 2.0  # a stopping node's hand-back of its unstarted runs: best effort, this long
 STOP_OVERRUN_S = 20.0
 
 
@@ -145,6 +147,7 @@ class Node:
             self.propose,
             self.clock,
             self.scheduler_wake,
+            probe=refuses_connections,
         )
         worker = Worker(
             WorkerSettings(
@@ -195,7 +198,7 @@ class Node:
                 log.info("node %s stopping: draining runs for up to %ss", n.id, n.shutdown_grace_s)
                 register_task.cancel()
                 with _stage("hand-over"):
-                    await self._hand_over()
+                    await self._hand_over(worker)
                 # Its log is the most caught-up: a stopping node can win the next election again.
                 handing_task = group.create_task(self._keep_handing_over())
                 with _stage("drain"):
@@ -271,28 +274,30 @@ class Node:
         await site.start()
         return runner
 
-    async def _hand_over(self) -> None:
-        """Before draining: take no new runs (committed, so the leader moves the pending ones) and,
-        if leading, hand leadership over, so that the cluster keeps firing during the drain."""
-        with contextlib.suppress(RaftschedError):
-            await self.raft.propose(
-                encode(
-                    CommandType.DRAIN_NODE,
-                    {
-                        "node": self.node.id,
-                        "draining": True,
-                        "now_ms": self.clock.now_ms(),
-                        "actor": "shutdown",
-                    },
-                ),
-                timeout_s=2.0,
-            )
+    async def _hand_over(self, worker: Worker) -> None:
+        """Before draining: take no new runs and hand back those not started (committed, so the
+        leader moves them at once) and, if leading, hand leadership over, so that the cluster keeps
+        firing during the drain. A hand-back the cluster refuses falls back to a plain drain; one
+        not committed within HAND_BACK_S (no quorum) leaves the runs for the leader to move once
+        this node is found down, or to the stale-run rule after a restart."""
+        if await worker.hand_back(HAND_BACK_S) is False:  # refused (None: not committed in time)
+            with contextlib.suppress(RaftschedError):
+                await self._drain_self()
         if self.raft.is_leader() and self.raft.settings.partner_addrs:
             handed = await self.raft.transfer_leadership(timeout_s=3.0)
             if handed:
                 log.info("leadership handed over")
             else:
                 log.warning("leadership not handed over (no caught-up peer)")
+
+    async def _drain_self(self) -> None:
+        await self.raft.propose(
+            encode(
+                CommandType.DRAIN_NODE,
+                {"node": self.node.id, "draining": True, "now_ms": self.clock.now_ms(), "actor": "shutdown"},
+            ),
+            timeout_s=2.0,
+        )
 
     async def _keep_handing_over(self) -> None:
         """While this node drains, it does not lead: elected again, it hands leadership over again."""

@@ -188,17 +188,20 @@ class NodeRecord:
     clock_offset_ms: int | None = None  # from the cluster's clock (median of all), as the leader measured it
     clock_ok: bool = True  # within max_clock_offset_s of the cluster: false takes no new runs
     policy: NodePolicy = UNKNOWN_POLICY  # as the node published it; unknown until it does
+    down_reason: str | None = None  # why the leader committed it down (None while up)
 
     def to_dict(self) -> dict[str, Any]:
         out = _fields_dict(self)
-        # Unmeasured clocks and unknown policies stay out of snapshots: those of a cluster
-        # without them keep their bytes (and older code can still read them).
+        # Unmeasured clocks, unknown policies and a down without a reason stay out of snapshots:
+        # those of a cluster without them keep their bytes (and older code can still read them).
         if self.clock_offset_ms is None and self.clock_ok:
             del out["clock_offset_ms"], out["clock_ok"]
         if self.policy == UNKNOWN_POLICY:
             del out["policy"]
         else:
             out["policy"] = self.policy.to_dict()
+        if self.down_reason is None:
+            del out["down_reason"]
         return out
 
     @classmethod

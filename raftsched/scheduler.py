@@ -18,11 +18,13 @@ from typing import Any, Protocol
 
 from .clock import Clock
 from .commands import CommandType, encode
+from .deathwatch import DeathWatch, Probe
 from .errors import RaftschedError
 from .model import RouteStrategy, RunState
 from .planning import Plan, next_key, plan_job
 from .records import JobRecord, Run
 from .routing import PLANNER_GRAIN, DueDensity, NodeLoad
+from .stale import expiry
 from .state import State
 
 __all__ = ["Leadership", "Scheduler", "SchedulerSettings"]
@@ -35,6 +37,8 @@ Propose = Callable[[bytes], Awaitable[dict[str, Any]]]
 MAX_FIRES_PER_COMMAND = 2000
 PLAN_CHUNK = 256  # due jobs read per hold of state.lock while planning
 STALE_ENTRIES_KEPT = 1024  # re-queued jobs' old heap entries tolerated before a clean-up
+STALE_SCAN_S = 1.0  # how often the leader looks for pending runs past their misfire grace
+REFUSED = "refused connections"  # the reason of a down committed by the fast path (deathwatch)
 
 
 class Leadership(Protocol):
@@ -75,6 +79,7 @@ class Scheduler:
         propose: Propose,
         clock: Clock,
         wake: asyncio.Event,
+        probe: Probe | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -84,6 +89,9 @@ class Scheduler:
         self.wake = wake
         self.active_term = 0
         self._last_seen: dict[str, float] = {}
+        # Certain death, proven by refused connections (None: only the timeout).
+        self.deaths = DeathWatch(probe, clock.monotonic) if probe is not None else None
+        self._stale_at = 0.0  # monotonic: when to look for stale pending runs next
         # (next slot ms, job id, stamp): a heap; an entry counts only while its stamp is the job's
         # in `_stamps` (re-queueing a job leaves its old entry behind, skipped when it surfaces)
         self._queue: list[tuple[int, str, int]] = []
@@ -115,12 +123,16 @@ class Scheduler:
     async def tick(self) -> None:
         if not self.leadership.is_leader():
             self.active_term = 0
+            self._gather_evidence()
             return
         term = self.leadership.term()
         if self.active_term != term and not await self._begin_term(term):
             return
-        # Liveness first, so that this tick's fires avoid a node it has just committed down.
-        await self.watch_nodes()
+        # Stale runs first (no point moving them); then liveness, so that this tick's fires avoid a
+        # node it has just committed down.
+        await self.expire_stale()
+        if self.active_term:
+            await self.watch_nodes()
         if self.active_term:
             await self.fire_due()
         if self.active_term:
@@ -144,6 +156,7 @@ class Scheduler:
             self.active_term = term
             self._queue_dirty = True  # a new term plans from the replicated state only
             self._last_seen.clear()  # every node gets a full node_timeout_s from the new term
+            self._stale_at = 0.0
             self._successors.clear()
             log.info("leading term %d", term, extra={"term": term, "node": s.node_id})
             return True
@@ -323,45 +336,98 @@ class Scheduler:
                 self.active_term = 0
 
     async def watch_nodes(self) -> None:
-        """Commit nodes down after `node_timeout_s` of silence (up when back); move their runs."""
+        """Commit nodes down (up when back) and move their runs. Down: after `node_timeout_s` of
+        silence, or at once when certainly dead (its connections refused: `deathwatch`)."""
         now = self.clock.monotonic()
         connected = self.leadership.connected_partners()
         with self.state.lock:
             nodes = list(self.state.nodes.values())
         for node in nodes:
-            heard = node.id == self.settings.node_id or connected.get(node.raft, False)
+            me = node.id == self.settings.node_id
+            heard = me or connected.get(node.raft, False)
             if heard:
                 self._last_seen[node.id] = now
             seen = self._last_seen.setdefault(node.id, now)
             if node.up and now - seen > self.settings.node_timeout_s:
-                await self._set_node(node.id, up=False)
+                await self._set_node(node.id, up=False, reason=f"not heard from for {now - seen:.1f} s")
+            elif node.up and not me and self.deaths is not None and self.deaths.check(node, heard):
+                await self._set_node(node.id, up=False, reason=REFUSED)
             elif not node.up and heard:
                 await self._set_node(node.id, up=True)
             if not self.active_term:
                 return
         await self.reassign_from_down_nodes()
 
-    async def _set_node(self, node_id: str, *, up: bool) -> None:
+    def _gather_evidence(self) -> None:
+        """A follower probes its disconnected peers too, so that when it wins the election that
+        follows a leader's death, the evidence is complete and the old leader goes down in the
+        new term's first tick (the election takes longer than the confirmation). Evidence is
+        about a process, not a term: it holds across terms."""
+        if self.deaths is None:
+            return
+        connected = self.leadership.connected_partners()
+        with self.state.lock:
+            peers = [n for n in self.state.nodes.values() if n.up and n.id != self.settings.node_id]
+        for node in peers:
+            self.deaths.check(node, connected.get(node.raft, False))
+
+    async def _set_node(self, node_id: str, *, up: bool, reason: str | None = None) -> None:
         # A node coming up is routine; one going down is what an operator wants to see at the default level.
         log.log(
             logging.INFO if up else logging.WARNING,
-            "node %s is %s",
+            "node %s is %s%s",
             node_id,
             "up" if up else "down",
+            f" ({reason})" if reason else "",
             extra={"node": node_id},
         )
-        result = await self.propose(
-            encode(
-                CommandType.SET_NODE,
-                {
-                    "term": self.active_term,
-                    "node": node_id,
-                    "up": up,
-                    "now_ms": self.clock.now_ms(),
-                },
-            )
-        )
+        body: dict[str, Any] = {
+            "term": self.active_term,
+            "node": node_id,
+            "up": up,
+            "now_ms": self.clock.now_ms(),
+        }
+        if reason is not None:
+            body["reason"] = reason
+        result = await self.propose(encode(CommandType.SET_NODE, body))
         self._check_term(result, "set_node")
+        if self.deaths is not None:
+            self.deaths.forget(node_id)
+
+    async def expire_stale(self) -> None:
+        """Record `missed` the pending runs past their misfire grace that the job's policy no
+        longer fires (`stale.expiry`), once every STALE_SCAN_S: a stale run must not hold a
+        `forbid` job "active" while every slot that falls due is recorded `skipped`."""
+        now = self.clock.monotonic()
+        if now < self._stale_at:
+            return
+        self._stale_at = now + STALE_SCAN_S
+        now_ms = self.clock.now_ms()
+        items: list[dict[str, Any]] = []
+        with self.state.lock:
+            jobs, runs = self.state.jobs, self.state.runs
+            for ids in self.state.node_active.values():
+                for rid in ids:
+                    run = runs[rid]
+                    job = jobs.get(run.job_id)
+                    reason = expiry(job, run, now_ms) if job is not None else None
+                    if reason is not None:
+                        items.append({"run_id": rid, "attempt": run.attempt, "reason": reason})
+        for start in range(0, len(items), MAX_FIRES_PER_COMMAND):
+            result = await self.propose(
+                encode(
+                    CommandType.EXPIRE_RUNS,
+                    {
+                        "term": self.active_term,
+                        "now_ms": now_ms,
+                        "items": items[start : start + MAX_FIRES_PER_COMMAND],
+                    },
+                )
+            )
+            self._check_term(result, "expire")
+            if not result.get("ok"):
+                return
+            log.warning("recorded missed: %s", result.get("expired"))
 
     async def reassign_from_down_nodes(self) -> None:
         """Move every active run of a node committed down, and the pending runs of a draining node

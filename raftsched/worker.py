@@ -48,6 +48,7 @@ from .executors.base import OPENED_SINKS, failed
 from .executors.outputs import OutputRetention, PruneResult, output_path
 from .model import Delivery, JobSpec, RunState, TaskSpec, TaskType, values_from_wire
 from .records import Run
+from .stale import expiry
 from .state import State
 
 __all__ = ["MAX_BATCH", "Worker", "WorkerSettings"]
@@ -95,6 +96,7 @@ class _Local:
     run: Run
     task: asyncio.Task[None] | None  # None: nothing runs here (reported failed when adopted)
     executing: bool = False
+    started: bool = False  # this life started the task (never reset): it may not be handed back
 
 
 class Worker:
@@ -378,9 +380,11 @@ class Worker:
             if not await self._may_start(run):
                 return
             local = self._local.get(run.run_id)
+            # `draining` is read here, with nothing awaited before `started` is set: a run that
+            # `hand_back` sees not started is never started after it.
             if local is None or local.run.attempt != run.attempt or self.draining:
                 return
-            local.executing = True
+            local.executing = local.started = True
             try:
                 await self._run_task(run, spec)
             finally:
@@ -390,7 +394,14 @@ class Worker:
         """Is the run still this node's to start? Checked through the log when this node's copy may
         be stale: the start is late, this process was stopped a moment ago, or its Raft thread has
         not yet applied entries it knows are committed."""
-        late = self.clock.now_ms() - run.due_ms > self.settings.late_check_ms
+        now_ms = self.clock.now_ms()
+        with self.state.lock:
+            job = self.state.jobs.get(run.job_id)
+        if job is not None and (reason := expiry(job, run, now_ms)) is not None:
+            # The leader records it missed (the same rule): starting it now would race that.
+            log.info("not starting run %s: %s", run.run_id, reason, extra={"run": run.run_id})
+            return False
+        late = now_ms - run.due_ms > self.settings.late_check_ms
         if late or self.clock.monotonic() < self._suspect_until:
             return await self._still_ours(run)
         # Behind: wait (~2 s at most) until what was committed *now* is applied. Not until nothing
@@ -669,6 +680,73 @@ class Worker:
         self._report_failing = False
         return True
 
+    async def hand_back(self, timeout_s: float) -> bool | None:
+        """Stop taking and starting runs, and hand back (UNCLAIM_RUNS) the runs assigned here that
+        this node has not started, so the leader moves them at once (a stopping node's pending
+        runs otherwise wait for it to be found down). Best effort within `timeout_s`; returns True
+        once committed (it also drains the node in the state), False when the cluster refused
+        it, None when it did not commit in time.
+
+        Safe because `draining` is set first and `_execute` reads it, with nothing awaited in
+        between, right before it marks a run started: a run listed here never starts. The flush
+        lock is taken so that no claim is in flight: a claim committed after the hand-back would
+        claim the run again, and an `at_most_once` run would be `lost` instead of moved."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            await asyncio.wait_for(self._flush_lock.acquire(), timeout_s)
+        except TimeoutError:
+            return None
+        try:
+            self._claims.clear()  # never sent: those runs are not claimed
+            items = self._unstarted()
+            for start in range(0, max(1, len(items)), MAX_BATCH):
+                body = {
+                    "node": self.settings.node_id,
+                    "now_ms": self.clock.now_ms(),
+                    "actor": "shutdown",
+                    "items": items[start : start + MAX_BATCH],
+                }
+                left = deadline - loop.time()
+                if left <= 0:
+                    return None
+                try:
+                    result = await asyncio.wait_for(
+                        self.propose(encode(CommandType.UNCLAIM_RUNS, body)), left
+                    )
+                except (RaftschedError, TimeoutError) as exc:
+                    log.warning("runs not handed back: %s", exc)
+                    return None
+                if not result.get("ok"):
+                    log.warning("runs not handed back: %s", result.get("message"))
+                    return False
+                log.warning("handed back runs %s", result.get("released"))
+            return True
+        finally:
+            self._flush_lock.release()
+
+    def _unstarted(self) -> list[dict[str, Any]]:
+        """The pending runs assigned here that no life of this node started (call with
+        `draining` set: then none of them starts any more)."""
+        with self.state.lock:
+            pending = [
+                r for r in self.state.active_runs_of(self.settings.node_id) if r.state is RunState.PENDING
+            ]
+        items = []
+        for run in pending:
+            local = self._local.get(run.run_id)
+            if (
+                local is not None
+                and local.run.attempt == run.attempt
+                and (local.started or local.task is None)
+            ):
+                continue  # started by this life, or by its last one (found in the journal)
+            if self.attempts is not None and self.attempts.get(run.run_id, run.attempt) is not None:
+                continue
+            items.append({"run_id": run.run_id, "attempt": run.attempt})
+        return items
+
     async def drain(self, grace_s: float) -> None:
         """Stop taking runs, give executing ones `grace_s` to finish, then report what we have.
 
@@ -703,6 +781,8 @@ _RUN_ITEMS = {
     CommandType.START_RUNS: "items",
     CommandType.FINISH_RUNS: "items",
     CommandType.REASSIGN_RUNS: "moves",
+    CommandType.UNCLAIM_RUNS: "items",
+    CommandType.EXPIRE_RUNS: "items",
 }
 _JOB_COMMANDS = frozenset(
     {CommandType.DELETE_JOB, CommandType.PAUSE_JOB, CommandType.RESUME_JOB, CommandType.TRIGGER_JOB}

@@ -614,6 +614,11 @@ _NODE: Schema = {
                 "secrets": {"type": "array", "items": {"type": "string"}},
             },
         },
+        "down_reason": {
+            "type": ["string", "null"],
+            "description": "why the leader committed it down: 'refused connections' (certainly dead) "
+            "or 'not heard from for N s'; null while alive",
+        },
     },
 }
 

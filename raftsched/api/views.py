@@ -102,6 +102,7 @@ def node_view(node: NodeRecord, state: State, connected: bool | None) -> dict[st
         "clock_offset_ms": node.clock_offset_ms,
         "clock_ok": node.clock_ok,
         "policy": node.policy.to_dict(),
+        "down_reason": node.down_reason,
     }
 
 

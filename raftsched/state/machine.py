@@ -231,6 +231,7 @@ class State(NodeCommands, JobCommands, RunCommands):
             CommandType.SET_NODE,
             CommandType.REMOVE_NODE,
             CommandType.NODE_CLOCKS,
+            CommandType.EXPIRE_RUNS,
         }
     )
 

@@ -95,7 +95,12 @@ class NodeCommands(StateData):
         node = self.nodes.get(body["node"])
         if node is None:
             return reject("not_found", f"no node {body['node']!r}", "node")
-        self.nodes[node.id] = evolve(node, up=bool(body["up"]), updated_ms=body["now_ms"])
+        up = bool(body["up"])
+        # A reason (commands before it carry none) is kept while the node is down.
+        reason = None if up else body.get("reason")
+        self.nodes[node.id] = evolve(
+            node, up=up, updated_ms=body["now_ms"], down_reason=str(reason) if reason else None
+        )
         return ok()
 
     def _apply_node_clocks(self, body: dict[str, Any]) -> Result:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..model import Delivery, Overlap, RunState
 from ..records import JobRecord, Run, evolve
-from .data import ACTIVE, Result, StateData, ok
+from .data import ACTIVE, Result, StateData, ok, reject
 
 __all__ = ["RunCommands"]
 
@@ -208,6 +208,42 @@ class RunCommands(StateData):
         }
         self._move(run, evolve(run, **retry))
         self._count(run.job_id, "retried")
+
+    def _apply_unclaim_runs(self, body: dict[str, Any]) -> Result:
+        """A stopping node hands back the runs it has not started and will never start. It takes
+        no new runs from now on (as DRAIN_NODE; `leaving` is kept), so the leader moves them at
+        once. Each item is fenced by node and attempt and must still be pending: a run that
+        started, moved or ended meanwhile is left alone. A handed-back run is no longer claimed,
+        so an `at_most_once` run moves rather than becoming `lost`."""
+        node = self.nodes.get(str(body.get("node")))
+        if node is None:
+            return reject("not_found", f"no node {body.get('node')!r}", "node")
+        self.nodes[node.id] = evolve(node, draining=True, updated_ms=body["now_ms"])
+        released = []
+        for item in body["items"]:
+            run = self._worker_run(item, node.id)
+            if run is None or run.state is not RunState.PENDING:
+                continue
+            if run.claimed:
+                self.runs[run.run_id] = evolve(run, claimed=False)
+            released.append(run.run_id)
+        return ok(node=node.id, released=released)
+
+    def _apply_expire_runs(self, body: dict[str, Any]) -> Result:
+        """The leader records pending runs that missed their misfire grace as `missed` (the rule
+        is the scheduler's, `stale.expiry`). Fenced by attempt; a run that started, moved or ended
+        meanwhile is left alone, and so is a claimed one (its node may be starting it)."""
+        expired = []
+        for item in body["items"]:
+            run = self.runs.get(str(item.get("run_id")))
+            if run is None or run.state is not RunState.PENDING or run.attempt != item.get("attempt"):
+                continue
+            if run.claimed:
+                continue
+            reason = str(item.get("reason") or "not started within its misfire grace")
+            self._finish(run, RunState.MISSED, body["now_ms"], reason=reason)
+            expired.append(run.run_id)
+        return ok(expired=expired)
 
     def _apply_reassign_runs(self, body: dict[str, Any]) -> Result:
         moved, lost = [], []

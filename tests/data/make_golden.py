@@ -1,7 +1,8 @@
 """Write golden_v1.jsonl: a command log covering every command type, for the replay test.
 
 Run once per command version; never regenerate an existing golden file (old logs must keep
-replaying to the same digest forever). `python tests/data/make_golden.py OUT`.
+replaying to the same digest forever). `python tests/data/make_golden.py OUT`; with `handback`
+after OUT, the log of the commands added later (golden_v1_handback.jsonl).
 """
 
 from __future__ import annotations
@@ -93,7 +94,50 @@ def scenario() -> Driver:
     return d
 
 
+def scenario_handback() -> Driver:
+    """golden_v1_handback.jsonl: the commands added for fast death detection and clean stops
+    (UNCLAIM_RUNS, EXPIRE_RUNS, a SET_NODE down with its reason)."""
+    d = Driver()
+    d.boot()
+    d.add("j", overlap="allow")
+    d.add("k", delivery="at_most_once")
+    d.fire("j", T0 + 1000)
+    d.fire("k", T0 + 1000)
+    d.fire("j", T0 + 2000, node="n3")
+    d.cmd(
+        CommandType.CLAIM_RUNS,
+        node="n2",
+        now_ms=T0 + 600,
+        items=[{"run_id": "k@1800000001000", "attempt": 1}],
+    )
+    d.cmd(
+        CommandType.UNCLAIM_RUNS,
+        node="n2",
+        now_ms=T0 + 700,
+        actor="shutdown",
+        items=[{"run_id": "k@1800000001000", "attempt": 1}, {"run_id": "j@1800000001000", "attempt": 2}],
+    )
+    d.cmd(
+        CommandType.REASSIGN_RUNS,
+        term=1,
+        now_ms=T0 + 800,
+        moves=[{"run_id": "k@1800000001000", "attempt": 1, "node": "n3"}],
+    )
+    d.cmd(CommandType.SET_NODE, term=1, node="n3", up=False, now_ms=T0 + 900, reason="refused connections")
+    d.cmd(
+        CommandType.EXPIRE_RUNS,
+        term=1,
+        now_ms=T0 + 70_000,
+        items=[
+            {"run_id": "j@1800000002000", "attempt": 1, "reason": "not started within its misfire grace"},
+            {"run_id": "j@1800000001000", "attempt": 2, "reason": "wrong attempt: left alone"},
+        ],
+    )
+    d.cmd(CommandType.EXPIRE_RUNS, term=0, now_ms=T0 + 70_000, items=[])  # stale term: rejected
+    return d
+
+
 if __name__ == "__main__":
-    driver = scenario()
+    driver = scenario_handback() if sys.argv[2:] == ["handback"] else scenario()
     Path(sys.argv[1]).write_bytes(b"\n".join(driver.log) + b"\n")
     print(driver.state.digest_hex())

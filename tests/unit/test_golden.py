@@ -53,3 +53,25 @@ def test_a_damaged_entry_is_refused_not_applied_as_another_command() -> None:
         "message": "checksum mismatch: the entry is damaged",
         "field": None,
     }
+
+
+# The commands added for fast death detection and clean stops, in a log of their own (the first
+# log's digest must never change). Cluster-version gated: see commands.GATED_TYPES.
+HANDBACK = ("golden_v1_handback.jsonl", "15:3dd924505afb080b0c944f94f70e7f8a")
+
+
+def test_golden_handback_log_replays_to_its_digest() -> None:
+    state = replay(HANDBACK[0])
+    assert state.digest_hex() == HANDBACK[1]
+    k, j1, j2 = (
+        state.runs[f"{job}@{T}"]
+        for job, T in (("k", 1800000001000), ("j", 1800000001000), ("j", 1800000002000))
+    )
+    assert (k.node, k.attempt, k.state, k.claimed) == ("n3", 2, RunState.PENDING, False)  # handed back: moved
+    assert (j1.node, j1.attempt, j1.state) == ("n2", 1, RunState.PENDING)  # its attempt 2 was fenced off
+    assert state.nodes["n2"].draining
+    assert state.nodes["n3"].down_reason == "refused connections"
+    assert j2.state is RunState.MISSED and j2.reason == "not started within its misfire grace"
+    restored = State()
+    restored.load(state.dump())
+    assert restored.dump() == state.dump()

@@ -17,7 +17,7 @@ from raftsched import scheduler, triggers
 from raftsched.clock import FakeClock
 from raftsched.commands import Command, CommandType, decode, encode
 from raftsched.model import JobSpec, RunState, iso_ms
-from raftsched.records import Run
+from raftsched.records import NodeRecord, Run
 from raftsched.scheduler import Scheduler, SchedulerSettings
 from raftsched.state import State
 
@@ -119,6 +119,7 @@ class Rig:
         self.state = State()
         self.clock = FakeClock(T0)
         self.lookahead_s, self.node_timeout_s = lookahead_s, node_timeout_s
+        self.refusing: set[str] = set()  # nodes whose Raft and HTTP ports refuse connections
         for n in nodes:
             self.cmd(
                 CommandType.REGISTER_NODE,
@@ -139,7 +140,13 @@ class Rig:
         settings = SchedulerSettings(
             node_id=node_id, lookahead_s=self.lookahead_s, node_timeout_s=self.node_timeout_s
         )
-        return Scheduler(settings, self.state, leadership, proposer, self.clock, asyncio.Event()), proposer
+        scheduler = Scheduler(
+            settings, self.state, leadership, proposer, self.clock, asyncio.Event(), probe=self.probe
+        )
+        return scheduler, proposer
+
+    async def probe(self, node: NodeRecord) -> bool:
+        return node.id in self.refusing
 
     def cmd(self, cmd_type: CommandType, **body: Any) -> dict[str, Any]:
         return self.state.apply(encode(cmd_type, body))
@@ -348,8 +355,15 @@ async def _gap(rig: Rig, seconds: float) -> dict[str, Any]:
     await rig.tick()
     rig.proposer.clear()
     await rig.tick(seconds)
-    assert rig.proposer.types() == [FIRE]
-    return rig.proposer.proposed[0].body
+    # The first lookahead's runs never started: past their grace they are recorded missed first.
+    assert [t for t in rig.proposer.types() if t is not CommandType.EXPIRE_RUNS] == [FIRE]
+    return rig.proposer.of(FIRE)[0].body
+
+
+def _missed_ranges(rig: Rig, job_id: str = "j") -> list[Run]:
+    """The job's missed slot records (the planner's), not its fired runs recorded missed later
+    because they never started within their grace (`stale.expiry`)."""
+    return [r for r in rig.records(job_id, RunState.MISSED) if r.attempt == 0]
 
 
 async def test_misfire_fire_once_records_one_missed_range_and_one_catch_up_run() -> None:
@@ -357,14 +371,14 @@ async def test_misfire_fire_once_records_one_missed_range_and_one_catch_up_run()
     rig.add("j", overlap="allow", misfire={"policy": "fire_once", "grace": 5})
     body = await _gap(rig, 25)  # now T+25: slots < T+20 are missed
     assert len(body["skips"]) == 1
-    [missed] = rig.records("j", RunState.MISSED)
+    [missed] = _missed_ranges(rig)
     assert missed.run_id == rid(T0 + 4 * S)
     assert (missed.until_ms, missed.count) == (T0 + 18 * S, 15)  # T+4..T+19 missed, minus the catch-up
     assert "fire_once" in (missed.reason or "")
     assert rig.fired_slots() == slots(1, 3) + slots(19, 28)  # catch-up T+19, then T+20..T+28
     catch_up = rig.runs()[T0 + 19 * S]
     assert catch_up.state is RunState.PENDING and catch_up.due_ms == T0 + 19 * S
-    assert rig.state.stats["j"]["missed"] == 15
+    assert rig.state.stats["j"]["missed"] == 15 + 3  # and T+1..T+3, fired but never started
     assert rig.state.jobs["j"].last_slot_ms == T0 + 28 * S
 
 
@@ -372,7 +386,7 @@ async def test_misfire_fire_all_fires_max_catchup_and_records_the_rest() -> None
     rig = Rig()
     rig.add("j", overlap="allow", misfire={"policy": "fire_all", "grace": 5, "max_catchup": 5})
     await _gap(rig, 25)
-    [missed] = rig.records("j", RunState.MISSED)
+    [missed] = _missed_ranges(rig)
     assert (missed.nominal_ms, missed.until_ms, missed.count) == (T0 + 4 * S, T0 + 14 * S, 11)
     assert "max_catchup=5" in (missed.reason or "")
     assert rig.fired_slots() == slots(1, 3) + slots(15, 28)  # 5 late (T+15..T+19) + in-grace + ahead
@@ -382,7 +396,7 @@ async def test_misfire_skip_only_records_missed() -> None:
     rig = Rig()
     rig.add("j", overlap="allow", misfire={"policy": "skip", "grace": 5})
     await _gap(rig, 25)
-    [missed] = rig.records("j", RunState.MISSED)
+    [missed] = _missed_ranges(rig)
     assert (missed.nominal_ms, missed.until_ms, missed.count) == (T0 + 4 * S, T0 + 19 * S, 16)
     assert rig.fired_slots() == slots(1, 3) + slots(20, 28)
 
@@ -410,7 +424,65 @@ async def test_misfire_policy_holds_over_a_gap_longer_than_the_slot_limit(
         await rig.scheduler.tick()
     late = [s for s in rig.fired_slots() if T0 + 3 * S < s < T0 + 295 * S]
     assert len(late) == catch_ups  # once, however long the gap
-    assert sum(r.count for r in rig.records("j", RunState.MISSED)) == 291 - catch_ups
+    assert sum(r.count for r in _missed_ranges(rig)) == 291 - catch_ups
+
+
+async def test_a_stale_pending_run_no_longer_blocks_a_forbid_job() -> None:
+    """A restart found a run pending past its grace on a node that never started it: recorded
+    missed (the policy fires a newer slot in its place), and the job's slots run again instead of
+    every one being `skipped` as overlapping an 'active' run."""
+    rig = Rig()
+    rig.add("j", misfire={"policy": "fire_once", "grace": 2})  # forbid, every 1 s
+    await rig.tick()
+    stale = rig.state.runs[rid(T0 + S)]
+    assert stale.state is RunState.PENDING
+    for _ in range(20):  # its node never starts it; the leader ticks every 50 ms for 4 s
+        await rig.tick(0.2)
+    run = rig.state.runs[rid(T0 + S)]
+    assert run.state is RunState.MISSED and "fire_once" in (run.reason or "")
+    assert rig.proposer.of(CommandType.EXPIRE_RUNS)[0].body["items"][0]["attempt"] == 1
+    skipped = rig.records("j", RunState.SKIPPED)
+    # Only the slots due before it was past its grace (T+2, T+3) overlapped it.
+    assert [r.nominal_ms for r in skipped] == slots(2, 3)
+    assert rig.state.runs[rid(T0 + 4 * S)].state is RunState.PENDING  # fired in its place
+
+
+@pytest.mark.parametrize(("policy", "expired"), [("skip", True), ("fire_once", False), ("fire_all", False)])
+async def test_a_stale_run_stays_as_the_one_late_run_until_a_newer_slot_is_due(
+    policy: str, expired: bool
+) -> None:
+    rig = Rig()
+    rig.add("j", schedule={"every": 60}, misfire={"policy": policy, "grace": 5})
+    await rig.tick(57)  # T+60 fired ahead
+    await rig.tick(13)  # T+70: past due + grace, next slot T+120 not due yet
+    assert (rig.state.runs[rid(T0 + 60 * S)].state is RunState.MISSED) is expired
+    if not expired:
+        await rig.tick(50.5)  # T+120.5: a newer slot is due, it takes the stale run's place
+        assert rig.state.runs[rid(T0 + 60 * S)].state is RunState.MISSED
+        assert rig.state.runs[rid(T0 + 120 * S)].state is RunState.PENDING
+
+
+async def test_stale_runs_that_are_claimed_started_manual_or_in_grace_are_left_alone() -> None:
+    rig = Rig()
+    rig.add("a", misfire={"grace": 2}, delivery="at_most_once")
+    rig.add("r", misfire={"grace": 2})
+    rig.add("g", misfire={"grace": 30})
+    await rig.tick()
+    claim = rig.state.runs[rid(T0 + S, "a")]
+    rig.cmd(
+        CommandType.CLAIM_RUNS,
+        node=claim.node,
+        now_ms=T0,
+        items=[{"run_id": claim.run_id, "attempt": 1}],
+    )
+    rig.clock.advance(1)
+    rig.start(rid(T0 + S, "r"))
+    await rig.tick(5)
+    assert CommandType.EXPIRE_RUNS not in rig.proposer.types()
+    assert {r.state for r in (rig.state.runs[rid(T0 + S, j)] for j in "arg")} == {
+        RunState.PENDING,
+        RunState.RUNNING,
+    }
 
 
 async def test_missed_record_keeps_the_jobs_next_slot() -> None:
@@ -623,7 +695,99 @@ async def test_a_node_down_is_a_warning_and_back_up_is_routine(caplog: pytest.Lo
         rig.leadership.connected[raft("n2")] = True
         await rig.tick(0.1)
     levels = {r.getMessage(): r.levelno for r in caplog.records if r.getMessage().startswith("node n2 is")}
-    assert levels == {"node n2 is down": logging.WARNING, "node n2 is up": logging.INFO}
+    assert levels == {
+        "node n2 is down (not heard from for 5.1 s)": logging.WARNING,
+        "node n2 is up": logging.INFO,
+    }
+
+
+async def _ticks(rig: Rig, seconds: float, step: float = 0.05) -> float:
+    """Tick every `step` (the real loop's period) for `seconds`, letting probes complete; returns
+    the seconds it took until the first SET_NODE (or `seconds`)."""
+    for k in range(round(seconds / step)):
+        await rig.tick(step)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        if SET_NODE in rig.proposer.types():
+            return (k + 1) * step
+    return seconds
+
+
+async def test_a_node_whose_ports_refuse_connections_is_down_at_once_and_its_runs_move() -> None:
+    """kill -9: the connection drops and both its ports refuse. Down well within a second."""
+    tags = {"n1": {"role": "leader"}, "n2": {"role": "worker"}, "n3": {"role": "worker"}}
+    rig = Rig(tags=tags, node_timeout_s=5)
+    rig.add("j", route={"tags": {"role": "worker"}})  # forbid, every 1 s
+    await rig.tick()
+    victim = rig.runs()[T0 + S].node
+    assert victim in {"n2", "n3"}
+    rig.proposer.clear()
+    rig.leadership.connected[raft(victim)] = False
+    rig.refusing.add(victim)
+    took = await _ticks(rig, 1.0)
+    assert took <= 0.5
+    down = rig.proposer.of(SET_NODE)[0].body
+    assert (down["node"], down["up"], down["reason"]) == (victim, False, "refused connections")
+    assert rig.state.nodes[victim].down_reason == "refused connections"
+    assert REASSIGN in rig.proposer.types()
+    moved = rig.state.runs[rid(T0 + S)]
+    assert moved.node != victim and moved.attempt == 2 and moved.due_ms == T0 + S  # due unchanged
+    # When it is back (connected), it is up again and the reason is gone.
+    rig.refusing.clear()
+    rig.leadership.connected[raft(victim)] = True
+    await rig.tick(0.05)
+    assert rig.state.nodes[victim].up and rig.state.nodes[victim].down_reason is None
+
+
+async def test_a_new_leader_commits_the_dead_old_leader_down_in_its_first_tick() -> None:
+    """Followers gather the evidence while the election runs: the old leader's runs move at once."""
+    rig = Rig(node_timeout_s=5)
+    rig.add("j")
+    await rig.tick()  # n1 leads, fires T+1
+    held = rig.runs()[T0 + S].node
+    rig.leadership.leader = False  # n1 is killed: it leads no more
+    follower, proposer = rig.scheduler_for(
+        "n2", FakeLeadership(leader=False, term=1, connected={raft("n1"): False, raft("n3"): True})
+    )
+    rig.refusing.add("n1")
+    for _ in range(8):  # the election: 0.4 s of follower ticks
+        rig.clock.advance(0.05)
+        await follower.tick()
+        for _ in range(5):
+            await asyncio.sleep(0)
+    assert proposer.proposed == []  # a follower proposes nothing
+    follower.leadership.leader, follower.leadership.current_term = True, 2  # type: ignore[attr-defined]
+    await follower.tick()
+    assert proposer.types()[:2] == [BEGIN, SET_NODE]
+    assert proposer.of(SET_NODE)[0].body == {
+        "term": 2,
+        "node": "n1",
+        "up": False,
+        "now_ms": rig.clock.now_ms(),
+        "reason": "refused connections",
+    }
+    if held == "n1":
+        assert rig.state.runs[rid(T0 + S)].attempt == 2
+
+
+async def test_a_silent_node_whose_ports_accept_keeps_the_timeout() -> None:
+    """SIGSTOP, or a partition that drops packets: the probe proves nothing, node_timeout_s decides."""
+    rig = Rig(node_timeout_s=5)
+    rig.add("j", overlap="allow")
+    await rig.tick()
+    rig.leadership.connected[raft("n2")] = False  # not refusing: its kernel still accepts
+    took = await _ticks(rig, 6.0, step=0.1)
+    assert 4.9 <= took <= 5.3
+    down = rig.proposer.of(SET_NODE)[0].body
+    assert down["node"] == "n2" and down["reason"].startswith("not heard from for 5.")
+
+
+async def test_refused_connections_while_the_raft_connection_is_up_prove_nothing() -> None:
+    rig = Rig(node_timeout_s=5)
+    await rig.tick()
+    rig.refusing.add("n2")  # (a probe is made only once the connection is down)
+    await _ticks(rig, 2.0)
+    assert SET_NODE not in rig.proposer.types() and rig.state.nodes["n2"].up
 
 
 async def test_the_leader_itself_is_never_committed_down() -> None:

@@ -529,6 +529,50 @@ async def test_drain_stops_taking_runs_waits_for_running_ones_then_reports(rig: 
     assert len(rig.executor.started) == 2
 
 
+async def test_hand_back_unclaims_what_this_node_has_not_started_and_then_starts_nothing(rig: Rig) -> None:
+    busy = fire(rig, "busy")
+    later = fire(rig, "later", due_ms=DUE + 2000)
+    once = fire(rig, "once", due_ms=DUE + 2000, delivery="at_most_once")
+    unseen = fire(rig, "unseen", due_ms=DUE + 3000)  # committed, not reconciled here yet
+    await rig.advance(1)
+    assert rig.executor.started_ids() == [busy]
+    await rig.tick()  # `once` is being claimed: the claim is queued
+    assert await rig.worker.flush_reports()
+    assert rig.driver.state.runs[once].claimed
+    fire(rig, "claiming", due_ms=DUE + 2000, delivery="at_most_once")
+    await rig.tick()  # a claim queued, never sent: dropped by the hand-back
+    assert await rig.worker.hand_back(1.0) is True
+    [items] = rig.proposer.of(CommandType.UNCLAIM_RUNS)
+    assert sorted(i["run_id"] for i in items) == sorted([later, once, unseen, rid("claiming", DUE + 2000)])
+    assert rig.driver.state.nodes[NODE].draining
+    assert not rig.driver.state.runs[once].claimed
+    await rig.advance(5)
+    assert rig.executor.started_ids() == [busy]  # nothing handed back starts here
+    assert await rig.worker.flush_reports()
+    assert not any(
+        i["run_id"] == rid("claiming", DUE + 2000) for c in rig.proposer.of(CommandType.CLAIM_RUNS) for i in c
+    )
+    rig.executor.release(busy)
+
+
+async def test_hand_back_without_quorum_gives_up_in_time(rig: Rig) -> None:
+    fire(rig, "j", due_ms=DUE + 2000)
+    rig.proposer.gate = asyncio.Event()  # no commit comes back
+    began = time.monotonic()
+    assert await rig.worker.hand_back(0.2) is None
+    assert 0.15 <= time.monotonic() - began < 1.0
+    assert rig.worker.draining
+
+
+async def test_a_run_past_its_misfire_grace_is_not_started(rig: Rig) -> None:
+    stale = fire(rig, "j", misfire={"policy": "skip", "grace": 1})
+    rig.clock.advance(3)  # the node comes back 3 s after the run's due time
+    await rig.tick()
+    await rig.settle()
+    assert rig.executor.started == []  # the leader records it missed
+    assert rig.run_state(stale) is RunState.PENDING
+
+
 # ---------------------------------------------------------------- outputs: names and retention
 
 
