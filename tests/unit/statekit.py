@@ -27,8 +27,10 @@ class Driver:
         self.state = State()
         self.log: list[bytes] = []
 
-    def cmd(self, t: CommandType, rid: str | None = None, **body: Any) -> dict[str, Any]:
-        data = encode(t, body, rid=rid)
+    def cmd(
+        self, t: CommandType, rid: str | None = None, v: int | None = None, **body: Any
+    ) -> dict[str, Any]:
+        data = encode(t, body, rid=rid, v=v)
         self.log.append(data)
         return self.state.apply(data)
 
@@ -102,3 +104,21 @@ class Driver:
                 }
             ],
         )
+
+
+def upgrade(d: Driver, version: int = 2, term: int = 1, now_ms: int = T0) -> None:
+    """Every node publishes command `version`, then the leader commits it as the cluster's."""
+    for node in list(d.state.nodes):
+        record = d.state.nodes[node]
+        d.cmd(
+            CommandType.REGISTER_NODE,
+            node=node,
+            http=record.http,
+            raft=record.raft,
+            tags=dict(record.tags),
+            capacity=record.capacity,
+            commands=version,
+            now_ms=now_ms,
+        )
+    result = d.cmd(CommandType.SET_CLUSTER_VERSION, term=term, now_ms=now_ms, version=version)
+    assert result["ok"], result
