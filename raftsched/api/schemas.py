@@ -369,6 +369,17 @@ _JOB: Schema = {
         "incarnation": {"type": "integer", "minimum": 0, "readOnly": True},
         "next_fire_at": {**_nullable(TIME), "readOnly": True, "description": "null when paused or done"},
         "last_fire_at": {**_nullable(TIME), "readOnly": True},
+        "last_slot_at": {
+            **_nullable(TIME),
+            "readOnly": True,
+            "description": "the newest slot that fell due by the committed clock: run, pending or recorded",
+        },
+        "next_slot_at": {
+            **_nullable(TIME),
+            "readOnly": True,
+            "description": "the next slot after the committed clock, committed or not; "
+            "null when paused or done",
+        },
         "created_at": {**TIME, "readOnly": True},
         "updated_at": {**TIME, "readOnly": True},
         "updated_by": {"type": "string", "readOnly": True},
