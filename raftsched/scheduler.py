@@ -16,7 +16,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .accounting import unaccounted
 from .clock import Clock
+from .commands import VERSION as COMMAND_VERSION
 from .commands import CommandType, encode
 from .errors import RaftschedError
 from .model import RouteStrategy, RunState
@@ -30,6 +32,9 @@ __all__ = ["Leadership", "Scheduler", "SchedulerSettings"]
 log = logging.getLogger(__name__)
 
 FIRE_CHUNK_MAX_MS = 100  # see `fire_chunk_ms`
+ACCOUNT_PERIOD_MS = 30_000  # every paused job's due slots are recorded at least this often (+ a turn)
+ACCOUNT_CHUNK = 500  # paused jobs looked at per tick
+CLOCK_PERIOD_MS = 1_000  # the leader's clock is committed at least this often
 
 Propose = Callable[[bytes], Awaitable[dict[str, Any]]]
 MAX_FIRES_PER_COMMAND = 2000
@@ -95,6 +100,8 @@ class Scheduler:
         self._successors: dict[str, tuple[int, int, int, int | None]] = {}
         self._density = DueDensity()  # runs this leader assigned per node and due-time bucket
         self._planned_ms = 0  # when this leader last planned fires (`fire_chunk_ms`)
+        self._sweep: list[str] = []  # paused jobs still to account in this turn (`account_paused`)
+        self._next_sweep_ms = 0
 
     async def run(self) -> None:
         while True:
@@ -124,6 +131,10 @@ class Scheduler:
         if self.active_term:
             await self.fire_due()
         if self.active_term:
+            await self.raise_cluster_version()
+        if self.active_term:
+            await self.account_paused()
+        if self.active_term:
             await self.finish_drains()
 
     async def _begin_term(self, term: int) -> bool:
@@ -145,6 +156,7 @@ class Scheduler:
             self._queue_dirty = True  # a new term plans from the replicated state only
             self._last_seen.clear()  # every node gets a full node_timeout_s from the new term
             self._successors.clear()
+            self._sweep, self._next_sweep_ms = [], 0  # a new leader accounts paused jobs at once
             log.info("leading term %d", term, extra={"term": term, "node": s.node_id})
             return True
         log.warning("begin_term %d refused: %s", term, result.get("message"))
@@ -321,6 +333,53 @@ class Scheduler:
             log.warning("%s refused: %s", what, result.get("message"))
             if result.get("code") == "stale_term":
                 self.active_term = 0
+
+    async def raise_cluster_version(self) -> None:
+        """Commit the cluster's command version: the lowest that the members publish, once it is
+        above the committed one (commands.py). Until then no node proposes a newer command."""
+        with self.state.lock:
+            lowest = min((self.state.published.get(n, 1) for n in self.state.nodes), default=1)
+            current = self.state.cluster_version
+        if min(lowest, COMMAND_VERSION) <= current:
+            return
+        version = min(lowest, COMMAND_VERSION)
+        log.warning("raising the cluster's command version from %d to %d", current, version)
+        result = await self.propose(
+            encode(
+                CommandType.SET_CLUSTER_VERSION,
+                {"term": self.active_term, "now_ms": self.clock.now_ms(), "version": version},
+            )
+        )
+        self._check_term(result, "set_cluster_version")
+
+    async def account_paused(self) -> None:
+        """Record paused jobs' due slots (state/paused.py): every paused job at least once per
+        ACCOUNT_PERIOD_MS, ACCOUNT_CHUNK jobs per tick, so that a big table costs the loop a
+        bounded slice per tick. The same command carries this leader's clock, committed at
+        least every CLOCK_PERIOD_MS, so reads of paused ranges are current on an idle cluster."""
+        with self.state.lock:
+            if self.state.cluster_version < 2:
+                return
+            committed_ms = self.state.clock_ms
+        now_ms = self.clock.now_ms()
+        items = [r.item() for job in self._sweep_chunk(now_ms) for r in unaccounted(job, now_ms)]
+        if not items and now_ms - committed_ms < CLOCK_PERIOD_MS:
+            return
+        result = await self.propose(
+            encode(CommandType.ACCOUNT_PAUSED, {"term": self.active_term, "now_ms": now_ms, "items": items})
+        )
+        self._check_term(result, "account_paused")
+
+    def _sweep_chunk(self, now_ms: int) -> list[JobRecord]:
+        """The next ACCOUNT_CHUNK paused jobs of this turn (a turn starts every ACCOUNT_PERIOD_MS)."""
+        with self.state.lock:
+            jobs = self.state.jobs
+            if not self._sweep and now_ms >= self._next_sweep_ms:
+                self._sweep = [job_id for job_id, job in jobs.items() if job.spec.paused]
+                self._sweep.reverse()  # popped from the end: oldest jobs first
+                self._next_sweep_ms = now_ms + ACCOUNT_PERIOD_MS
+            chunk = [self._sweep.pop() for _ in range(min(ACCOUNT_CHUNK, len(self._sweep)))]
+            return [job for job_id in chunk if (job := jobs.get(job_id)) is not None and job.spec.paused]
 
     async def watch_nodes(self) -> None:
         """Commit nodes down after `node_timeout_s` of silence (up when back); move their runs."""
