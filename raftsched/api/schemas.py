@@ -491,6 +491,11 @@ _NODE: Schema = {
         "removed": {"type": "boolean", "description": "already drained and removed (DELETE only)"},
         "voter": {"type": "boolean"},
         "version": {"type": "string"},
+        "commands": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the highest command version it applies",
+        },
         "leader": {"type": "boolean"},
         "clock_offset_ms": {"type": ["integer", "null"], "description": "its clock minus the cluster's"},
         "clock_ok": {"type": "boolean", "description": "false: its clock is off, it takes no new runs"},
@@ -507,6 +512,11 @@ _MEMBER: Schema = {
         "tags": {"type": "object", "additionalProperties": {"type": "string"}},
         "alive": {"type": "boolean"},
         "connected": {"type": "boolean"},
+        "commands": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the highest command version it applies",
+        },
     },
 }
 
@@ -537,6 +547,17 @@ _STATUS: Schema = {
         "compactions": {**COUNT, "description": "snapshots this node started at its turns"},
         "compaction_turn": {**COUNT, "description": "the log index of its last turn by entries (0: none)"},
         "digest": {"type": "string"},
+        "commands": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the highest command version this node applies",
+        },
+        "cluster_version": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the committed command version: the lowest the members publish; "
+            "no node proposes above it",
+        },
         "members": {"type": "array", "items": ref("Member")},
     },
 }
