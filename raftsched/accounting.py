@@ -59,12 +59,12 @@ class SlotRange:
 
 def unaccounted(job: JobRecord, until_ms: int, *, walk: int = MAX_WALK) -> list[SlotRange]:
     """The job's slots after its position up to `until_ms`, as ranges the state accepts in this
-    order: a paused job's range is cut at `paused_ms` (missed before, skipped after). A cron
+    order: a paused job's range is cut before `paused_ms` (missed before, skipped from it). A cron
     range longer than `walk` slots ends early; the next call goes on from there."""
     after = position(job)
     bounds = [until_ms]
-    if job.spec.paused and job.paused_ms is not None and after < job.paused_ms < until_ms:
-        bounds.insert(0, job.paused_ms)
+    if job.spec.paused and job.paused_ms is not None and after < job.paused_ms - 1 < until_ms:
+        bounds.insert(0, job.paused_ms - 1)
     out = []
     for bound in bounds:
         found = triggers.slot_range(job.spec.schedule, after, bound, created_ms=job.created_ms, limit=walk)

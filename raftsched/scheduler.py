@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 FIRE_CHUNK_MAX_MS = 100  # see `fire_chunk_ms`
 ACCOUNT_PERIOD_MS = 30_000  # every paused job's due slots are recorded at least this often (+ a turn)
 ACCOUNT_CHUNK = 500  # paused jobs looked at per tick
+ACCOUNT_WALK_BUDGET = 1_000  # cron / `at` slots walked per tick (`_paused_items`)
 CLOCK_PERIOD_MS = 1_000  # the leader's clock is committed at least this often
 
 Propose = Callable[[bytes], Awaitable[dict[str, Any]]]
@@ -362,13 +363,30 @@ class Scheduler:
                 return
             committed_ms = self.state.clock_ms
         now_ms = self.clock.now_ms()
-        items = [r.item() for job in self._sweep_chunk(now_ms) for r in unaccounted(job, now_ms)]
+        items = self._paused_items(self._sweep_chunk(now_ms), now_ms)
         if not items and now_ms - committed_ms < CLOCK_PERIOD_MS:
             return
         result = await self.propose(
             encode(CommandType.ACCOUNT_PAUSED, {"term": self.active_term, "now_ms": now_ms, "items": items})
         )
         self._check_term(result, "account_paused")
+
+    def _paused_items(self, jobs: list[JobRecord], now_ms: int) -> list[dict[str, Any]]:
+        """The jobs' due paused slots as items. `every` ranges are counted by arithmetic; cron
+        and `at` slots are walked one by one (~15 us each), at most ACCOUNT_WALK_BUDGET per tick:
+        the jobs past the budget go back to this turn's sweep, and a range longer than what is
+        left is recorded in part, the rest at the next turn."""
+        items: list[dict[str, Any]] = []
+        budget = ACCOUNT_WALK_BUDGET
+        for index, job in enumerate(jobs):
+            if budget <= 0:
+                self._sweep.extend(j.spec.id for j in reversed(jobs[index:]))
+                break
+            ranges = unaccounted(job, now_ms, walk=budget)
+            if job.spec.schedule.every_s is None:
+                budget -= 1 + sum(r.count for r in ranges)
+            items.extend(r.item() for r in ranges)
+        return items
 
     def _sweep_chunk(self, now_ms: int) -> list[JobRecord]:
         """The next ACCOUNT_CHUNK paused jobs of this turn (a turn starts every ACCOUNT_PERIOD_MS)."""

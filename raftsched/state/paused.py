@@ -3,7 +3,7 @@
 A job's *position* is its `last_slot_ms` (`created_ms - 1` before its first slot): every slot of
 the job up to its position has a run or a record, and no slot after it has either. While the job
 is enabled, the leader fires and records slots from its position on. While it is paused, the
-slots after its position form its *paused range*: those up to `paused_ms` (due before the pause
+slots after its position form its *paused range*: those before `paused_ms` (due before the pause
 took effect, and never fired) are `missed`, the later ones `skipped` ("job paused").
 
 The range is recorded without a slot being lost or counted twice:
@@ -52,9 +52,9 @@ def classify(job: JobRecord, from_ms: int, until_ms: int) -> tuple[RunState, str
     the moment the job was paused, and must be two ranges)."""
     if not job.spec.paused:
         return RunState.MISSED, UNFIRED_BEFORE_EDIT
-    if job.paused_ms is None or from_ms > job.paused_ms:
-        return RunState.SKIPPED, PAUSED
-    if until_ms <= job.paused_ms:
+    if job.paused_ms is None or from_ms >= job.paused_ms:
+        return RunState.SKIPPED, PAUSED  # a slot at the pause's instant is paused too
+    if until_ms < job.paused_ms:
         return RunState.MISSED, UNFIRED_BEFORE_PAUSE
     return None
 

@@ -167,7 +167,10 @@ def scenario_v2() -> Driver:
         now_ms=T0 + 16_000,
         mode="put",
         next_nominal_ms=T0 + 20_000,
-        accounted=[{**ranged, "from_ms": T0 + 10_000, "until_ms": T0 + 15_000, "count": 2}],
+        accounted=[
+            {**ranged, "from_ms": T0 + 5000, "until_ms": T0 + 5000, "count": 1},  # before the pause
+            {**ranged, "after_ms": T0 + 5000, "from_ms": T0 + 10_000, "until_ms": T0 + 15_000, "count": 2},
+        ],
     )
     d.cmd(CommandType.PAUSE_JOB, job_id="p", now_ms=T0 + 9100)
     gone = {"job_id": "p", "incarnation": 1, "version": 4}

@@ -228,3 +228,16 @@ def test_an_edit_that_keeps_the_schedule_records_nothing_and_the_leader_fires_on
     put = {"spec": spec, "now_ms": T0 + 3200, "mode": "put", "next_nominal_ms": T0 + 2000, "accounted": []}
     assert d.state.apply(encode(CommandType.PUT_JOB, put, v=2))["ok"]
     assert position(d.state.jobs["j"]) == T0 + S  # T0+2s and T0+3s are still the leader's to fire
+
+
+def test_a_slot_at_the_instant_of_the_pause_is_paused_not_missed() -> None:
+    """A job created paused at a whole second has a cron slot at that instant: it was never due
+    while the job was enabled."""
+    d = Driver()
+    d.boot()
+    upgrade(d)
+    d.add("j", paused=True, schedule={"cron": "* * * * * *"})
+    items = paused_items(d.state.jobs["j"], T0 + 3000)
+    assert [(i["from_ms"], i["count"]) for i in items] == [(T0, 4)]
+    assert account(d, T0 + 3000, items)["accounted"] == 1
+    assert d.state.runs[f"j@{T0}"].state is RunState.SKIPPED
