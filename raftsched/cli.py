@@ -523,6 +523,8 @@ _READ_ONLY = (
     "version",
     "next_fire_at",
     "last_fire_at",
+    "next_slot_at",
+    "last_slot_at",
     "created_at",
     "updated_at",
     "stats",

@@ -13,6 +13,7 @@ log in tests/data guards this); `upcast` turns an older body into the current on
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,7 +22,6 @@ from typing import Any
 import orjson
 
 __all__ = [
-    "GATED_TYPES",
     "VERSION",
     "Command",
     "CommandType",
@@ -29,9 +29,11 @@ __all__ = [
     "checked_payload",
     "decode",
     "encode",
+    "envelope_version",
+    "usable_version",
 ]
 
-VERSION = 1
+VERSION = 2
 
 
 class CommandType(StrEnum):
@@ -63,9 +65,11 @@ class CommandType(StrEnum):
     # is present (true) only when the node kept less than the whole output: older items lack it.
     FINISH_RUNS = "finish_runs"
     NOOP = "noop"  # anyone: {now_ms}; a barrier for consistent reads
-    # Newer than the first release: propose these only once every member applies them (the
-    # cluster command version gate). An older node rejects an unknown type as a bad command while
-    # newer nodes apply it, so a mixed cluster would diverge.
+    # leader: {term, now_ms, version}; raises the cluster's version to what every member publishes
+    SET_CLUSTER_VERSION = "set_cluster_version"
+    # leader: {term, now_ms, items: [{job_id, incarnation, after_ms, from_ms, until_ms, count}]}:
+    # a paused job's due slots recorded; also the leader's committed clock when nothing else commits
+    ACCOUNT_PAUSED = "account_paused"
     # node: {node, now_ms, actor, items: [{run_id, attempt}]}; a stopping node hands back the runs
     # it has not started and will not start (and stops taking runs, as DRAIN_NODE does)
     UNCLAIM_RUNS = "unclaim_runs"
@@ -74,9 +78,27 @@ class CommandType(StrEnum):
     EXPIRE_RUNS = "expire_runs"
 
 
-# The command types added after the first release (see the note above): gate them on the
-# cluster's command version.
-GATED_TYPES = frozenset({CommandType.UNCLAIM_RUNS, CommandType.EXPIRE_RUNS})
+# (first, current) version of each command type that is not (1, 1). A type or form newer than the
+# cluster's committed version is never proposed (`usable_version`): an older node would reject or
+# misread it while newer nodes apply it, and a mixed cluster would diverge.
+_VERSIONS: dict[CommandType, tuple[int, int]] = {
+    CommandType.PUT_JOB: (1, 2),
+    CommandType.RESUME_JOB: (1, 2),
+    CommandType.DELETE_JOB: (1, 2),
+    CommandType.TRIGGER_JOB: (1, 2),
+    CommandType.SET_CLUSTER_VERSION: (2, 2),
+    CommandType.ACCOUNT_PAUSED: (2, 2),
+    CommandType.UNCLAIM_RUNS: (2, 2),
+    CommandType.EXPIRE_RUNS: (2, 2),
+}
+_HEAD = re.compile(rb'\{"v":(\d{1,9}),')
+# Body fields that only a later version carries: an older body never has them (upcast drops them).
+_ADDED = {
+    (CommandType.PUT_JOB, 2): "accounted",
+    (CommandType.RESUME_JOB, 2): "accounted",
+    (CommandType.DELETE_JOB, 2): "accounted",
+    (CommandType.TRIGGER_JOB, 2): "nodes",  # one node per run, for broadcast and shards
+}
 
 
 class DecodeError(ValueError):
@@ -88,13 +110,36 @@ class Command:
     type: CommandType
     body: dict[str, Any]
     rid: str | None = None
-    v: int = VERSION
+    v: int = 1  # the version the command was written in (its body is upcast to the current form)
 
 
-def encode(cmd_type: CommandType, body: dict[str, Any], rid: str | None = None) -> bytes:
-    """The envelope, behind an 8-hex-digit CRC-32 of it: `c0ffee12{"v":1,...}`."""
-    payload = orjson.dumps({"v": VERSION, "t": cmd_type.value, "rid": rid, "body": body})
+def encode(
+    cmd_type: CommandType, body: dict[str, Any], rid: str | None = None, *, v: int | None = None
+) -> bytes:
+    """The envelope, behind an 8-hex-digit CRC-32 of it: `c0ffee12{"v":1,...}`. `v` defaults to
+    the command's first version: a later form is written only by a proposer that asked for it
+    (`usable_version`: the newest the cluster's version covers)."""
+    first, current = _VERSIONS.get(cmd_type, (1, 1))
+    version = first if v is None else v
+    if not first <= version <= current:
+        raise ValueError(f"{cmd_type.value} has no version {version}")
+    payload = orjson.dumps({"v": version, "t": cmd_type.value, "rid": rid, "body": body})
     return b"%08x" % zlib.crc32(payload) + payload
+
+
+def usable_version(cmd_type: CommandType, cluster_version: int) -> int | None:
+    """The newest version of `cmd_type` that `cluster_version` covers (None: no version is)."""
+    first, current = _VERSIONS.get(cmd_type, (1, 1))
+    version = min(current, cluster_version)
+    return version if version >= first else None
+
+
+def envelope_version(data: bytes) -> int:
+    """The `v` of an encoded command, read from its first bytes (`encode` writes it first), so
+    that a proposer checks it without parsing the body; a command in another shape is decoded
+    whole. DecodeError for what is not a command."""
+    match = _HEAD.match(data, 0 if data[:1] == b"{" else 8)
+    return int(match.group(1)) if match else decode(data).v
 
 
 def checked_payload(data: bytes) -> bytes:
@@ -123,18 +168,22 @@ def decode(data: bytes) -> Command:
     if not isinstance(raw, dict):
         raise DecodeError("envelope is not an object")
     version, name, body, rid = raw.get("v"), raw.get("t"), raw.get("body"), raw.get("rid")
-    if not isinstance(version, int) or not 1 <= version <= VERSION:
-        raise DecodeError(f"unsupported command version {version!r}")
     try:
         cmd_type = CommandType(str(name))
     except ValueError:
         raise DecodeError(f"unknown command type {name!r}") from None
+    first, current = _VERSIONS.get(cmd_type, (1, 1))
+    if not isinstance(version, int) or isinstance(version, bool) or not first <= version <= current:
+        raise DecodeError(f"unsupported command version {version!r}")
     if not isinstance(body, dict) or (rid is not None and not isinstance(rid, str)):
         raise DecodeError("malformed envelope")
-    return Command(type=cmd_type, body=upcast(version, cmd_type, body), rid=rid, v=VERSION)
+    return Command(type=cmd_type, body=upcast(version, cmd_type, body), rid=rid, v=version)
 
 
 def upcast(version: int, cmd_type: CommandType, body: dict[str, Any]) -> dict[str, Any]:
-    """Bring an older body to the current version (version 1 is current: nothing to do)."""
-    del version, cmd_type
+    """Bring an older body to the current form. A body of an older version keeps its meaning:
+    a field that only a later version carries is dropped (no such body was ever written)."""
+    for (added_to, since), name in _ADDED.items():
+        if added_to is cmd_type and version < since and name in body:
+            body = {k: v for k, v in body.items() if k != name}
     return body

@@ -56,6 +56,8 @@ READ_ONLY_JOB_FIELDS = frozenset(
         "version",
         "next_fire_at",
         "last_fire_at",
+        "next_slot_at",
+        "last_slot_at",
         "created_at",
         "updated_at",
         "stats",

@@ -31,6 +31,7 @@ from .api.connections import ConnectionGuard, ConnectionLimits
 from .api.outputs import OUTPUT_DIR
 from .clock import Clock, SystemClock
 from .clockwatch import ClockWatch, ClockWatchSettings
+from .commands import VERSION as COMMAND_VERSION
 from .commands import Command, CommandType, encode
 from .config import ClusterConfig, NodeConfig, is_loopback_host
 from .deathwatch import refuses_connections
@@ -308,20 +309,30 @@ class Node:
                 await self.raft.transfer_leadership(timeout_s=3.0)
 
     async def _register_loop(self) -> None:
-        """Keep this node's record (address, tags, capacity, version, policy) current in the state."""
+        """Keep this node's record (address, tags, capacity, version, the highest command version
+        it applies, its policy) current in the state."""
         n = self.node
         policy = published_policy(self.policy)
         while True:
             with self.state.lock:
                 record = self.state.nodes.get(n.id)
                 removed = n.id in self.state.removed and record is None
+                published = self.state.published.get(n.id, 1)
             if removed:
                 log.info("node %s was removed from the cluster: stopping", n.id, extra={"node": n.id})
                 self.stopping.set()
                 return
-            wanted = (n.http_url, n.raft_addr, n.tags, n.capacity, __version__, policy)
+            wanted = (n.http_url, n.raft_addr, n.tags, n.capacity, __version__, COMMAND_VERSION, policy)
             have = (
-                (record.http, record.raft, record.tags, record.capacity, record.version, record.policy)
+                (
+                    record.http,
+                    record.raft,
+                    record.tags,
+                    record.capacity,
+                    record.version,
+                    published,
+                    record.policy,
+                )
                 if record
                 else None
             )
@@ -340,6 +351,7 @@ class Node:
                                 "tags": n.tags,
                                 "capacity": n.capacity,
                                 "version": __version__,
+                                "commands": COMMAND_VERSION,
                                 "now_ms": self.clock.now_ms(),
                                 "policy": policy.to_dict(),
                             },

@@ -47,9 +47,10 @@ from pysyncobj.journal import FileJournal, createJournal
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.syncobj import _RAFT_STATE
 
+from .commands import CommandType, DecodeError, decode, envelope_version
 from .compaction import BACKSTOP, CompactionTurns
 from .config import DEFAULT_MAX_RAFT_FRAME_BYTES
-from .errors import Indeterminate, NoLeader
+from .errors import Indeterminate, NoLeader, Unavailable
 from .executors._reaper import set_parent_death_signal
 from .journalcheck import check_data_dir
 from .logmatch import assemble_transmission, fence_commit_index, of_an_older_term, trim_append_entries
@@ -410,8 +411,11 @@ class Replicator:
         """Commit `data` and return the state's result (a rejection is a result, not an error).
 
         Raises NoLeader when the command surely did not apply within `timeout_s`, and
-        Indeterminate when it may have.
+        Indeterminate when it may have; Unavailable, at once, for a command of a version the
+        cluster's committed version does not cover (commands.py: an older member could not
+        apply it; the state would refuse it anyway).
         """
+        self._check_version(data)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         uncertain, delay, last_reason = False, 0.02, "no leader"
@@ -436,6 +440,17 @@ class Replicator:
         if uncertain:
             raise Indeterminate(f"the outcome is unknown ({last_reason}); retry with the same request id")
         raise NoLeader(f"not applied: {last_reason}")
+
+    def _check_version(self, data: bytes) -> None:
+        try:
+            version = envelope_version(data)
+        except DecodeError:
+            return  # the state refuses it as it refuses every malformed entry
+        covered = self.state.cluster_version
+        if version > covered and decode(data).type is not CommandType.SET_CLUSTER_VERSION:
+            raise Unavailable(
+                f"command version {version} is above the cluster's version {covered}: not applied"
+            )
 
     async def change_membership(self, kind: str, addr: str, *, timeout_s: float = 10.0) -> None:
         """Add (`kind="add"`) or remove (`"remove"`) a voter; returns once the change is committed.

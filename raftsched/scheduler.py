@@ -16,8 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .accounting import unaccounted
 from .clock import Clock
-from .commands import CommandType, encode
+from .commands import VERSION as COMMAND_VERSION
+from .commands import CommandType, encode, usable_version
 from .deathwatch import DeathWatch, Probe
 from .errors import RaftschedError
 from .model import RouteStrategy, RunState
@@ -32,6 +34,10 @@ __all__ = ["Leadership", "Scheduler", "SchedulerSettings"]
 log = logging.getLogger(__name__)
 
 FIRE_CHUNK_MAX_MS = 100  # see `fire_chunk_ms`
+ACCOUNT_PERIOD_MS = 30_000  # every paused job's due slots are recorded at least this often (+ a turn)
+ACCOUNT_CHUNK = 500  # paused jobs looked at per tick
+ACCOUNT_WALK_BUDGET = 1_000  # cron / `at` slots walked per tick (`_paused_items`)
+CLOCK_PERIOD_MS = 1_000  # the leader's clock is committed at least this often
 
 Propose = Callable[[bytes], Awaitable[dict[str, Any]]]
 MAX_FIRES_PER_COMMAND = 2000
@@ -103,6 +109,8 @@ class Scheduler:
         self._successors: dict[str, tuple[int, int, int, int | None]] = {}
         self._density = DueDensity()  # runs this leader assigned per node and due-time bucket
         self._planned_ms = 0  # when this leader last planned fires (`fire_chunk_ms`)
+        self._sweep: list[str] = []  # paused jobs still to account in this turn (`account_paused`)
+        self._next_sweep_ms = 0
 
     async def run(self) -> None:
         while True:
@@ -136,6 +144,10 @@ class Scheduler:
         if self.active_term:
             await self.fire_due()
         if self.active_term:
+            await self.raise_cluster_version()
+        if self.active_term:
+            await self.account_paused()
+        if self.active_term:
             await self.finish_drains()
 
     async def _begin_term(self, term: int) -> bool:
@@ -158,6 +170,7 @@ class Scheduler:
             self._last_seen.clear()  # every node gets a full node_timeout_s from the new term
             self._stale_at = 0.0
             self._successors.clear()
+            self._sweep, self._next_sweep_ms = [], 0  # a new leader accounts paused jobs at once
             log.info("leading term %d", term, extra={"term": term, "node": s.node_id})
             return True
         log.warning("begin_term %d refused: %s", term, result.get("message"))
@@ -335,6 +348,70 @@ class Scheduler:
             if result.get("code") == "stale_term":
                 self.active_term = 0
 
+    async def raise_cluster_version(self) -> None:
+        """Commit the cluster's command version: the lowest that the members publish, once it is
+        above the committed one (commands.py). Until then no node proposes a newer command."""
+        with self.state.lock:
+            lowest = min((self.state.published.get(n, 1) for n in self.state.nodes), default=1)
+            current = self.state.cluster_version
+        if min(lowest, COMMAND_VERSION) <= current:
+            return
+        version = min(lowest, COMMAND_VERSION)
+        log.warning("raising the cluster's command version from %d to %d", current, version)
+        result = await self.propose(
+            encode(
+                CommandType.SET_CLUSTER_VERSION,
+                {"term": self.active_term, "now_ms": self.clock.now_ms(), "version": version},
+            )
+        )
+        self._check_term(result, "set_cluster_version")
+
+    async def account_paused(self) -> None:
+        """Record paused jobs' due slots (state/paused.py): every paused job at least once per
+        ACCOUNT_PERIOD_MS, ACCOUNT_CHUNK jobs per tick, so that a big table costs the loop a
+        bounded slice per tick. The same command carries this leader's clock, committed at
+        least every CLOCK_PERIOD_MS, so reads of paused ranges are current on an idle cluster."""
+        with self.state.lock:
+            if self.state.cluster_version < 2:
+                return
+            committed_ms = self.state.clock_ms
+        now_ms = self.clock.now_ms()
+        items = self._paused_items(self._sweep_chunk(now_ms), now_ms)
+        if not items and now_ms - committed_ms < CLOCK_PERIOD_MS:
+            return
+        result = await self.propose(
+            encode(CommandType.ACCOUNT_PAUSED, {"term": self.active_term, "now_ms": now_ms, "items": items})
+        )
+        self._check_term(result, "account_paused")
+
+    def _paused_items(self, jobs: list[JobRecord], now_ms: int) -> list[dict[str, Any]]:
+        """The jobs' due paused slots as items. `every` ranges are counted by arithmetic; cron
+        and `at` slots are walked one by one (~15 us each), at most ACCOUNT_WALK_BUDGET per tick:
+        the jobs past the budget go back to this turn's sweep, and a range longer than what is
+        left is recorded in part, the rest at the next turn."""
+        items: list[dict[str, Any]] = []
+        budget = ACCOUNT_WALK_BUDGET
+        for index, job in enumerate(jobs):
+            if budget <= 0:
+                self._sweep.extend(j.spec.id for j in reversed(jobs[index:]))
+                break
+            ranges = unaccounted(job, now_ms, walk=budget)
+            if job.spec.schedule is not None and job.spec.schedule.every_s is None:
+                budget -= 1 + sum(r.count for r in ranges)
+            items.extend(r.item() for r in ranges)
+        return items
+
+    def _sweep_chunk(self, now_ms: int) -> list[JobRecord]:
+        """The next ACCOUNT_CHUNK paused jobs of this turn (a turn starts every ACCOUNT_PERIOD_MS)."""
+        with self.state.lock:
+            jobs = self.state.jobs
+            if not self._sweep and now_ms >= self._next_sweep_ms:
+                self._sweep = [job_id for job_id, job in jobs.items() if job.spec.paused]
+                self._sweep.reverse()  # popped from the end: oldest jobs first
+                self._next_sweep_ms = now_ms + ACCOUNT_PERIOD_MS
+            chunk = [self._sweep.pop() for _ in range(min(ACCOUNT_CHUNK, len(self._sweep)))]
+            return [job for job_id in chunk if (job := jobs.get(job_id)) is not None and job.spec.paused]
+
     async def watch_nodes(self) -> None:
         """Commit nodes down (up when back) and move their runs. Down: after `node_timeout_s` of
         silence, or at once when certainly dead (its connections refused: `deathwatch`)."""
@@ -405,6 +482,8 @@ class Scheduler:
         now_ms = self.clock.now_ms()
         items: list[dict[str, Any]] = []
         with self.state.lock:
+            if usable_version(CommandType.EXPIRE_RUNS, self.state.cluster_version) is None:
+                return  # a member does not apply it yet: stale runs wait for the upgrade
             jobs, runs = self.state.jobs, self.state.runs
             for ids in self.state.node_active.values():
                 for rid in ids:

@@ -38,7 +38,7 @@ from .errors import ValidationError
 from .ids import stable_hash
 from .model import MAX_TIME_MS, Schedule
 
-__all__ = ["check_schedule", "first_slot_ms", "jitter_ms", "next_fire_ms", "slots_between"]
+__all__ = ["check_schedule", "first_slot_ms", "jitter_ms", "next_fire_ms", "slot_range", "slots_between"]
 
 _ALIASES = frozenset({"@hourly", "@daily", "@weekly", "@monthly", "@yearly"})
 _FIELD_RE = re.compile(r"\S+", re.ASCII)  # how croniter splits fields
@@ -124,6 +124,22 @@ def slots_between(
     return slots
 
 
+def slot_range(
+    schedule: Schedule, after_ms: int, until_ms: int, *, created_ms: int, limit: int
+) -> tuple[int, int, int] | None:
+    """(first, last, count) of the slots in (after_ms, until_ms]; None when there is none.
+
+    `every` is counted by arithmetic, however many slots there are; the other kinds are walked
+    slot by slot, the earliest `limit` of them (then `last` is the last one walked, and the
+    rest follows from there)."""
+    if schedule.every_s is not None:
+        start = schedule.start_at_ms if schedule.start_at_ms is not None else created_ms
+        end = min(MAX_TIME_MS, until_ms if schedule.end_at_ms is None else min(until_ms, schedule.end_at_ms))
+        return _every_range(schedule.every_s, start, after_ms, end)
+    slots = slots_between(schedule, after_ms, until_ms, created_ms=created_ms, limit=limit)
+    return (slots[0], slots[-1], len(slots)) if slots else None
+
+
 def jitter_ms(job_id: str, nominal_ms: int, jitter_s: float) -> int:
     """A delay in [0, jitter_s * 1000] ms that every node derives alike from the job and the slot."""
     if not (math.isfinite(jitter_s) and jitter_s > 0):
@@ -151,8 +167,30 @@ def _next_slot(schedule: Schedule, after_ms: int, created_ms: int) -> int | None
 def _every_next_ms(every_s: float, start_ms: int, after_ms: int) -> int:
     """Slot k is start + floor(k*num/den + 1/2); take the least k >= 1 whose slot is > after_ms."""
     num, den = _period_ms(every_s, "schedule.every")
-    k = max(1, -(-den * (2 * (after_ms - start_ms) + 1) // (2 * num)))
+    return _every_slot(num, den, start_ms, _every_k(num, den, start_ms, after_ms))
+
+
+def _every_k(num: int, den: int, start_ms: int, after_ms: int) -> int:
+    """The least k >= 1 whose slot is > after_ms."""
+    return max(1, -(-den * (2 * (after_ms - start_ms) + 1) // (2 * num)))
+
+
+def _every_slot(num: int, den: int, start_ms: int, k: int) -> int:
     return start_ms + (2 * k * num + den) // (2 * den)
+
+
+def _every_range(every_s: float, start_ms: int, after_ms: int, until_ms: int) -> tuple[int, int, int] | None:
+    """`slot_range` of an `every` schedule (`until_ms` already bounded by its end): the k of the
+    first slot after each bound."""
+    num, den = _period_ms(every_s, "schedule.every")
+    first_k, past_k = _every_k(num, den, start_ms, after_ms), _every_k(num, den, start_ms, until_ms)
+    if past_k <= first_k:
+        return None
+    return (
+        _every_slot(num, den, start_ms, first_k),
+        _every_slot(num, den, start_ms, past_k - 1),
+        past_k - first_k,
+    )
 
 
 def _period_ms(every_s: float, field: str) -> tuple[int, int]:

@@ -41,7 +41,7 @@ from typing import Any
 
 from .attempts import AttemptJournal
 from .clock import Clock
-from .commands import Command, CommandType, encode
+from .commands import Command, CommandType, encode, usable_version
 from .errors import RaftschedError
 from .executors import ExecResult, Executor, GroupLedger, OutputSink, RunContext
 from .executors.base import OPENED_SINKS, failed
@@ -692,6 +692,9 @@ class Worker:
         lock is taken so that no claim is in flight: a claim committed after the hand-back would
         claim the run again, and an `at_most_once` run would be `lost` instead of moved."""
         self.draining = True
+        with self.state.lock:
+            if usable_version(CommandType.UNCLAIM_RUNS, self.state.cluster_version) is None:
+                return False  # a member does not apply it yet: the caller drains instead
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
@@ -774,6 +777,8 @@ _NO_RUNS = frozenset(
         CommandType.REMOVE_NODE,
         CommandType.RESTORE_JOBS,  # creates jobs, not runs
         CommandType.NOOP,
+        CommandType.SET_CLUSTER_VERSION,
+        CommandType.ACCOUNT_PAUSED,  # records of slots that never ran: nothing for a worker
     }
 )
 _RUN_ITEMS = {

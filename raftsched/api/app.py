@@ -81,11 +81,44 @@ class Services:
         return None
 
     async def write(
-        self, request: web.Request, cmd_type: CommandType, body: dict[str, Any], *, part: str = ""
+        self,
+        request: web.Request,
+        cmd_type: CommandType,
+        body: dict[str, Any],
+        *,
+        part: str = "",
+        v: int | None = None,
     ) -> dict[str, Any]:
         """Propose a write; raise the matching error for a rejection. Idempotent by key.
 
-        `part` tells apart the several commands one request may propose (a restore)."""
+        `part` tells apart the several commands one request may propose (a restore); `v` is the
+        command's version (default: its first)."""
+        return _raise_rejection(await self._propose(request, cmd_type, body, part, v), cmd_type, part)
+
+    async def write_fresh(
+        self,
+        request: web.Request,
+        cmd_type: CommandType,
+        build: Callable[[], tuple[dict[str, Any], int | None]],
+        *,
+        attempts: int = 3,
+    ) -> dict[str, Any]:
+        """`write` of the body (and version) `build` makes from this node's view of the state.
+        The state refuses a body built from a view that a later entry overtook (`unavailable`:
+        a fire or the leader's accounting moved the job on; nothing applied, nothing kept for
+        the request id): then this node reads again, after a barrier, and builds again."""
+        for attempt in range(attempts):
+            if attempt:
+                await self.raft.propose(encode(CommandType.NOOP, {"now_ms": self.clock.now_ms()}))
+            body, v = build()
+            result = await self._propose(request, cmd_type, body, "", v)
+            if result.get("code") != "unavailable":
+                break
+        return _raise_rejection(result, cmd_type, "")
+
+    async def _propose(
+        self, request: web.Request, cmd_type: CommandType, body: dict[str, Any], part: str, v: int | None
+    ) -> dict[str, Any]:
         key = request.headers.get("Idempotency-Key")
         fingerprint = await _fingerprint(request)
         rid = f"{IDEMPOTENCY_PREFIX}{key}{part}" if key else f"req:{uuid.uuid4().hex}"
@@ -95,12 +128,7 @@ class Services:
             "fp": fingerprint,
             "actor": body.get("actor", _actor(request)),
         }
-        result = await self.raft.propose(encode(cmd_type, body, rid=rid))
-        if not result.get("ok"):
-            raise rejection(result)
-        if result.get("duplicate") and not part and cmd_type in REPLAYED_COMMANDS:
-            raise Replayed(result)
-        return result
+        return await self.raft.propose(encode(cmd_type, body, rid=rid, v=v))
 
     async def replay(self, request: web.Request) -> dict[str, Any] | None:
         """The stored result of the first write with this request's `Idempotency-Key`, if this node
@@ -120,6 +148,16 @@ class Services:
         if not result.get("ok"):
             raise rejection(result)
         return result
+
+
+def _raise_rejection(result: dict[str, Any], cmd_type: CommandType, part: str) -> dict[str, Any]:
+    """The result of a write, or the error a refusal maps to; a replayed first write of a command
+    the API renders as a replay (`Replayed`) leaves through the replay path."""
+    if not result.get("ok"):
+        raise rejection(result)
+    if result.get("duplicate") and not part and cmd_type in REPLAYED_COMMANDS:
+        raise Replayed(result)
+    return result
 
 
 IDEMPOTENCY_PREFIX = "idem:"

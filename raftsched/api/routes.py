@@ -10,16 +10,19 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .. import eligibility, triggers
-from ..commands import CommandType
+from ..accounting import edit_items, paused_items
+from ..commands import VERSION as COMMAND_VERSION
+from ..commands import CommandType, usable_version
 from ..errors import NoEligibleNode, NotFound, ValidationError, quoted
 from ..model import REDACTED, JobSpec, RunState, check_env, check_kwargs, check_startable
 from ..records import JobRecord, Run
 from ..routing import pick_nodes
+from ..state.paused import edit_replans
 from . import schemas
 from .app import SERVICES, Services, bool_query, json_response, read_json, version
 from .idempotency import job_deleted, job_write, replayable, run_write
 from .redaction import keep_stored
-from .views import job_view, node_view, run_view, stats_view
+from .views import job_view, node_view, paused_overlay, run_view, stats_view
 
 __all__ = ["add_routes"]
 
@@ -70,10 +73,12 @@ async def status(request: web.Request) -> web.Response:
                 "tags": n.tags,
                 "alive": n.up,
                 "connected": True if n.id == svc.node_id else raft.connected.get(n.raft, False),
+                "commands": svc.state.published.get(n.id, 1),
             }
             for n in svc.state.nodes.values()
         ]
         digest, term_begun = svc.state.digest_hex(), svc.state.term
+        cluster_version = svc.state.cluster_version
     return json_response(
         {
             "node_id": svc.node_id,
@@ -89,6 +94,8 @@ async def status(request: web.Request) -> web.Response:
             "compactions": raft.compactions,
             "compaction_turn": raft.compaction_turn,
             "digest": digest,
+            "commands": COMMAND_VERSION,
+            "cluster_version": cluster_version,
             "members": members,
         }
     )
@@ -110,9 +117,22 @@ async def list_nodes(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     svc = _svc(request)
     with svc.state.lock:
-        jobs = {jid: stats_view(s) for jid, s in svc.state.stats.items()}
-        total = stats_view(svc.state.totals)
+        records = list(svc.state.jobs.values())
+    # A paused job's range the leader has not recorded yet counts as what it will be recorded as.
+    extra = {job.spec.id: _overlay_counts(svc, job) for job in records if job.spec.paused}
+    totals: dict[str, int] = {}
+    for counts in extra.values():
+        for key, n in counts:
+            totals[key] = totals.get(key, 0) + n
+    with svc.state.lock:
+        jobs = {jid: stats_view(s, extra.get(jid, ())) for jid, s in svc.state.stats.items()}
+        total = stats_view(svc.state.totals, tuple(totals.items()))
     return json_response({"cluster": total, "jobs": jobs})
+
+
+def _overlay_counts(svc: Services, job: JobRecord) -> tuple[tuple[str, int], ...]:
+    with svc.state.lock:  # one job at a time: writes are not held up behind a big table
+        return paused_overlay(job, svc.state).counts
 
 
 # ---------------------------------------------------------------- jobs
@@ -234,29 +254,46 @@ async def put_job(request: web.Request) -> web.Response:
     body = await read_json(request)
     with svc.state.lock:
         old = svc.state.jobs.get(job_id)
-        pending = [r.nominal_ms for r in _active(svc, job_id) if r.state is RunState.PENDING]
     # "***" keeps the value of the version read here; an If-Match makes the PUT apply to it only.
     spec = _parse_spec(body, "JobReplace", job_id, old.spec if old is not None else None)
     if old is None or (spec.task, spec.route) != (old.spec.task, old.spec.route):
         # A PUT that keeps what decides where the job may run (a pause, a new schedule) is not
         # judged again: the job was accepted, and a node that allows it may just be down now.
         _check_eligible(request, svc, spec)
-    now_ms = svc.clock.now_ms()
-    first_slot = _first_slot(spec, old, now_ms)
-    created = old.created_ms if old is not None else now_ms
-    keep = [s for s in pending if triggers.next_fire_ms(spec.schedule, s - 1, created_ms=created) == s]
-    result = await svc.write(
-        request,
-        CommandType.PUT_JOB,
-        {
+    if_version = _if_match(request)
+
+    def build() -> tuple[dict[str, Any], int | None]:
+        with svc.state.lock:
+            old = svc.state.jobs.get(job_id)
+            pending = [r.nominal_ms for r in _active(svc, job_id) if r.state is RunState.PENDING]
+            v = usable_version(CommandType.PUT_JOB, svc.state.cluster_version)
+        now_ms = svc.clock.now_ms()
+        after = old.last_slot_ms if old is not None and old.last_slot_ms is not None else now_ms
+        created = old.created_ms if old is not None else now_ms
+        keep = [s for s in pending if triggers.next_fire_ms(spec.schedule, s - 1, created_ms=created) == s]
+        put: dict[str, Any] = {
             "spec": spec.to_dict(),
             "now_ms": now_ms,
             "mode": "put",
-            "if_version": _if_match(request),
-            "next_nominal_ms": first_slot,
+            "if_version": if_version,
             "keep_slots": keep,
-        },
-    )
+        }
+        if v is not None and v >= 2:
+            # The old schedule's slots the edit overtakes are recorded; the new one plans from it.
+            put["accounted"] = edit_items(old, spec, now_ms)
+            if old is not None and edit_replans(old, spec):
+                after = max(after, now_ms)
+        put["next_nominal_ms"] = triggers.first_slot_ms(
+            spec.schedule,
+            None if old is None else old.spec.schedule,
+            after,
+            now_ms=now_ms,
+            created_ms=created,
+            grace_s=spec.misfire.grace,
+        )
+        return put, v
+
+    result = await svc.write_fresh(request, CommandType.PUT_JOB, build)
     return _job_response(svc, job_id, 201 if result.get("created") else 200)
 
 
@@ -283,11 +320,19 @@ _VERSION_TAG = re.compile(r'([0-9]{1,18})|"([0-9]{1,18})"', re.ASCII)
 @replayable(job_deleted)
 async def delete_job(request: web.Request) -> web.Response:
     svc = _svc(request)
-    await svc.write(
-        request,
-        CommandType.DELETE_JOB,
-        {"job_id": request.match_info["id"], "if_version": _if_match(request)},
-    )
+    job_id, if_version = request.match_info["id"], _if_match(request)
+
+    def build() -> tuple[dict[str, Any], int | None]:
+        body: dict[str, Any] = {"job_id": job_id, "if_version": if_version, "now_ms": svc.clock.now_ms()}
+        with svc.state.lock:
+            job = svc.state.jobs.get(job_id)
+            v = usable_version(CommandType.DELETE_JOB, svc.state.cluster_version)
+        if v is not None and v >= 2:
+            # A paused job's range is counted (`skipped` / `missed` of the cluster) as it goes.
+            body["accounted"] = paused_items(job, body["now_ms"])
+        return body, v
+
+    await svc.write_fresh(request, CommandType.DELETE_JOB, build)
     return web.Response(status=204)
 
 
@@ -322,24 +367,32 @@ async def pause_job(request: web.Request) -> web.Response:
 @replayable(job_write(200))
 async def resume_job(request: web.Request) -> web.Response:
     svc = _svc(request)
-    job_id = request.match_info["id"]
-    now_ms = svc.clock.now_ms()
-    with svc.state.lock:
-        job = _job(svc, job_id)
-    body: dict[str, Any] = {
-        "job_id": job_id,
-        "now_ms": now_ms,
-        "if_version": _if_match(request),
-        "next_nominal_ms": triggers.next_fire_ms(job.spec.schedule, now_ms, created_ms=job.created_ms),
-    }
-    if job.spec.paused and job.paused_ms is not None:
-        start = max(job.paused_ms, job.last_slot_ms or 0)
-        skipped = triggers.slots_between(
-            job.spec.schedule, start, now_ms, created_ms=job.created_ms, limit=1_000_000
-        )
-        if skipped:
-            body["skipped"] = {"from_ms": skipped[0], "until_ms": skipped[-1], "count": len(skipped)}
-    await svc.write(request, CommandType.RESUME_JOB, body)
+    job_id, if_version = request.match_info["id"], _if_match(request)
+
+    def build() -> tuple[dict[str, Any], int | None]:
+        now_ms = svc.clock.now_ms()
+        with svc.state.lock:
+            job = _job(svc, job_id)
+            v = usable_version(CommandType.RESUME_JOB, svc.state.cluster_version)
+        body: dict[str, Any] = {
+            "job_id": job_id,
+            "now_ms": now_ms,
+            "if_version": if_version,
+            "next_nominal_ms": triggers.next_fire_ms(job.spec.schedule, now_ms, created_ms=job.created_ms),
+        }
+        if v is not None and v >= 2:
+            # The whole paused range, from the job's position (state/paused.py), is recorded.
+            body["accounted"] = paused_items(job, now_ms)
+        elif job.spec.paused and job.paused_ms is not None:
+            start = max(job.paused_ms, job.last_slot_ms or 0)
+            skipped = triggers.slots_between(
+                job.spec.schedule, start, now_ms, created_ms=job.created_ms, limit=1_000_000
+            )
+            if skipped:
+                body["skipped"] = {"from_ms": skipped[0], "until_ms": skipped[-1], "count": len(skipped)}
+        return body, v
+
+    await svc.write_fresh(request, CommandType.RESUME_JOB, build)
     return _job_response(svc, job_id)
 
 
@@ -362,17 +415,21 @@ async def trigger_job(request: web.Request) -> web.Response:
     with svc.state.lock:
         allowed = set(eligibility.eligible_nodes(job.spec, svc.state.nodes.values()))
         candidates = svc.state.candidates(executing=True)
+        v = usable_version(CommandType.TRIGGER_JOB, svc.state.cluster_version)
     # Among the nodes that may run it (forced: any, if none may); one run per node for broadcast
-    # and shards, as a scheduled slot has.
+    # and shards, as a scheduled slot has — from cluster version 2 on (`nodes`): until every
+    # member applies that form, a manual trigger is one run, as it always was.
     forced = bool(bool_query(request, "force"))
     usable = [c for c in candidates if c.id in allowed] or (candidates if forced else [])
     picked = pick_nodes(job.spec.route, job_id, f"{job_id}@manual", usable)
     if not picked:
         raise NoEligibleNode("no node that may run the job takes runs now", field="route.tags")
+    fan_out = {"nodes": picked} if len(picked) > 1 and v is not None and v >= 2 else {}
     result = await svc.write(
         request,
         CommandType.TRIGGER_JOB,
-        {"job_id": job_id, "node": picked[0], **({"nodes": picked} if len(picked) > 1 else {}), **overrides},
+        {"job_id": job_id, "node": picked[0], **fan_out, **overrides},
+        v=v,
     )
     return _runs_response(svc, result.get("run_ids") or [result["run_id"]])
 
@@ -405,7 +462,7 @@ async def job_runs(request: web.Request) -> web.Response:
     state_filter = _state_query(request)
     with svc.state.lock:
         _job(svc, request.match_info["id"])
-        runs = svc.state.runs_newest_first(request.match_info["id"])
+        runs = _job_runs(svc, request.match_info["id"])
         page, cursor = _page(
             request, (r for r in runs if state_filter in (None, r.state)), lambda r: r.run_id
         )
@@ -420,11 +477,19 @@ async def list_runs(request: web.Request) -> web.Response:
     state_filter = _state_query(request)
     node, job = request.query.get("node"), request.query.get("job")
     with svc.state.lock:
-        runs = svc.state.runs_newest_first(job) if job else svc.state.runs_newest_first()
+        runs = _job_runs(svc, job) if job else svc.state.runs_newest_first()
         matching = (r for r in runs if state_filter in (None, r.state) and node in (None, r.node))
         page, cursor = _page(request, matching, lambda r: r.run_id)
         items = [run_view(r, with_output=False) for r in page]
     return json_response({"items": items, "next_cursor": cursor})
+
+
+def _job_runs(svc: Services, job_id: str) -> Iterator[Run]:
+    """The job's runs and records, newest first, with its paused range up to the committed clock
+    (hold the lock)."""
+    job = svc.state.jobs.get(job_id)
+    runs = svc.state.runs_newest_first(job_id)
+    return runs if job is None else paused_overlay(job, svc.state).runs(runs)
 
 
 @routes.get("/v1/runs/{run_id}")

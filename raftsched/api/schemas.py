@@ -452,6 +452,17 @@ _JOB: Schema = {
         "incarnation": {"type": "integer", "minimum": 0, "readOnly": True},
         "next_fire_at": {**_nullable(TIME), "readOnly": True, "description": "null when paused or done"},
         "last_fire_at": {**_nullable(TIME), "readOnly": True},
+        "last_slot_at": {
+            **_nullable(TIME),
+            "readOnly": True,
+            "description": "the newest slot that fell due by the committed clock: run, pending or recorded",
+        },
+        "next_slot_at": {
+            **_nullable(TIME),
+            "readOnly": True,
+            "description": "the next slot after the committed clock, committed or not; "
+            "null when paused or done",
+        },
         "created_at": {**TIME, "readOnly": True},
         "updated_at": {**TIME, "readOnly": True},
         "updated_by": {"type": "string", "readOnly": True},
@@ -597,6 +608,11 @@ _NODE: Schema = {
         "removed": {"type": "boolean", "description": "already drained and removed (DELETE only)"},
         "voter": {"type": "boolean"},
         "version": {"type": "string"},
+        "commands": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the highest command version it applies",
+        },
         "leader": {"type": "boolean"},
         "clock_offset_ms": {"type": ["integer", "null"], "description": "its clock minus the cluster's"},
         "clock_ok": {"type": "boolean", "description": "false: its clock is off, it takes no new runs"},
@@ -632,6 +648,11 @@ _MEMBER: Schema = {
         "tags": {"type": "object", "additionalProperties": {"type": "string"}},
         "alive": {"type": "boolean"},
         "connected": {"type": "boolean"},
+        "commands": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the highest command version it applies",
+        },
     },
 }
 
@@ -662,6 +683,17 @@ _STATUS: Schema = {
         "compactions": {**COUNT, "description": "snapshots this node started at its turns"},
         "compaction_turn": {**COUNT, "description": "the log index of its last turn by entries (0: none)"},
         "digest": {"type": "string"},
+        "commands": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the highest command version this node applies",
+        },
+        "cluster_version": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the committed command version: the lowest the members publish; "
+            "no node proposes above it",
+        },
         "members": {"type": "array", "items": ref("Member")},
     },
 }

@@ -6,25 +6,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import iso_ms
+from ..accounting import NOTHING, Overlay, overlay
+from ..model import RunState, iso_ms
 from ..records import JobRecord, NodeRecord, Run, Summary
 from ..state import State
 from .redaction import spec_view
 
-__all__ = ["job_view", "node_view", "run_view", "stats_view"]
+__all__ = ["job_view", "node_view", "paused_overlay", "run_view", "stats_view"]
+
+
+def paused_overlay(job: JobRecord, state: State) -> Overlay:
+    """A paused job's slots up to the committed clock that the leader has not recorded yet, as
+    the records it will make of them (every node shows the same). Before the cluster runs
+    command version 2 there is no committed clock, and resume records the range."""
+    if state.cluster_version < 2:
+        return NOTHING
+    return overlay(job, state.newest_run(job.spec.id), state.clock_ms)
 
 
 def job_view(job: JobRecord, state: State) -> dict[str, Any]:
     out = spec_view(job.spec)
+    account = paused_overlay(job, state)
     out.update(
         version=job.version,
         incarnation=job.incarnation,
         next_fire_at=None if job.spec.paused else iso_ms(job.next_nominal_ms),
         last_fire_at=iso_ms(job.last_fire_ms),
+        last_slot_at=iso_ms(_last_slot_ms(job, state, account)),
+        next_slot_at=None if job.spec.paused else iso_ms(_next_slot_ms(job, state)),
         created_at=iso_ms(job.created_ms),
         updated_at=iso_ms(job.updated_ms),
         updated_by=job.actor,
-        stats=stats_view(state.stats.get(job.spec.id, {})),
+        stats=stats_view(state.stats.get(job.spec.id, {}), account.counts),
         last_run=_last_run(job.spec.id, state),
         audit=[
             {**entry, "at": iso_ms(entry["at_ms"])} for entry in reversed(state.audit.get(job.spec.id, []))
@@ -34,6 +47,36 @@ def job_view(job: JobRecord, state: State) -> dict[str, Any]:
 
 
 _FINISHED = frozenset({"succeeded", "failed", "timed_out", "cancelled", "lost"})
+
+
+def _due_by(state: State) -> float:
+    """The committed clock: slots up to it have fallen due (no bound before version 2)."""
+    return state.clock_ms if state.cluster_version > 1 else float("inf")
+
+
+def _last_slot_ms(job: JobRecord, state: State, account: Overlay) -> int | None:
+    """The newest slot of the job that fell due by the committed clock and is a run (pending or
+    not) or a record (the newest slot of a range record)."""
+    due_by, newest = _due_by(state), account.last_slot_ms()
+    for run in state.runs_newest_first(job.spec.id):
+        slot = run.until_ms or run.nominal_ms
+        if not run.manual and slot <= due_by and (newest is None or slot > newest):
+            newest = slot
+    return newest
+
+
+def _next_slot_ms(job: JobRecord, state: State) -> int | None:
+    """The job's next slot after the committed clock: its first pending run after it, or the slot
+    the leader has not fired yet."""
+    due_by = _due_by(state)
+    pending = [
+        run.nominal_ms
+        for run_id in state.job_active.get(job.spec.id, ())
+        if (run := state.runs[run_id]).state is RunState.PENDING
+        and not run.manual
+        and run.nominal_ms > due_by
+    ]
+    return min(pending, default=job.next_nominal_ms)
 
 
 def _last_run(job_id: str, state: State) -> dict[str, Any] | None:
@@ -98,6 +141,7 @@ def node_view(node: NodeRecord, state: State, connected: bool | None) -> dict[st
         "leaving": node.leaving,
         "voter": True,
         "version": node.version,
+        "commands": state.published.get(node.id, 1),  # the highest command version it applies
         "leader": state.leader == node.id,
         "clock_offset_ms": node.clock_offset_ms,
         "clock_ok": node.clock_ok,
@@ -106,7 +150,8 @@ def node_view(node: NodeRecord, state: State, connected: bool | None) -> dict[st
     }
 
 
-def stats_view(stats: dict[str, Any]) -> dict[str, Any]:
+def stats_view(stats: dict[str, Any], extra: tuple[tuple[str, int], ...] = ()) -> dict[str, Any]:
+    """Counters and summaries; `extra` adds to counters (a paused range not recorded yet)."""
     out: dict[str, Any] = {}
     for key, value in stats.items():
         if isinstance(value, Summary):
@@ -119,6 +164,8 @@ def stats_view(stats: dict[str, Any]) -> dict[str, Any]:
             }
         else:
             out[key] = value
+    for key, n in extra:
+        out[key] = out.get(key, 0) + n
     return out
 
 

@@ -15,7 +15,7 @@ from ..model import Delivery, RunState
 from ..records import NO_RUNS, ZERO_STATS, JobRecord, NodeRecord, Run, evolve, new_stats
 from ..routing import Candidate, pick_nodes
 
-__all__ = ["ACTIVE", "OUTCOME_COUNTER", "TERMINAL", "Result", "StateData", "ok", "reject"]
+__all__ = ["ACTIVE", "OUTCOME_COUNTER", "TERMINAL", "Result", "StateData", "ok", "reject", "slot_record"]
 
 JOB_CHANGES_KEPT = 4096  # generations; a leader further behind rebuilds its queue from every job
 ACTIVE = frozenset({RunState.PENDING, RunState.RUNNING})  # `run.state in ACTIVE`: no property call
@@ -82,6 +82,14 @@ class StateData:
             str, int
         ] = {}  # node id -> when it was removed (a removed node may not re-register)
         self.next_incarnation = 1
+        # The command versions (commands.py): the highest each node applies, as it published it
+        # (absent: 1), and the cluster's, committed by the leader once every member covers it.
+        self.published: dict[str, int] = {}
+        self.cluster_version = 1
+        # The latest `now_ms` a leader has committed (the max over leader commands, from cluster
+        # version 2 on): every slot due by it is a run or a record, or in a paused range that
+        # reads show as records up to it (state/paused.py). Never a node's own clock.
+        self.clock_ms = 0
         self.listeners: list[Callable[[Command, Result], None]] = []
         # Bumped whenever the job table changes other than by a fire (not replicated data: the
         # leader's due-time queue compares it to know when to rebuild).
@@ -213,24 +221,9 @@ class StateData:
         until_ms: int | None = None,
         count: int = 1,
     ) -> None:
-        rid = f"{job.spec.id}@{nominal_ms}"
-        if rid in self.runs:
+        run = slot_record(job, state, nominal_ms, now_ms, reason, until_ms=until_ms, count=count)
+        if run.run_id in self.runs:
             return
-        run = Run(
-            run_id=rid,
-            job_id=job.spec.id,
-            incarnation=job.incarnation,
-            attempt=0,
-            nominal_ms=nominal_ms,
-            due_ms=nominal_ms,
-            node=None,
-            state=state,
-            created_ms=now_ms,
-            finished_ms=now_ms,
-            reason=reason,
-            until_ms=until_ms,
-            count=count,
-        )
         self._add_run(run)
         self._count(job.spec.id, OUTCOME_COUNTER[state], count)
         self._trim_history(job.spec.id)
@@ -271,6 +264,11 @@ class StateData:
     def active_runs_of(self, node_id: str) -> list[Run]:
         return [self.runs[r] for r in self.node_active.get(node_id, {})]
 
+    def newest_run(self, job_id: str) -> Run | None:
+        """The job's run or record added last."""
+        ids = self.job_runs.get(job_id)
+        return self.runs[next(reversed(ids))] if ids else None
+
     def runs_newest_first(self, job_id: str | None = None) -> Iterator[Run]:
         ids = reversed(self.job_runs.get(job_id, {})) if job_id is not None else reversed(self.runs)
         return (self.runs[r] for r in ids)
@@ -291,6 +289,35 @@ class StateData:
 
     def digest_hex(self) -> str:
         return f"{self.applied}:{self.digest.hex()}"
+
+
+def slot_record(
+    job: JobRecord,
+    state: RunState,
+    nominal_ms: int,
+    now_ms: int,
+    reason: str,
+    *,
+    until_ms: int | None = None,
+    count: int = 1,
+) -> Run:
+    """The record of a slot (or of a range of slots, from `nominal_ms` to `until_ms`) that did
+    not run: `skipped` or `missed`, with its reason."""
+    return Run(
+        run_id=f"{job.spec.id}@{nominal_ms}",
+        job_id=job.spec.id,
+        incarnation=job.incarnation,
+        attempt=0,
+        nominal_ms=nominal_ms,
+        due_ms=nominal_ms,
+        node=None,
+        state=state,
+        created_ms=now_ms,
+        finished_ms=now_ms,
+        reason=reason,
+        until_ms=until_ms,
+        count=count,
+    )
 
 
 def _ids(index: dict[str, dict[str, None]], key: str) -> dict[str, None]:

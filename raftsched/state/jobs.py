@@ -8,7 +8,8 @@ from ..errors import RaftschedError
 from ..ids import manual_run_id
 from ..model import JobSpec, RunState
 from ..records import NO_RUNS, ZERO_STATS, JobRecord, ReadOnlyDict, Run, evolve, shared_parts
-from .data import ACTIVE, Result, StateData, ok, reject
+from .data import ACTIVE, Result, ok, reject
+from .paused import PausedCommands, edit_replans
 
 __all__ = ["JobCommands"]
 
@@ -17,7 +18,7 @@ _STARTED = frozenset(
 )
 
 
-class JobCommands(StateData):
+class JobCommands(PausedCommands):
     def _apply_put_job(self, body: dict[str, Any]) -> Result:
         try:
             spec = shared_parts(JobSpec.from_dict(body["spec"]))
@@ -33,6 +34,14 @@ class JobCommands(StateData):
         now_ms = body["now_ms"]
         if old is None:
             return self._create_job(spec, body)
+        replans = "accounted" in body and edit_replans(old, spec)
+        if replans:
+            # Version 2: the old schedule's slots this edit overtakes (a paused range, or due and
+            # never fired) are recorded first, then the new schedule plans from the edit.
+            moved = self._account(old, body["accounted"], now_ms)
+            if moved is None:
+                return _stale(spec.id)
+            old = moved
         keep = set(body.get("keep_slots") or ())
         cancelled = False
         for rid in list(self.job_active.get(spec.id, {})):
@@ -53,6 +62,8 @@ class JobCommands(StateData):
                 if not self.runs[r].manual and self.runs[r].state in _STARTED
             ]
             last_slot, next_slot = max([now_ms, *(s for s in started if s <= last_slot)]), None
+        elif replans:
+            last_slot = max(now_ms, last_slot if last_slot is not None else now_ms)
         record = evolve(
             old,
             spec=spec,
@@ -129,6 +140,12 @@ class JobCommands(StateData):
         job = self._job_or_reject(body)
         if not isinstance(job, JobRecord):
             return job
+        if (
+            job.spec.paused
+            and "accounted" in body
+            and self._account(job, body["accounted"], body["now_ms"]) is None
+        ):
+            return _stale(job.spec.id)  # version 2: the paused range is counted before it goes
         for rid in list(self.job_active.get(job.spec.id, {})):
             self._finish(self.runs[rid], RunState.CANCELLED, body["now_ms"], reason="job deleted")
         for rid in self.job_runs.pop(job.spec.id, {}):
@@ -174,6 +191,11 @@ class JobCommands(StateData):
         if not isinstance(job, JobRecord):
             return job
         now_ms = body["now_ms"]
+        if job.spec.paused and "accounted" in body:
+            moved = self._account(job, body["accounted"], now_ms)  # version 2: the paused range
+            if moved is None:
+                return _stale(job.spec.id)
+            job = moved
         if job.spec.paused:
             skipped = body.get("skipped")
             if isinstance(skipped, dict) and skipped.get("count", 0) > 0:
@@ -243,3 +265,9 @@ class JobCommands(StateData):
         if run.state in ACTIVE:
             self._finish(run, RunState.CANCELLED, body["now_ms"], reason=f"cancelled by {body.get('actor')}")
         return ok(run_id=run.run_id, state=self.runs[run.run_id].state.value)
+
+
+def _stale(job_id: str) -> Result:
+    """An `accounted` item that does not start at the job's position: the proposer's view was
+    stale (a fire or the leader's accounting came first). Nothing applied: read again, retry."""
+    return reject("unavailable", f"job {job_id!r} moved on since it was read: retry", "job_id")

@@ -12,8 +12,8 @@ dict that is being changed. Records are frozen, so a reference taken under the l
 valid after it is released.
 
 The data and its bookkeeping are in `data`; the commands, one `_apply_<command>` each, in
-`nodes`, `jobs` and `runs`; this module holds the entry point, request de-duplication, the
-audit trail and snapshots.
+`nodes`, `jobs` (with `paused`: the slots no leader fires) and `runs`; this module holds the
+entry point, the version gate, request de-duplication, the audit trail and snapshots.
 """
 
 from __future__ import annotations
@@ -63,12 +63,21 @@ class State(NodeCommands, JobCommands, RunCommands):
             except DecodeError as exc:
                 return reject("bad_command", str(exc))
             try:
-                result = self._apply_deduplicated(cmd)
+                result = self._apply_covered(cmd)
             except Exception as exc:  # noqa: BLE001 - a bug must not wedge the log (PYSYNCOBJ.md bug 1)
                 result = reject("internal", f"{type(exc).__name__}: {exc}")
         for listener in self.listeners:
             listener(cmd, result)
         return result
+
+    def _apply_covered(self, cmd: Command) -> Result:
+        """A command of a version the cluster's version does not cover is refused on every node
+        alike (a node whose code is older cannot decode it, and refuses it too): not applied."""
+        if cmd.v > self.cluster_version and cmd.type is not CommandType.SET_CLUSTER_VERSION:
+            return reject(
+                "unavailable", f"command version {cmd.v} is above the cluster's {self.cluster_version}"
+            )
+        return self._apply_deduplicated(cmd)
 
     def _apply_deduplicated(self, cmd: Command) -> Result:
         now_ms = cmd.body.get("now_ms")
@@ -86,7 +95,8 @@ class State(NodeCommands, JobCommands, RunCommands):
                     return reject("idempotency_mismatch", "request id reused with another body")
                 return {**seen[1], "duplicate": True}
         result = self._dispatch(cmd)
-        if cmd.rid is not None and isinstance(now_ms, int):
+        # Not applied, safe to retry (a stale view of the job): a retry with the same id must apply.
+        if cmd.rid is not None and isinstance(now_ms, int) and result.get("code") != "unavailable":
             self.requests[cmd.rid] = (str(cmd.body.get("fp", "")), result, now_ms)
             self._trim_requests(now_ms)
         return result
@@ -110,6 +120,8 @@ class State(NodeCommands, JobCommands, RunCommands):
                 return reject("stale_term", f"term {term} is not the current term {self.term}")
         result = handler(self, body)
         if result.get("ok"):
+            if cmd.type in _CLOCKED and self.cluster_version > 1:
+                self.clock_ms = max(self.clock_ms, body["now_ms"])
             if cmd.type in _AUDITED:
                 self._audit(cmd, result)
             if cmd.type in _JOB_TABLE:
@@ -178,7 +190,18 @@ class State(NodeCommands, JobCommands, RunCommands):
             "requests": [[k, *v] for k, v in self.requests.items()],
             "audit": self.audit,
             "removed": self.removed,
+            **self._versions_document(),
         }
+
+    def _versions_document(self) -> dict[str, Any]:
+        """The command versions and the committed clock: absent while they hold their defaults,
+        so that a state of version 1 commands has the snapshot it always had."""
+        out: dict[str, Any] = {}
+        if any(v != 1 for v in self.published.values()):
+            out["published"] = self.published
+        if self.cluster_version != 1:
+            out["cluster_version"], out["clock_ms"] = self.cluster_version, self.clock_ms
+        return out
 
     def load(self, data: bytes) -> None:
         """Replace the data with a snapshot's (version 1 or 2).
@@ -222,6 +245,8 @@ class State(NodeCommands, JobCommands, RunCommands):
         self.requests = {k: (fp, res, ms) for k, fp, res, ms in raw["requests"]}
         self.audit = _shared_entries(dict(raw["audit"]))
         self.removed = raw.get("removed", {})
+        self.published = dict(raw.get("published", {}))
+        self.cluster_version, self.clock_ms = raw.get("cluster_version", 1), raw.get("clock_ms", 0)
 
     _HANDLERS: dict[CommandType, Callable[[State, dict[str, Any]], Result]] = {}
     _LEADER_COMMANDS = frozenset(
@@ -232,8 +257,14 @@ class State(NodeCommands, JobCommands, RunCommands):
             CommandType.REMOVE_NODE,
             CommandType.NODE_CLOCKS,
             CommandType.EXPIRE_RUNS,
+            CommandType.SET_CLUSTER_VERSION,
+            CommandType.ACCOUNT_PAUSED,
         }
     )
+
+
+# Leader commands whose `now_ms` advances the committed clock (`clock_ms`).
+_CLOCKED = State._LEADER_COMMANDS | {CommandType.BEGIN_TERM}
 
 
 # Commands that change a job's schedule position other than by firing it: the leader re-plans.

@@ -43,7 +43,23 @@ class NodeCommands(StateData):
             policy=NodePolicy.from_dict(body.get("policy")),
         )
         self.node_active.setdefault(node_id, {})
+        # The highest command version the node applies: absent from registrations before version 2.
+        commands = body.get("commands", 1)
+        self.published[node_id] = commands if isinstance(commands, int) and commands >= 1 else 1
         return ok()
+
+    def _apply_set_cluster_version(self, body: dict[str, Any]) -> Result:
+        """Raise the cluster's command version, once every member publishes that it applies it
+        (a member that has not registered yet counts as version 1). It never goes down: commands
+        of the version may already be in the log."""
+        version = body.get("version")
+        if not isinstance(version, int) or version < self.cluster_version:
+            return reject("rejected", f"the cluster's version is {self.cluster_version}", "version")
+        lowest = min((self.published.get(n, 1) for n in self.nodes), default=0)
+        if version > lowest:
+            return reject("rejected", f"a member applies command versions up to {lowest} only", "version")
+        self.cluster_version = version
+        return ok(cluster_version=version)
 
     def _apply_add_node(self, body: dict[str, Any]) -> Result:
         """An operator adds a member: recorded down until the node itself registers."""
@@ -88,6 +104,7 @@ class NodeCommands(StateData):
         del self.nodes[node.id]
         self.node_active.pop(node.id, None)
         self.node_executing.pop(node.id, None)
+        self.published.pop(node.id, None)
         self.removed[node.id] = body["now_ms"]
         return ok(node=node.id, removed=True)
 

@@ -28,7 +28,10 @@ __all__ = [
     "Op",
     "Result",
     "check_all",
+    "enabled_windows",
+    "paused_windows",
     "slots_in",
+    "window_margin_ms",
 ]
 
 ACTIVE = ("pending", "running")
@@ -75,6 +78,7 @@ class History:
     final_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # job id -> the job at the end
     end_mono: float = 0.0  # when the records were collected
     end_wall_ms: float = 0.0
+    records_wall_ms: float = 0.0  # when reading the records began (0: not known)
     lookahead_s: float = 2.0
     max_clock_offset_s: float = 0.0
     # tolerances
@@ -296,6 +300,32 @@ def _overlapping(op: Op, others: list[Op]) -> bool:
     )
 
 
+def window_margin_ms(history: History) -> float:
+    """How far inside a window a slot must be to be judged: the harness's clock reads a boundary
+    (an operation's invocation or acknowledgement), the cluster stamps it by a node's clock
+    (up to the allowed offset away) and fires up to `lookahead_s` ahead of it; plus a commit."""
+    return (history.lookahead_s + history.max_clock_offset_s) * 1000 + 100
+
+
+def _timelines(history: History) -> dict[str, list[tuple[Op, dict[str, Any] | None]]]:
+    """Per job, its operations that did not fail, by invocation, each with the job's known state
+    after it (None: unknown; see `enabled_windows`)."""
+    by_job: dict[str, list[Op]] = defaultdict(list)
+    for op in history.ops:
+        if op.status != "failed":
+            by_job[op.job].append(op)
+    out: dict[str, list[tuple[Op, dict[str, Any] | None]]] = {}
+    for job, ops in by_job.items():
+        ops.sort(key=lambda o: o.invoke_mono)
+        known: dict[str, Any] | None = None  # {"schedule", "created_ms", "enabled"}
+        out[job] = []
+        for op in ops:
+            clean = op.status == "ok" and not _overlapping(op, ops)
+            known = _after(op, known) if clean else None
+            out[job].append((op, known))
+    return out
+
+
 def enabled_windows(history: History) -> list[Window]:
     """Per job, the stretches of time in which it was certainly enabled with a known schedule.
 
@@ -303,29 +333,40 @@ def enabled_windows(history: History) -> list[Window]:
     update / resume that overlapped no other operation on the job, while the state before it is
     known (a create needs nothing before it); it closes when the next operation is invoked (or
     at the end). An indeterminate or overlapping operation makes the state unknown until the
-    next clean create or update.
+    next clean create or update. Both ends taken from the harness's clock are moved inwards by
+    `window_margin_ms` (a create opens at the job's own `created_at`).
     """
-    by_job: dict[str, list[Op]] = defaultdict(list)
-    for op in history.ops:
-        if op.status != "failed":
-            by_job[op.job].append(op)
-    margin = history.max_clock_offset_s * 1000 + 100
+    margin = window_margin_ms(history)
     out = []
-    for job, ops in by_job.items():
-        ops.sort(key=lambda o: o.invoke_mono)
-        known: dict[str, Any] | None = None  # {"schedule", "created_ms", "enabled"}
-        for i, op in enumerate(ops):
-            if op.status != "ok" or _overlapping(op, ops):
-                known = None
-                continue
-            known = _after(op, known)
+    for job, timeline in _timelines(history).items():
+        for i, (op, known) in enumerate(timeline):
             if known is None or not known["enabled"]:
                 continue
-            nxt = ops[i + 1] if i + 1 < len(ops) else None
-            high = nxt.invoke_wall_ms if nxt is not None else history.end_wall_ms
+            nxt = timeline[i + 1][0] if i + 1 < len(timeline) else None
+            high = (nxt.invoke_wall_ms if nxt is not None else history.end_wall_ms) - margin
             low = known["created_ms"] if op.kind == "create" else op.complete_wall_ms + margin
-            deleted = next((o.invoke_wall_ms for o in ops[i + 1 :] if o.kind == "delete"), None)
+            deleted = next((o.invoke_wall_ms for o, _ in timeline[i + 1 :] if o.kind == "delete"), None)
             out.append(Window(job, low, high, known["schedule"], known["created_ms"], deleted, op.kind))
+    return out
+
+
+def paused_windows(history: History) -> list[Window]:
+    """Per job left paused at the end by a clean pause of a known schedule, its paused range: from
+    the pause's acknowledgement to when the records were read (each end moved inwards by
+    `window_margin_ms`). Every slot in it must be a record by then: the cluster shows a paused
+    range up to its committed clock. Unknown when the history does not say when it read."""
+    if not history.records_wall_ms:
+        return []
+    margin = window_margin_ms(history)
+    out = []
+    for job, timeline in _timelines(history).items():
+        op, known = timeline[-1]
+        if op.kind != "pause" or known is None or not (history.final_jobs.get(job) or {}).get("paused"):
+            continue
+        low, high = op.complete_wall_ms + margin, history.records_wall_ms - margin
+        out.append(
+            Window(job, low, high, known["schedule"], known["created_ms"], None, "pause (left paused)")
+        )
     return out
 
 
@@ -358,7 +399,8 @@ def _after(op: Op, known: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def check_no_lost_fire(history: History) -> Result:
     """Every slot of an enabled job ran, or has a committed skipped/missed record with a reason
-    (or a record saying why it did not run: cancelled by a pause, an edit, a delete, `replace`)."""
+    (or a record saying why it did not run: cancelled by a pause, an edit, a delete, `replace`);
+    every slot of a job left paused at the end is a record (`paused_windows`)."""
     res = Result("1 no lost fire")
     executed = {(ex.job, ex.slot) for ex in history.executions if ex.slot is not None}
     records = _records(history)
@@ -370,14 +412,15 @@ def check_no_lost_fire(history: History) -> Result:
                 by_slot[(r["job_id"], slot)].append(r)
     ranges = _ranges(history)
     due = unverifiable = 0
-    for w in enabled_windows(history):
+    judged = [(w, False) for w in enabled_windows(history)] + [(w, True) for w in paused_windows(history)]
+    for w, paused in judged:
         slots = slots_in(w.schedule, w.created_ms, w.low_wall_ms, w.high_wall_ms)
         for slot in slots:
             if w.deleted_wall_ms is not None and slot > w.deleted_wall_ms - 10_000:
                 continue  # the delete may have removed its record before it was due
             due += 1
-            if (w.job, slot) in executed:
-                continue
+            if not paused and (w.job, slot) in executed:
+                continue  # a paused range's slots must be records: an execution is no record
             recs = by_slot.get((w.job, slot), [])
             covering = [
                 r
@@ -398,7 +441,7 @@ def check_no_lost_fire(history: History) -> Result:
                 e.slot for e in history.executions if e.job == w.job and e.slot and e.slot > slot
             ]
             res.add(
-                "slot neither run nor recorded",
+                "a slot of the paused range is not a record" if paused else "slot neither run nor recorded",
                 job=w.job,
                 slot=slot,
                 after=w.opened_by,

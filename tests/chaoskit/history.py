@@ -156,6 +156,24 @@ def quiesce(cluster: ChaosCluster, client: AdminClient, timeout: float = 60) -> 
     return cluster.leader(timeout=10)
 
 
+def with_paused_ranges(
+    cluster: ChaosCluster, node: str, items: list[dict[str, Any]], paused: list[str]
+) -> list[dict[str, Any]]:
+    """`items` with each paused job's records as a read of the job shows them: its paused range
+    up to the committed clock, which the leader records in turns (a record extended, or new)."""
+    by_id = {item["run_id"]: i for i, item in enumerate(items)}
+    out = list(items)
+    for job_id in paused:
+        for record in page_all(cluster, node, f"/v1/runs?job={job_id}&state=skipped") + page_all(
+            cluster, node, f"/v1/runs?job={job_id}&state=missed"
+        ):
+            if record["run_id"] in by_id:
+                out[by_id[record["run_id"]]] = record
+            else:
+                out.append(record)
+    return out
+
+
 def collect(
     cluster: ChaosCluster, log: OpLog, sink_events: list[dict[str, Any]] | None = None, **settings: Any
 ) -> History:
@@ -168,9 +186,11 @@ def collect(
         cluster.wait_same_digest(timeout=60)
     records: dict[str, list[dict[str, Any]]] = {}
     digests: dict[str, str | None] = {}
+    records_wall_ms = time.time() * 1000
+    paused = [job_id for job_id, job in final_jobs.items() if job.get("paused")]
     for node in cluster.alive():
         try:
-            records[node] = page_all(cluster, node, "/v1/runs")
+            records[node] = with_paused_ranges(cluster, node, page_all(cluster, node, "/v1/runs"), paused)
         except (OSError, RuntimeError):
             records[node] = []
     for node in cluster.alive():
@@ -189,6 +209,7 @@ def collect(
         final_jobs=final_jobs,
         end_mono=time.monotonic(),
         end_wall_ms=time.time() * 1000,
+        records_wall_ms=records_wall_ms,
         max_clock_offset_s=max((abs(v) for v in cluster.offsets.values()), default=0.0),
         **settings,
     )

@@ -1,8 +1,9 @@
-"""Write golden_v1.jsonl: a command log covering every command type, for the replay test.
+"""Write a golden command log for the replay test: golden_v1.jsonl covers every command type of
+version 1, golden_v2.jsonl every command and form that version 2 added.
 
 Run once per command version; never regenerate an existing golden file (old logs must keep
-replaying to the same digest forever). `python tests/data/make_golden.py OUT`; with `handback`
-after OUT, the log of the commands added later (golden_v1_handback.jsonl).
+replaying to the same digest forever). `python tests/data/make_golden.py OUT [1|2|handback]`:
+the first release's log, version 2's, or the commands of fast death detection and clean stops.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
 from raftsched.commands import CommandType  # noqa: E402
 
-from statekit import T0, Driver  # noqa: E402
+from statekit import T0, Driver, job_spec  # noqa: E402
 
 
 def scenario() -> Driver:
@@ -94,11 +95,124 @@ def scenario() -> Driver:
     return d
 
 
-def scenario_handback() -> Driver:
-    """golden_v1_handback.jsonl: the commands added for fast death detection and clean stops
-    (UNCLAIM_RUNS, EXPIRE_RUNS, a SET_NODE down with its reason)."""
+def scenario_v2() -> Driver:
+    """Version 2: the cluster's version, the committed clock, paused ranges recorded by the leader
+    and by resume, edit and delete, and what the state refuses."""
     d = Driver()
     d.boot()
+    d.add("p", overlap="forbid")
+    d.add("e", overlap="queue", delivery="at_most_once")
+    d.cmd(CommandType.ACCOUNT_PAUSED, v=2, term=1, now_ms=T0 + 500, items=[])  # refused: version 1
+    d.cmd(CommandType.SET_CLUSTER_VERSION, term=1, now_ms=T0 + 500, version=2)  # refused: not published
+    for node in ("n1", "n2", "n3"):
+        d.cmd(
+            CommandType.REGISTER_NODE,
+            node=node,
+            http=f"http://{node}",
+            raft=f"{node}:1",
+            commands=2,
+            now_ms=T0,
+        )
+    d.cmd(CommandType.SET_CLUSTER_VERSION, term=1, now_ms=T0 + 600, version=2)
+    d.fire("p", T0 + 1000)
+    d.fire("e", T0 + 1000)
+    d.cmd(CommandType.PAUSE_JOB, job_id="p", now_ms=T0 + 2500)  # T0+2s was never fired: missed
+    item = {"job_id": "p", "incarnation": 1, "version": 2, "after_ms": T0 + 1000}
+    d.cmd(
+        CommandType.ACCOUNT_PAUSED,
+        term=1,
+        now_ms=T0 + 6000,
+        items=[
+            {**item, "from_ms": T0 + 2000, "until_ms": T0 + 2000, "count": 1},
+            {**item, "after_ms": T0 + 2000, "from_ms": T0 + 3000, "until_ms": T0 + 6000, "count": 4},
+            {**item, "from_ms": T0 + 2000, "until_ms": T0 + 2000, "count": 1},  # refused: stale
+        ],
+    )
+    stale = [{**item, "after_ms": T0 + 2000, "from_ms": T0 + 3000, "until_ms": T0 + 8000, "count": 6}]
+    d.cmd(
+        CommandType.RESUME_JOB,
+        v=2,
+        rid="idem:r",
+        job_id="p",
+        now_ms=T0 + 8500,
+        next_nominal_ms=T0 + 9000,
+        accounted=stale,
+    )
+    fresh = [{**item, "after_ms": T0 + 6000, "from_ms": T0 + 7000, "until_ms": T0 + 8000, "count": 2}]
+    d.cmd(
+        CommandType.RESUME_JOB,
+        v=2,
+        rid="idem:r",
+        job_id="p",
+        now_ms=T0 + 8500,
+        next_nominal_ms=T0 + 9000,
+        accounted=fresh,
+    )
+    d.start("e@1800000001000", at=T0 + 1000)
+    overtaken = {"job_id": "e", "incarnation": 2, "version": 1, "after_ms": T0 + 1000}
+    d.cmd(
+        CommandType.PUT_JOB,
+        v=2,
+        spec=job_spec("e", overlap="queue", delivery="at_most_once", schedule={"every": 5}),
+        now_ms=T0 + 3200,
+        mode="put",
+        next_nominal_ms=T0 + 5000,
+        accounted=[{**overtaken, "from_ms": T0 + 2000, "until_ms": T0 + 3000, "count": 2}],
+    )
+    d.cmd(CommandType.PAUSE_JOB, job_id="e", now_ms=T0 + 9000)
+    ranged = {"job_id": "e", "incarnation": 2, "version": 3, "after_ms": T0 + 3200}
+    d.cmd(
+        CommandType.PUT_JOB,
+        v=2,
+        spec=job_spec("e", overlap="queue", delivery="at_most_once", schedule={"every": 5}, paused=False),
+        now_ms=T0 + 16_000,
+        mode="put",
+        next_nominal_ms=T0 + 20_000,
+        accounted=[
+            {**ranged, "from_ms": T0 + 5000, "until_ms": T0 + 5000, "count": 1},  # before the pause
+            {**ranged, "after_ms": T0 + 5000, "from_ms": T0 + 10_000, "until_ms": T0 + 15_000, "count": 2},
+        ],
+    )
+    d.cmd(CommandType.PAUSE_JOB, job_id="p", now_ms=T0 + 9100)
+    gone = {"job_id": "p", "incarnation": 1, "version": 4}
+    d.cmd(
+        CommandType.DELETE_JOB,
+        v=2,
+        job_id="p",
+        now_ms=T0 + 12_000,
+        accounted=[
+            {**gone, "after_ms": T0 + 8500, "from_ms": T0 + 9000, "until_ms": T0 + 9000, "count": 1},
+            {**gone, "after_ms": T0 + 9000, "from_ms": T0 + 10_000, "until_ms": T0 + 12_000, "count": 3},
+        ],
+    )
+    d.cmd(CommandType.PAUSE_JOB, job_id="e", now_ms=T0 + 16_200)
+    d.cmd(  # version 1 in a version 2 cluster: its own `skipped` range; `accounted` means nothing in it
+        CommandType.RESUME_JOB,
+        job_id="e",
+        now_ms=T0 + 26_000,
+        next_nominal_ms=T0 + 30_000,
+        skipped={"from_ms": T0 + 20_000, "until_ms": T0 + 25_000, "count": 2},
+        accounted=[{"ignored": True}],
+    )
+    d.cmd(CommandType.NOOP, now_ms=T0 + 26_100)
+
+
+def scenario_handback() -> Driver:
+    """golden_v2_handback.jsonl: the commands added for fast death detection and clean stops
+    (UNCLAIM_RUNS, EXPIRE_RUNS: version 2, so the cluster's version is raised first; a SET_NODE
+    down with its reason)."""
+    d = Driver()
+    d.boot()
+    for node in ("n1", "n2", "n3"):
+        d.cmd(
+            CommandType.REGISTER_NODE,
+            node=node,
+            http=f"http://{node}",
+            raft=f"{node}:1",
+            commands=2,
+            now_ms=T0,
+        )
+    d.cmd(CommandType.SET_CLUSTER_VERSION, term=1, now_ms=T0 + 1, version=2)
     d.add("j", overlap="allow")
     d.add("k", delivery="at_most_once")
     d.fire("j", T0 + 1000)
@@ -138,6 +252,7 @@ def scenario_handback() -> Driver:
 
 
 if __name__ == "__main__":
-    driver = scenario_handback() if sys.argv[2:] == ["handback"] else scenario()
+    scenarios = {"2": scenario_v2, "handback": scenario_handback}
+    driver = scenarios.get(sys.argv[2] if sys.argv[2:] else "", scenario)()
     Path(sys.argv[1]).write_bytes(b"\n".join(driver.log) + b"\n")
     print(driver.state.digest_hex())

@@ -79,3 +79,15 @@ def boot(state: State, clock: FakeClock) -> None:
 
     register(state, clock, "n1")
     state.apply(encode(CommandType.BEGIN_TERM, {"term": 1, "leader": "n1", "now_ms": clock.now_ms()}))
+
+
+def raise_cluster_version(state: State, clock: FakeClock) -> None:
+    """Every registered node publishes the current command version and the leader commits it."""
+    from raftsched.commands import VERSION, CommandType, encode
+
+    for node_id, node in list(state.nodes.items()):
+        body = {"node": node_id, "http": node.http, "raft": node.raft, "tags": node.tags}
+        body |= {"capacity": node.capacity, "now_ms": clock.now_ms(), "commands": VERSION}
+        assert state.apply(encode(CommandType.REGISTER_NODE, body))["ok"]
+    body = {"term": state.term, "now_ms": clock.now_ms(), "version": VERSION}
+    assert state.apply(encode(CommandType.SET_CLUSTER_VERSION, body))["ok"]

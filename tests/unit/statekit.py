@@ -27,12 +27,17 @@ class Driver:
         self.state = State()
         self.log: list[bytes] = []
 
-    def cmd(self, t: CommandType, rid: str | None = None, **body: Any) -> dict[str, Any]:
-        data = encode(t, body, rid=rid)
+    def cmd(
+        self, t: CommandType, rid: str | None = None, v: int | None = None, **body: Any
+    ) -> dict[str, Any]:
+        data = encode(t, body, rid=rid, v=v)
         self.log.append(data)
         return self.state.apply(data)
 
-    def boot(self, nodes: tuple[str, ...] = ("n1", "n2", "n3"), term: int = 1) -> None:
+    def boot(self, nodes: tuple[str, ...] = ("n1", "n2", "n3"), term: int = 1, version: int = 1) -> None:
+        """Nodes registered, a leader's term begun; with `version` above 1, every node publishes
+        it and the leader commits it as the cluster's version, as current nodes do."""
+        published = {"commands": version} if version > 1 else {}
         for n in nodes:
             self.cmd(
                 CommandType.REGISTER_NODE,
@@ -42,8 +47,11 @@ class Driver:
                 tags={},
                 capacity=4,
                 now_ms=T0,
+                **published,
             )
         assert self.cmd(CommandType.BEGIN_TERM, term=term, leader=nodes[0], now_ms=T0)["ok"]
+        if version > 1:
+            assert self.cmd(CommandType.SET_CLUSTER_VERSION, term=term, now_ms=T0, version=version)["ok"]
 
     def add(self, job_id: str = "j", now_ms: int = T0, **over: Any) -> dict[str, Any]:
         return self.cmd(
@@ -102,3 +110,21 @@ class Driver:
                 }
             ],
         )
+
+
+def upgrade(d: Driver, version: int = 2, term: int = 1, now_ms: int = T0) -> None:
+    """Every node publishes command `version`, then the leader commits it as the cluster's."""
+    for node in list(d.state.nodes):
+        record = d.state.nodes[node]
+        d.cmd(
+            CommandType.REGISTER_NODE,
+            node=node,
+            http=record.http,
+            raft=record.raft,
+            tags=dict(record.tags),
+            capacity=record.capacity,
+            commands=version,
+            now_ms=now_ms,
+        )
+    result = d.cmd(CommandType.SET_CLUSTER_VERSION, term=term, now_ms=now_ms, version=version)
+    assert result["ok"], result

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from apikit import T0, MemoryRaft, boot, register
+from apikit import T0, MemoryRaft, boot, raise_cluster_version, register
 
 from raftsched.api.app import Services, make_app
 from raftsched.clock import FakeClock
@@ -129,6 +129,18 @@ async def test_nodes_show_what_they_publish(api: Api) -> None:
     assert policies["n2"] == {**STRICT, "allow_shell": True, "secrets": ["A", "B"]}
 
 
+async def test_a_version_1_cluster_triggers_one_run_even_for_broadcast(api: Api) -> None:
+    """Until every member applies a trigger's `nodes`, a manual trigger is one run, as it was:
+    an older node would make one run where newer ones made several."""
+    for node_id in ("n2", "n3"):
+        api.register(node_id)
+    job = {"id": "b", "schedule": {"every": 60}, "task": {"type": "shell", "command": ["true"]}}
+    job["route"] = {"strategy": "broadcast"}
+    assert (await api.call("POST", "/v1/jobs", job))[0] == 201
+    status, first = await api.call("POST", "/v1/jobs/b/trigger")
+    assert status == 201 and len(first["runs"]) == 1 and first["run_id"] == f"b@manual-{T0}"
+
+
 @pytest.mark.parametrize(
     ("route", "expected"),
     [
@@ -142,6 +154,7 @@ async def test_a_manual_trigger_of_broadcast_and_shards_runs_each(
 ) -> None:
     for node_id in ("n2", "n3"):
         api.register(node_id)
+    raise_cluster_version(api.state, api.clock)  # one run per node or shard: version 2's trigger
     job = {
         "id": "b",
         "schedule": {"every": 60},

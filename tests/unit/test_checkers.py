@@ -12,6 +12,7 @@ from chaoskit.checkers import (
     CHECKERS,
     History,
     Op,
+    _ms,
     check_acknowledged_writes,
     check_bad_input,
     check_convergence,
@@ -168,7 +169,8 @@ def test_the_clean_history_passes_every_checker() -> None:
     h = clean()
     failing = {c.__name__: c(h).violations for c in CHECKERS if c(h).violations}
     assert not failing
-    assert check_no_lost_fire(h).counts["slots_due"] == 10
+    # The pause is invoked at t=10.5: slots within lookahead + offset (+ a commit) of it are not judged.
+    assert check_no_lost_fire(h).counts["slots_due"] == 8
 
 
 def test_slots_are_computed_independently() -> None:
@@ -216,6 +218,52 @@ def test_slots_while_paused_are_not_due() -> None:
     h.executions = [e for e in h.executions if not BASE + 4000 <= e.slot <= BASE + 7000]  # type: ignore[operator]
     for items in h.records.values():
         items[:] = [r for r in items if not iso(BASE + 4000) <= r["scheduled_at"] <= iso(BASE + 7000)]
+    assert check_no_lost_fire(h).ok
+
+
+def test_both_ends_of_a_window_are_judged_with_lookahead_plus_the_clock_offset() -> None:
+    """A boundary read on the harness's clock is moved inwards on both sides: a node's clock may
+    be off by the allowed offset, and the leader acts up to a lookahead ahead."""
+    h = clean()
+    h.ops.insert(1, op("pause", "m", 2.0, 2.05, result=job_view("m", 2, paused=True)))
+    h.ops.insert(2, op("resume", "m", 2.5, 2.55, result=job_view("m", 3)))
+    unrecorded = {BASE + k * 1000 for k in (5, 6, 8)}
+    h.executions = [e for e in h.executions if e.slot not in unrecorded]
+    for items in h.records.values():
+        items[:] = [r for r in items if _ms(r["scheduled_at"]) not in unrecorded]
+    h.max_clock_offset_s = 0.5  # the window is (2.55 + 2.6, 10.5 - 2.6]: slots 6 and 7
+    assert [v["slot"] for v in check_no_lost_fire(h).violations] == [BASE + 6000]
+    h.max_clock_offset_s = 0.0  # (2.55 + 2.1, 10.5 - 2.1]: slots 5 to 8
+    assert [v["slot"] for v in check_no_lost_fire(h).violations] == [BASE + k * 1000 for k in (5, 6, 8)]
+
+
+def left_paused(records_at: float) -> History:
+    """The clean history, whose job stays paused from t=10.5 until the records are read."""
+    h = clean()
+    h.end_mono, h.end_wall_ms, h.records_wall_ms = 40.0, wall(40.0), wall(records_at)
+    return h
+
+
+def test_a_job_left_paused_must_have_its_range_as_records() -> None:
+    h = left_paused(records_at=30.0)  # slots 13..27 lie in the judged range (10.55 + 2.1, 30 - 2.1]
+    lost = list(check_no_lost_fire(h).violations)
+    assert [v["slot"] for v in lost] == [BASE + k * 1000 for k in range(13, 28)]
+    assert {v["what"] for v in lost} == {"a slot of the paused range is not a record"}
+    paused = rec("m", 11, "skipped", attempt=0, reason="job paused", until=iso(BASE + 29_000), count=19)
+    for items in h.records.values():
+        items.append(copy.deepcopy(paused))
+    assert check_no_lost_fire(h).ok
+    for items in h.records.values():
+        items[-1]["until"] = iso(BASE + 20_000)  # recorded only up to 20: the rest is missing
+    assert [v["slot"] for v in check_no_lost_fire(h).violations] == [BASE + k * 1000 for k in range(21, 28)]
+
+
+def test_an_execution_is_no_record_of_a_paused_slot_and_unknown_read_times_judge_nothing() -> None:
+    h = left_paused(records_at=14.0)  # judges slot 12 only: (12.65, 11.9] is empty, so read later
+    h.records_wall_ms = wall(16.0)  # (12.65, 13.9]: slot 13
+    h.executions.append(ex("m", 13))
+    assert [v["slot"] for v in check_no_lost_fire(h).violations] == [BASE + 13_000]
+    h.records_wall_ms = 0.0  # an older history: the paused range is not judged
     assert check_no_lost_fire(h).ok
 
 

@@ -36,6 +36,22 @@ def test_golden_log_replays_to_its_digest(name: str) -> None:
     assert state.jobs["a"].version == 2
 
 
+def test_golden_log_of_version_2_replays_to_its_digest() -> None:
+    """Version 2's commands and forms: the cluster's version, the leader's accounting of paused
+    ranges, resume / edit / delete carrying the ranges they overtake, and what is refused."""
+    state = replay("golden_v2.jsonl")
+    assert state.digest_hex() == "27:fffc30847ae16fd55b6155fc12023e87"
+    assert state.cluster_version == 2 and state.clock_ms == 1800000006000
+    assert sorted(state.jobs) == ["e"] and state.jobs["e"].version == 6
+    assert (state.totals["skipped"], state.totals["missed"]) == (13, 5)
+    edited = state.runs["e@1800000002000"]
+    assert (edited.state, edited.until_ms, edited.count) == (RunState.MISSED, 1800000003000, 2)
+    assert state.runs["e@1800000010000"].count == 2  # the paused range recorded by the edit
+    restored = State()
+    restored.load(state.dump())
+    assert restored.dump() == state.dump()
+
+
 def test_golden_replay_through_a_snapshot_is_identical() -> None:
     state = replay()
     restored = State()
@@ -56,8 +72,8 @@ def test_a_damaged_entry_is_refused_not_applied_as_another_command() -> None:
 
 
 # The commands added for fast death detection and clean stops, in a log of their own (the first
-# log's digest must never change). Cluster-version gated: see commands.GATED_TYPES.
-HANDBACK = ("golden_v1_handback.jsonl", "15:3dd924505afb080b0c944f94f70e7f8a")
+# log's digest must never change). Both are version 2: the log raises the cluster's version first.
+HANDBACK = ("golden_v2_handback.jsonl", "19:e3d5581093a12f71c171dfe469e14deb")
 
 
 def test_golden_handback_log_replays_to_its_digest() -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from raftsched import scheduler, triggers
 from raftsched.clock import FakeClock
+from raftsched.commands import VERSION as COMMAND_VERSION
 from raftsched.commands import Command, CommandType, decode, encode
 from raftsched.model import JobSpec, RunState, iso_ms
 from raftsched.records import NodeRecord, Run
@@ -115,7 +116,10 @@ class Rig:
         tags: dict[str, dict[str, str]] | None = None,
         lookahead_s: float = 3.0,
         node_timeout_s: float = 5.0,
+        commands: int = 1,
     ) -> None:
+        """`commands`: the command version the nodes publish (above 1, the leader raises the
+        cluster's version to it in its first ticks)."""
         self.state = State()
         self.clock = FakeClock(T0)
         self.lookahead_s, self.node_timeout_s = lookahead_s, node_timeout_s
@@ -129,6 +133,7 @@ class Rig:
                 tags=(tags or {}).get(n, {}),
                 capacity=8,
                 now_ms=T0,
+                **({"commands": commands} if commands > 1 else {}),
             )
         self.leadership = FakeLeadership(term=1, connected={raft(n): True for n in nodes[1:]})
         self.scheduler, self.proposer = self.scheduler_for(nodes[0], self.leadership)
@@ -367,7 +372,7 @@ def _missed_ranges(rig: Rig, job_id: str = "j") -> list[Run]:
 
 
 async def test_misfire_fire_once_records_one_missed_range_and_one_catch_up_run() -> None:
-    rig = Rig()
+    rig = Rig(commands=COMMAND_VERSION)  # expiring stale runs is a version 2 command
     rig.add("j", overlap="allow", misfire={"policy": "fire_once", "grace": 5})
     body = await _gap(rig, 25)  # now T+25: slots < T+20 are missed
     assert len(body["skips"]) == 1
@@ -431,7 +436,7 @@ async def test_a_stale_pending_run_no_longer_blocks_a_forbid_job() -> None:
     """A restart found a run pending past its grace on a node that never started it: recorded
     missed (the policy fires a newer slot in its place), and the job's slots run again instead of
     every one being `skipped` as overlapping an 'active' run."""
-    rig = Rig()
+    rig = Rig(commands=COMMAND_VERSION)
     rig.add("j", misfire={"policy": "fire_once", "grace": 2})  # forbid, every 1 s
     await rig.tick()
     stale = rig.state.runs[rid(T0 + S)]
@@ -451,7 +456,7 @@ async def test_a_stale_pending_run_no_longer_blocks_a_forbid_job() -> None:
 async def test_a_stale_run_stays_as_the_one_late_run_until_a_newer_slot_is_due(
     policy: str, expired: bool
 ) -> None:
-    rig = Rig()
+    rig = Rig(commands=COMMAND_VERSION)
     rig.add("j", schedule={"every": 60}, misfire={"policy": policy, "grace": 5})
     await rig.tick(57)  # T+60 fired ahead
     await rig.tick(13)  # T+70: past due + grace, next slot T+120 not due yet

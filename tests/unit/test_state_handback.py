@@ -14,7 +14,7 @@ RUN, OTHER = f"j@{T0 + 1000}", f"k@{T0 + 1000}"
 
 def booted() -> Driver:
     d = Driver()
-    d.boot()
+    d.boot(version=2)
     d.add("j")
     d.add("k", delivery="at_most_once")
     d.fire("j", T0 + 1000)

@@ -53,8 +53,36 @@ def test_public_surface() -> None:
         "first_slot_ms",
         "jitter_ms",
         "next_fire_ms",
+        "slot_range",
         "slots_between",
     ]
+
+
+SLOT_RANGE_SCHEDULES = [
+    Schedule(every_s=0.1),
+    Schedule(every_s=0.7, start_at_ms=1_000_003),
+    Schedule(every_s=1.5, end_at_ms=1_030_000),
+    Schedule(every_s=7),
+    Schedule(cron="*/3 * * * * *"),
+    Schedule(at_ms=1_010_000),
+]
+
+
+@pytest.mark.parametrize("schedule", SLOT_RANGE_SCHEDULES)
+def test_slot_range_is_first_last_and_count_of_the_slots_between(schedule: Schedule) -> None:
+    """`every` is counted by arithmetic, whatever the limit; the other kinds walk `limit` slots."""
+    created = 1_000_000
+    for after in range(created - 2_000, created + 40_000, 1_237):
+        for span in (0, 1, 999, 1_000, 4_321, 25_000):
+            every = slots_between(schedule, after, after + span, created_ms=created, limit=10**6)
+            want = (every[0], every[-1], len(every)) if every else None
+            assert triggers.slot_range(schedule, after, after + span, created_ms=created, limit=10**6) == want
+            walked = slots_between(schedule, after, after + span, created_ms=created, limit=2)
+            limited = triggers.slot_range(schedule, after, after + span, created_ms=created, limit=2)
+            if schedule.every_s is None:
+                assert limited == ((walked[0], walked[-1], len(walked)) if walked else None)
+            else:
+                assert limited == want
 
 
 # ---------------------------------------------------------------- cron in UTC

@@ -24,6 +24,7 @@ import pytest
 
 from raftsched.api.views import run_view
 from raftsched.clock import FakeClock
+from raftsched.commands import VERSION as COMMAND_VERSION
 from raftsched.commands import Command, CommandType, decode
 from raftsched.errors import NoLeader, RaftschedError
 from raftsched.executors import (
@@ -159,7 +160,7 @@ class Rig:
 
 def make_rig(node: str = NODE, executor: Executor | None = None, **settings: Any) -> Rig:
     driver = Driver()
-    driver.boot()
+    driver.boot(version=COMMAND_VERSION)  # current nodes: hand-backs are a version 2 command
     clock = FakeClock(T0)
     proposer = Proposer(driver)
     fake = FakeExecutor(clock)

@@ -10,7 +10,7 @@ const TOKEN_KEY = "raftsched.api_token";
 const FINISHED = new Set(["succeeded", "failed", "timed_out", "cancelled", "lost"]);
 const ACTIVE = new Set(["pending", "running"]);
 // Fields the API adds to a job; a PUT does not need them back.
-const READ_ONLY = ["version", "incarnation", "next_fire_at", "last_fire_at", "created_at", "updated_at", "updated_by", "stats"];
+const READ_ONLY = ["version", "incarnation", "next_fire_at", "last_fire_at", "next_slot_at", "last_slot_at", "created_at", "updated_at", "updated_by", "stats"];
 const CHART_RUNS = 60;
 const FORM_TASKS = ["shell", "http", "python"]; // task types the form edits; others go to the JSON tab
 const NOT_RUN = new Set(["skipped", "missed"]); // slot records, not runs: no result of their own
