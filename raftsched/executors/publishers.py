@@ -217,7 +217,7 @@ class AmqpPublisher(_Connected):
             if not exchange_name
             else await channel.get_exchange(exchange_name, ensure=False)
         )
-        headers = {
+        headers: dict[str, Any] = {
             **message.headers,
             **{f"x-raftsched-{k.replace('_', '-')}": v for k, v in message.fields.items()},
         }
