@@ -77,7 +77,8 @@ class ExecPolicy:
     """Node-local fences, from the node's own config; a job cannot widen them.
 
     `brokers`: the `[broker NAME]` sections that name this node, passwords resolved;
-    `message_max_bytes` bounds a message task's body. `kill_grace_s` is how long a task's processes get between SIGTERM and SIGKILL.
+    `message_max_bytes` bounds a message task's body. `kill_grace_s` is how long a task's
+    processes get between SIGTERM and SIGKILL.
     `command_allow`: directories argv[0] must resolve under (empty: any; see `_fences`).
     `run_as`: the user process tasks run as (None: the node's own). `umask`: the tasks' umask
     (None: `task_umask()`, the one the node started with). `output_max_bytes` bounds each
