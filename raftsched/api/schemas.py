@@ -315,8 +315,8 @@ _MESSAGE_TASK: Schema = {
             "type": "string",
             "minLength": 1,
             "maxLength": 1024,
-            "description": "Redis: a stream key, list or channel (options.mode); AMQP: `exchange:routing_key` "
-            "(`:queue` for the default exchange); MQTT: a topic; NATS: a subject",
+            "description": "Redis: a stream key, list or channel (options.mode); AMQP: "
+            "`exchange:routing_key` (`:queue` for the default exchange); MQTT: a topic; NATS: a subject",
         },
         "body": {
             "description": "a string is sent as is, any other JSON value as JSON; in its strings "

@@ -193,11 +193,12 @@ class RedisPublisher(_Connected):
 class AmqpPublisher(_Connected):
     async def _connect(self) -> Any:
         import aio_pika
+        from yarl import URL
 
-        kwargs: dict[str, Any] = {"password": self.spec.password} if self.spec.password else {}
-        connection = await aio_pika.connect(
-            self.spec.url, timeout=5, ssl_context=self.spec.ssl_context(), **kwargs
-        )
+        url = URL(self.spec.url)
+        if self.spec.password:  # in memory only: the configured URL never holds it
+            url = url.with_password(self.spec.password)
+        connection = await aio_pika.connect(url, timeout=5, ssl_context=self.spec.ssl_context())
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         return connection, channel
 
