@@ -31,11 +31,13 @@ from typing import Any
 from yarl import URL
 
 from . import credentials, datadir
+from .brokers import BrokerConfig, parse_broker
 from .errors import ConfigError
 from .secretstore import check_secret_name, read_secrets_file
 
 __all__ = [
     "CLUSTER_KEYS",
+    "DEFAULT_MESSAGE_MAX_BYTES",
     "DEFAULT_OUTPUT_MAX_BYTES",
     "DEFAULT_MAX_RAFT_FRAME_BYTES",
     "MAX_FRAME_LENGTH",
@@ -59,11 +61,13 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 NODE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MIN_SECRET_CHARS = credentials.MIN_CHARS
 DEFAULT_OUTPUT_MAX_BYTES = 10 << 20  # per attempt's output file; past it the file ends with a marker
+DEFAULT_MESSAGE_MAX_BYTES = 1 << 20  # a message task's body, per node (`message_max_bytes`)
 _SECRET_HINT = f"use at least {MIN_SECRET_CHARS} random characters (run `raftsched secret` to make one)"
 _TAG_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
 _TAG_VALUE_RE = re.compile(r"[^\s,=]{1,256}")
 _MODULE_PREFIX_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\.?", re.ASCII)
 _LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_BROKER_SECTION_RE = re.compile(r"broker\s+(\S.*?)\s*")
 _NODE_SECTION_RE = re.compile(r"node\s+(\S.*?)\s*")
 
 # A Raft frame is a PySyncObj message, pickled (protocol 2), zlib-compressed and Fernet-encrypted,
@@ -118,6 +122,7 @@ class NodeConfig:
     python_path: tuple[Path, ...] = field(default_factory=tuple)
     http_allow: tuple[IPNetwork, ...] = ()
     output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES
+    message_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES
     tls_cert: Path | None = None
     tls_key: Path | None = None
     secrets_file: Path | None = None
@@ -172,6 +177,7 @@ class ClusterConfig:
     api_max_connections: int = 4096
     api_max_connections_per_client: int = 256
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)  # the [secrets] section
+    brokers: Mapping[str, BrokerConfig] = field(default_factory=dict)  # the [broker NAME] sections
 
     def node_data_dir(self, node_id: str) -> Path:
         """Each node's journal and snapshots live apart, so nodes may share one data_dir."""
@@ -433,6 +439,7 @@ _NODE_PARSERS: Mapping[str, Callable[[str], Any]] = {
     "python_path": _items,
     "http_allow": _networks,
     "output_max_bytes": _count(0),
+    "message_max_bytes": _count(1),
     "tls_cert": _text,
     "tls_key": _text,
     "secrets_file": _text,
@@ -508,12 +515,14 @@ class _Sections:
     cluster: dict[str, str]
     nodes: dict[str, dict[str, str]]  # by node id, in file order
     secrets: dict[str, str]
+    brokers: dict[str, dict[str, str]]  # by broker name
 
 
 def _sections(parser: _IniParser) -> _Sections:
     cluster: dict[str, str] | None = None
     nodes: dict[str, dict[str, str]] = {}
     secrets_items: dict[str, str] = {}
+    brokers: dict[str, dict[str, str]] = {}
     for name in parser.sections():
         items = dict(parser.items(name))
         if name == "cluster":
@@ -521,6 +530,12 @@ def _sections(parser: _IniParser) -> _Sections:
             continue
         if name == "secrets":
             secrets_items = items
+            continue
+        broker = _BROKER_SECTION_RE.fullmatch(name)
+        if broker is not None:
+            if broker[1] in brokers:
+                raise ConfigError(name, None, "duplicate section")
+            brokers[broker[1]] = items
             continue
         node_id = _node_section_id(name)
         if node_id in nodes:
@@ -530,7 +545,7 @@ def _sections(parser: _IniParser) -> _Sections:
         raise ConfigError("cluster", None, "missing section: the file needs a [cluster] section")
     if not nodes:
         raise ConfigError("node", None, "missing section: the file needs at least one [node <id>] section")
-    return _Sections(cluster, nodes, secrets_items)
+    return _Sections(cluster, nodes, secrets_items, brokers)
 
 
 def _node_section_id(name: str) -> str:
@@ -538,7 +553,9 @@ def _node_section_id(name: str) -> str:
     if match is None:
         if name.strip() == "node":
             raise ConfigError(name, None, "a node section needs an id: [node <id>]")
-        raise ConfigError(name, None, "unknown section; expected [cluster], [node <id>] or [secrets]")
+        raise ConfigError(
+            name, None, "unknown section; expected [cluster], [node <id>], [broker <name>] or [secrets]"
+        )
     try:
         return _node_id(match[1])
     except ValueError as exc:
@@ -744,6 +761,9 @@ def load(
     cluster_values = _parse_section("cluster", sections.cluster, _CLUSTER_PARSERS)
     cluster_values["secrets"] = _secrets_section(sections.secrets)
     nodes = {nid: _build_node(nid, items, base) for nid, items in sections.nodes.items()}
+    cluster_values["brokers"] = {
+        name: parse_broker(name, items, base, tuple(nodes)) for name, items in sections.brokers.items()
+    }
     chosen = _choose(nodes, node_id)
     nodes[chosen] = _override_node(nodes[chosen], overrides)
     cluster = _build_cluster(cluster_values, base, nodes, overrides.data_dir)

@@ -19,7 +19,8 @@ refusal, with the job's `field` and the node setting that refuses it:
      when the run starts, so it is not judged here (the node refuses it then if it must);
    - python: the callable's module under `python_allow`;
    - http: a literal IP host, and `localhost` (as 127.0.0.1 and ::1), against the node's address
-     fence and `http_allow`. Host names are not resolved: they are judged when the run starts.
+     fence and `http_allow`. Host names are not resolved: they are judged when the run starts;
+   - message: nodes that have the named `[broker]`.
 4. Each secret referenced in `task.env` or `task.headers`: nodes that have a secret of that name.
 
 Invariants: a field a node has not published (`None`) passes every step (old logs, older nodes);
@@ -108,6 +109,13 @@ def _steps(spec: JobSpec) -> Iterator[_Step]:
         yield from _python_steps(task)
     elif task.type is TaskType.HTTP:
         yield from _http_steps(task)
+    elif task.type is TaskType.MESSAGE:
+        broker = task.broker or ""
+        yield _Step(
+            field="task.broker",
+            message=f"no live node has broker {broker!r}: [broker {broker}]",
+            allows=lambda p: p.brokers is None or broker in p.brokers,
+        )
     yield from _secret_steps(task)
 
 

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 from yarl import URL
 
+from . import templates
+from .brokers import BROKER_NAME_RE
 from .errors import ValidationError, quoted
 from .ids import JOB_ID_RE
 from .secretstore import SECRET_NAME_RE
@@ -73,6 +75,7 @@ class TaskType(StrEnum):
     SHELL = "shell"
     HTTP = "http"
     PYTHON = "python"
+    MESSAGE = "message"
 
 
 class Overlap(StrEnum):
@@ -344,6 +347,13 @@ _TASK_FIELDS = {
     TaskType.SHELL: frozenset({"type", "command", "env", "cwd"}),
     TaskType.HTTP: frozenset({"type", "method", "url", "headers", "body", "expect_status"}),
     TaskType.PYTHON: frozenset({"type", "callable", "kwargs", "env", "in_process"}),
+    TaskType.MESSAGE: frozenset({"type", "broker", "to", "body", "content_type", "headers", "options"}),
+}
+# A message task's `options`, by name: the values each may take (brokers ignore the others' keys).
+_MESSAGE_OPTIONS: dict[str, tuple[object, ...]] = {
+    "mode": ("stream", "list", "pubsub"),  # redis
+    "require_receivers": (True, False),  # redis pubsub
+    "qos": (0, 1, 2),  # mqtt
 }
 
 
@@ -361,6 +371,10 @@ class TaskSpec:
     callable: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     in_process: bool = False
+    broker: str | None = None
+    to: str | None = None
+    content_type: str | None = None  # None: application/json, or text/plain for a string body
+    options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, value: object, path: str = "task") -> TaskSpec:
@@ -384,6 +398,8 @@ class TaskSpec:
                 body=d.get("body"),
                 expect_status=_expect(d.get("expect_status", "200-299"), f"{path}.expect_status"),
             )
+        if kind is TaskType.MESSAGE:
+            return cls._message(d, path)
         kwargs = d.get("kwargs", {})
         if not isinstance(kwargs, Mapping):
             raise ValidationError("must be an object", field=f"{path}.kwargs")
@@ -398,7 +414,46 @@ class TaskSpec:
             in_process=_bool(d.get("in_process", False), f"{path}.in_process"),
         )
 
+    @classmethod
+    def _message(cls, d: Mapping[str, Any], path: str) -> TaskSpec:
+        broker = _str(d.get("broker"), f"{path}.broker", max_len=64, allow_empty=False)
+        if not BROKER_NAME_RE.fullmatch(broker):
+            raise ValidationError(f"must match {BROKER_NAME_RE.pattern}", field=f"{path}.broker")
+        to = _str(d.get("to"), f"{path}.to", max_len=1024, allow_empty=False)
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in to):
+            raise ValidationError("must not contain control characters", field=f"{path}.to")
+        body = d.get("body", "")
+        try:
+            templates.check_value(body)
+        except templates.TemplateError as exc:
+            raise ValidationError(str(exc), field=f"{path}.body") from None
+        ctype = d.get("content_type")
+        return cls(
+            type=TaskType.MESSAGE,
+            broker=broker,
+            to=to,
+            body=body,
+            content_type=_str(ctype, f"{path}.content_type", max_len=256) if ctype is not None else None,
+            headers=_value_map(d.get("headers", {}), f"{path}.headers"),
+            options=_message_options(d.get("options", {}), f"{path}.options"),
+        )
+
+    def message_content_type(self) -> str:
+        if self.content_type is not None:
+            return self.content_type
+        return "text/plain; charset=utf-8" if isinstance(self.body, str) else "application/json"
+
     def to_dict(self) -> dict[str, Any]:
+        if self.type is TaskType.MESSAGE:
+            return {
+                "type": "message",
+                "broker": self.broker,
+                "to": self.to,
+                "body": self.body,
+                "content_type": self.content_type,
+                "headers": values_to_wire(self.headers),
+                "options": self.options,
+            }
         if self.type is TaskType.SHELL:
             return {
                 "type": "shell",
@@ -423,6 +478,19 @@ class TaskSpec:
             "env": values_to_wire(self.env),
             "in_process": self.in_process,
         }
+
+
+def _message_options(value: object, path: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("must be an object", field=path)
+    for key, option in value.items():
+        allowed = _MESSAGE_OPTIONS.get(key)
+        if allowed is None:
+            raise ValidationError(f"unknown option: use {', '.join(_MESSAGE_OPTIONS)}", field=f"{path}.{key}")
+        if option not in allowed or isinstance(option, bool) != isinstance(allowed[0], bool):
+            choices = ", ".join("true" if a is True else "false" if a is False else str(a) for a in allowed)
+            raise ValidationError(f"must be one of {choices}", field=f"{path}.{key}")
+    return dict(value)
 
 
 def _command(value: object, path: str) -> list[str] | str:

@@ -35,8 +35,9 @@ from .commands import VERSION as COMMAND_VERSION
 from .commands import Command, CommandType, encode
 from .config import ClusterConfig, NodeConfig, is_loopback_host
 from .deathwatch import refuses_connections
-from .errors import RaftschedError
+from .errors import ConfigError, RaftschedError
 from .executors import ExecPolicy, Executor, executor_for, task_umask, task_user
+from .executors.publishers import BrokerSpec
 from .model import TaskType
 from .records import NodePolicy, NodeRecord
 from .replication import RaftSettings, Replicator
@@ -374,6 +375,9 @@ def exec_policy(cluster: ClusterConfig, node: NodeConfig, environ: Mapping[str, 
     cannot switch to (unknown user, or no privilege): a node must not start and then fail every
     task. Secrets are read once, here, at start: one added later (environment, secrets_file or
     [secrets]) needs a restart of the node."""
+    secrets = SecretStore.build(
+        environ=environ, file_values=node.file_secrets, section_values=cluster.secrets
+    )
     return ExecPolicy(
         allow_shell=node.allow_shell,
         command_allow=node.command_allow,
@@ -384,10 +388,37 @@ def exec_policy(cluster: ClusterConfig, node: NodeConfig, environ: Mapping[str, 
         http_allow=node.http_allow,
         output_tail_bytes=cluster.output_tail_bytes,
         output_max_bytes=node.output_max_bytes,
-        secrets=SecretStore.build(
-            environ=environ, file_values=node.file_secrets, section_values=cluster.secrets
-        ),
+        secrets=secrets,
+        brokers=_brokers(cluster, node, secrets),
+        message_max_bytes=node.message_max_bytes,
     )
+
+
+def _brokers(cluster: ClusterConfig, node: NodeConfig, secrets: SecretStore) -> dict[str, BrokerSpec]:
+    """The `[broker]` sections that name this node, each password resolved now: a node must not
+    start and then fail every message to a broker whose secret it lacks."""
+    specs: dict[str, BrokerSpec] = {}
+    for broker in cluster.brokers.values():
+        if not broker.serves(node.id):
+            continue
+        password = None
+        if broker.password_secret is not None:
+            password = secrets.get(broker.password_secret)
+            if password is None:
+                raise ConfigError(
+                    f"broker {broker.name}",
+                    "password_secret",
+                    f"secret {broker.password_secret!r} is not set",
+                )
+        specs[broker.name] = BrokerSpec(
+            name=broker.name,
+            url=broker.url,
+            password=password,
+            tls_ca=str(broker.tls_ca) if broker.tls_ca else None,
+            tls_cert=str(broker.tls_cert) if broker.tls_cert else None,
+            tls_key=str(broker.tls_key) if broker.tls_key else None,
+        )
+    return specs
 
 
 def published_policy(policy: ExecPolicy) -> NodePolicy:
@@ -402,6 +433,7 @@ def published_policy(policy: ExecPolicy) -> NodePolicy:
         python_allow=tuple(sorted(policy.python_allow)),
         http_allow=tuple(sorted(str(net) for net in policy.http_allow)),
         secrets=tuple(sorted(policy.secrets.names)),
+        brokers=tuple(sorted(policy.brokers)),
     )
 
 

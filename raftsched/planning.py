@@ -92,7 +92,7 @@ def _catch_up(
     boundary = now_ms - int(spec.misfire.grace * 1000)  # a slot before this can no longer start in grace
     if first is None or first >= boundary:
         return [], first
-    has_node = bool(load.eligible(spec.route.tags))
+    has_node = bool(load.eligible(spec.route.tags, spec.task.broker))
     kept, after = _misfire(job, after, boundary, has_node, base, plan)
     return kept, (None if kept is None else _next(job, after))
 
@@ -130,7 +130,12 @@ def _fire(
         if exclusive and (active or fired) and due > now_ms:
             break  # overlap decided at the due time, by the state (DESIGN.md §2.4)
         nodes = load.pick(
-            spec.route, spec.id, f"{spec.id}@{slot}", counter=job.fired + len(plan.fires), due_ms=due
+            spec.route,
+            spec.id,
+            f"{spec.id}@{slot}",
+            counter=job.fired + len(plan.fires),
+            due_ms=due,
+            broker=spec.task.broker,
         )
         if not nodes:
             break  # no eligible node yet: retried next tick, recorded missed once past grace

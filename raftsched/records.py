@@ -139,7 +139,8 @@ class NodePolicy:
     a node that does not publish a field, refuses nothing because of it. `command_allow`: the
     directories as configured and, on that node, through `realpath`; empty: any program.
     `http_allow`: networks as strings. `secrets`: the NAMES of the secrets the node has, never
-    values. `run_tasks` false: the node runs no task at all.
+    values. `brokers`: the names of the `[broker]` sections the node has. `run_tasks` false: the
+    node runs no task at all.
     """
 
     run_tasks: bool = True
@@ -148,6 +149,7 @@ class NodePolicy:
     python_allow: tuple[str, ...] | None = None
     http_allow: tuple[str, ...] | None = None
     secrets: tuple[str, ...] | None = None
+    brokers: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The wire and snapshot form: unknown fields left out."""
@@ -167,6 +169,7 @@ class NodePolicy:
             python_allow=_names(raw.get("python_allow")),
             http_allow=_names(raw.get("http_allow")),
             secrets=_names(raw.get("secrets")),
+            brokers=_names(raw.get("brokers")),
         )
 
 

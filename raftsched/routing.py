@@ -24,25 +24,40 @@ class Candidate:
     running: int
     up: bool = True
     draining: bool = False
+    brokers: frozenset[str] | None = None  # the brokers the node has; None: not published (any)
 
 
-def eligible(candidates: Sequence[Candidate], tags: Mapping[str, str]) -> list[Candidate]:
-    """Nodes that are up, not draining and carry every tag the job asks for, sorted by id."""
+def eligible(
+    candidates: Sequence[Candidate], tags: Mapping[str, str], broker: str | None = None
+) -> list[Candidate]:
+    """Nodes that are up, not draining, carry every tag the job asks for and have its broker (a
+    message task's), sorted by id."""
     out = [
-        c for c in candidates if c.up and not c.draining and all(c.tags.get(k) == v for k, v in tags.items())
+        c
+        for c in candidates
+        if c.up
+        and not c.draining
+        and all(c.tags.get(k) == v for k, v in tags.items())
+        and (broker is None or c.brokers is None or broker in c.brokers)
     ]
     return sorted(out, key=lambda c: c.id)
 
 
 def pick_nodes(
-    route: Route, job_id: str, salt: str, candidates: Sequence[Candidate], *, counter: int = 0
+    route: Route,
+    job_id: str,
+    salt: str,
+    candidates: Sequence[Candidate],
+    *,
+    counter: int = 0,
+    broker: str | None = None,
 ) -> list[str]:
     """Node ids for one slot: one per run (broadcast: every node; shards: `route.shards`).
 
     `salt` varies per slot (e.g. the run id) and makes `random` deterministic; `counter`
     is the job's fire count, for `round_robin`. Returns [] when no node is eligible.
     """
-    return NodeLoad(candidates).pick(route, job_id, salt, counter=counter)
+    return NodeLoad(candidates).pick(route, job_id, salt, counter=counter, broker=broker)
 
 
 PLANNER_GRAIN = 8  # the leader's least-loaded: loads within 1/8 of capacity count as equal
@@ -104,16 +119,16 @@ class NodeLoad:
         density: DueDensity | None = None,
     ) -> None:
         self._candidates = candidates
-        self._eligible: dict[frozenset[tuple[str, str]], list[Candidate]] = {}
+        self._eligible: dict[tuple[frozenset[tuple[str, str]], str | None], list[Candidate]] = {}
         self.added: dict[str, int] = {}
         self._grain = grain
         self._density = density
 
-    def eligible(self, tags: Mapping[str, str]) -> list[Candidate]:
-        key = frozenset(tags.items())
+    def eligible(self, tags: Mapping[str, str], broker: str | None = None) -> list[Candidate]:
+        key = (frozenset(tags.items()), broker)
         nodes = self._eligible.get(key)
         if nodes is None:
-            nodes = self._eligible[key] = eligible(self._candidates, tags)
+            nodes = self._eligible[key] = eligible(self._candidates, tags, broker)
         return nodes
 
     def add(self, node_id: str, due_ms: int | None = None) -> None:
@@ -126,10 +141,17 @@ class NodeLoad:
         return c.running + self.added.get(c.id, 0)
 
     def pick(
-        self, route: Route, job_id: str, salt: str, *, counter: int = 0, due_ms: int | None = None
+        self,
+        route: Route,
+        job_id: str,
+        salt: str,
+        *,
+        counter: int = 0,
+        due_ms: int | None = None,
+        broker: str | None = None,
     ) -> list[str]:
         """As `pick_nodes`, on this view; `due_ms`: when the run is due (for the density)."""
-        nodes = self.eligible(route.tags)
+        nodes = self.eligible(route.tags, broker)
         if not nodes:
             return []
         strategy = route.strategy

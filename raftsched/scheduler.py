@@ -537,7 +537,7 @@ class Scheduler:
         if job is None:
             return
         plain = dataclasses.replace(job.spec.route, strategy=RouteStrategy.LEAST_LOADED)
-        picked = load.pick(plain, run.job_id, run.run_id, due_ms=run.due_ms)
+        picked = load.pick(plain, run.job_id, run.run_id, due_ms=run.due_ms, broker=job.spec.task.broker)
         if picked:
             moves.append({"run_id": run.run_id, "attempt": run.attempt, "node": picked[0]})
             load.add(picked[0], run.due_ms)

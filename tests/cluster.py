@@ -47,6 +47,7 @@ class Cluster:
     cluster_keys: dict[str, Any] = field(default_factory=dict)
     node_keys: dict[str, Any] = field(default_factory=dict)
     per_node: dict[str, dict[str, Any]] = field(default_factory=dict)  # node id -> its own keys
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. "broker events" -> keys
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -88,6 +89,8 @@ class Cluster:
                 **self.per_node.get(node, {}),
             }
             lines += [f"[node {node}]", *(f"{k} = {v}" for k, v in nk.items())]
+        for name, section_keys in self.sections.items():
+            lines += [f"[{name}]", *(f"{k} = {v}" for k, v in section_keys.items())]
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------ processes

@@ -25,6 +25,7 @@ from typing import Any, Final
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaError
 
+from ..brokers import BROKER_NAME_RE
 from ..errors import ValidationError, quoted
 from ..model import (
     READ_ONLY_JOB_FIELDS,
@@ -299,7 +300,49 @@ _PYTHON_TASK: Schema = {
     },
 }
 
-_TASK_BY_TYPE = {TaskType.SHELL: "ShellTask", TaskType.HTTP: "HttpTask", TaskType.PYTHON: "PythonTask"}
+_MESSAGE_TASK: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type", "broker", "to"],
+    "properties": {
+        "type": {"const": TaskType.MESSAGE.value},
+        "broker": {
+            "type": "string",
+            "pattern": "^" + BROKER_NAME_RE.pattern + "$",
+            "description": "a `[broker NAME]` of the nodes' config; runs go only to nodes that have it",
+        },
+        "to": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 1024,
+            "description": "Redis: a stream key, list or channel (options.mode); AMQP: "
+            "`exchange:routing_key` (`:queue` for the default exchange); MQTT: a topic; NATS: a subject",
+        },
+        "body": {
+            "description": "a string is sent as is, any other JSON value as JSON; in its strings "
+            "`{run_id}`, `{job_id}`, `{attempt}`, `{scheduled_at}`, `{node}`, `{shard}`, `{shards}` are "
+            "replaced, `{{` and `}}` are literal braces",
+        },
+        "content_type": {"type": ["string", "null"], "maxLength": 256},
+        "headers": _HEADER_MAP,
+        "options": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "mode": {"enum": ["stream", "list", "pubsub"], "description": "Redis (default stream)"},
+                "require_receivers": {"type": "boolean", "description": "Redis pubsub"},
+                "qos": {"enum": [0, 1, 2], "description": "MQTT (default 1)"},
+            },
+        },
+    },
+}
+
+_TASK_BY_TYPE = {
+    TaskType.SHELL: "ShellTask",
+    TaskType.HTTP: "HttpTask",
+    TaskType.PYTHON: "PythonTask",
+    TaskType.MESSAGE: "MessageTask",
+}
 _TASK: Schema = {
     "description": "by `type`: " + ", ".join(f"{t.value} ({name})" for t, name in _TASK_BY_TYPE.items()),
     "oneOf": [ref(name) for name in _TASK_BY_TYPE.values()],
@@ -857,6 +900,7 @@ SCHEMAS: Final[dict[str, Schema]] = {
     "ShellTask": _SHELL_TASK,
     "HttpTask": _HTTP_TASK,
     "PythonTask": _PYTHON_TASK,
+    "MessageTask": _MESSAGE_TASK,
     "SecretValue": _SECRET_VALUE,
     "Retries": _RETRIES,
     "Misfire": _MISFIRE,

@@ -1,4 +1,4 @@
-"""Executors: shell, http and python tasks behind one `Executor` protocol, fenced by node policy.
+"""Executors: shell, http, python and message tasks behind one `Executor` protocol, fenced by node policy.
 
     executor = executor_for(TaskType.SHELL, ExecPolicy(allow_shell=False))
     result = await executor.run(task, ctx, timeout_s=60, output_path=path)
@@ -60,6 +60,10 @@ def executor_for(task_type: TaskType | str, policy: ExecPolicy) -> Executor:
         return ShellExecutor(policy)
     if kind is TaskType.PYTHON:
         return PythonExecutor(policy)
+    if kind is TaskType.MESSAGE:
+        from .message import MessageExecutor
+
+        return MessageExecutor(policy)
     from .http import HttpExecutor
 
     return HttpExecutor(policy)

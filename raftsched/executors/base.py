@@ -16,9 +16,10 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
-from ..config import DEFAULT_OUTPUT_MAX_BYTES
+from ..config import DEFAULT_MESSAGE_MAX_BYTES, DEFAULT_OUTPUT_MAX_BYTES
 from ..model import SecretRef, TaskSpec, TextOrSecret, iso_ms
 from ..secretstore import ENV_PREFIX, SecretStore
+from .publishers import BrokerSpec
 
 __all__ = [
     "OPENED_SINKS",
@@ -75,7 +76,9 @@ class TaskUser:
 class ExecPolicy:
     """Node-local fences, from the node's own config; a job cannot widen them.
 
-    `kill_grace_s` is how long a task's processes get between SIGTERM and SIGKILL.
+    `brokers`: the `[broker NAME]` sections that name this node, passwords resolved;
+    `message_max_bytes` bounds a message task's body. `kill_grace_s` is how long a task's
+    processes get between SIGTERM and SIGKILL.
     `command_allow`: directories argv[0] must resolve under (empty: any; see `_fences`).
     `run_as`: the user process tasks run as (None: the node's own). `umask`: the tasks' umask
     (None: `task_umask()`, the one the node started with). `output_max_bytes` bounds each
@@ -94,6 +97,8 @@ class ExecPolicy:
     output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES
     kill_grace_s: float = 2.0
     secrets: SecretStore = field(default_factory=SecretStore)
+    brokers: Mapping[str, BrokerSpec] = field(default_factory=dict)  # the brokers this node has
+    message_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES
 
     def task_umask(self) -> int:
         return task_umask() if self.umask is None else self.umask

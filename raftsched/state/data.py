@@ -207,6 +207,7 @@ class StateData:
             job.spec.id,
             salt,
             others or candidates,
+            broker=job.spec.task.broker,
         )
         return picked[0] if picked else None
 
@@ -257,6 +258,7 @@ class StateData:
                 running=executing_on(n.id, 0) if executing else len(active_on(n.id, {})),
                 up=n.up,
                 draining=n.draining or not n.clock_ok,  # both take no new runs
+                brokers=None if n.policy.brokers is None else frozenset(n.policy.brokers),
             )
             for n in self.nodes.values()
         ]

@@ -249,5 +249,6 @@ def test_a_node_publishes_its_fences_and_secret_names_never_values(tmp_path: Any
         python_allow=("myjobs.",),
         http_allow=("127.0.0.0/8",),
         secrets=("TOKEN",),
+        brokers=(),
     )
     assert "v4lue" not in repr(published.to_dict())
