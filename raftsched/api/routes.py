@@ -421,7 +421,7 @@ async def trigger_job(request: web.Request) -> web.Response:
     # member applies that form, a manual trigger is one run, as it always was.
     forced = bool(bool_query(request, "force"))
     usable = [c for c in candidates if c.id in allowed] or (candidates if forced else [])
-    picked = pick_nodes(job.spec.route, job_id, f"{job_id}@manual", usable)
+    picked = pick_nodes(job.spec.route, job_id, f"{job_id}@manual", usable, broker=job.spec.task.broker)
     if not picked:
         raise NoEligibleNode("no node that may run the job takes runs now", field="route.tags")
     fan_out = {"nodes": picked} if len(picked) > 1 and v is not None and v >= 2 else {}

@@ -482,8 +482,16 @@ def test_unions_are_oneofs_of_complete_branches() -> None:
     assert not {"if", "then", "else"} & _all_keys(schemas.SCHEMAS)
     task = schemas.SCHEMAS["Task"]
     assert task["discriminator"]["propertyName"] == "type"
-    assert set(task["discriminator"]["mapping"]) == {"shell", "http", "python"}
-    for name in ("ShellTask", "HttpTask", "PythonTask", "CronSchedule", "EverySchedule", "AtSchedule"):
+    assert set(task["discriminator"]["mapping"]) == {"shell", "http", "python", "message"}
+    for name in (
+        "ShellTask",
+        "HttpTask",
+        "PythonTask",
+        "MessageTask",
+        "CronSchedule",
+        "EverySchedule",
+        "AtSchedule",
+    ):
         branch = schemas.SCHEMAS[name]
         assert branch["type"] == "object" and branch["properties"] and branch["required"], name
     schedule = schemas.SCHEMAS["JobCreate"]["properties"]["schedule"]
