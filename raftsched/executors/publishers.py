@@ -147,6 +147,8 @@ class _Connected:
             return await self._send(await self.connection(), message)
         except PublishFailed:
             raise
+        except ImportError as exc:
+            raise PublishFailed(f"this node lacks the {what} client: pip install 'raftsched[{what}]'") from exc
         except asyncio.CancelledError:
             await self.forget()
             raise
