@@ -148,7 +148,8 @@ class _Connected:
         except PublishFailed:
             raise
         except ImportError as exc:
-            raise PublishFailed(f"this node lacks the {what} client: pip install 'raftsched[{what}]'") from exc
+            hint = f"pip install 'raftsched[{what}]'"
+            raise PublishFailed(f"this node lacks the {what} client library: {hint}") from exc
         except asyncio.CancelledError:
             await self.forget()
             raise
