@@ -579,13 +579,15 @@ def _ratio(stats: dict[str, Any]) -> str:
 
 
 def _jobs_table(body: Any) -> list[list[str]]:
-    rows = [["ID", "SCHEDULE", "NEXT FIRE", "LAST FIRE", "OK/DONE", "PAUSED", "VERSION"]]
+    # Slot times, not the times fires were committed (a fire is committed lookahead_s ahead):
+    # the last slot that fell due and the next one, as the runs show them.
+    rows = [["ID", "SCHEDULE", "NEXT SLOT", "LAST SLOT", "OK/DONE", "PAUSED", "VERSION"]]
     rows.extend(
         [
             job["id"],
             _schedule(job),
-            job.get("next_fire_at") or "-",
-            job.get("last_fire_at") or "-",
+            job.get("next_slot_at") or "-",
+            job.get("last_slot_at") or "-",
             _ratio(job.get("stats", {})),
             "yes" if job.get("paused") else "no",
             str(job["version"]),
@@ -604,7 +606,7 @@ def _runs_table(body: Any) -> list[list[str]]:
     rows.extend(
         [
             run["run_id"],
-            run["state"],
+            _run_state(run),
             str(run["attempt"]),
             run.get("node") or "-",
             run.get("scheduled_at") or "-",
@@ -614,6 +616,14 @@ def _runs_table(body: Any) -> list[list[str]]:
         for run in body["items"]
     )
     return rows
+
+
+def _run_state(run: dict[str, Any]) -> str:
+    """A record of a range of slots says how many: the stats count each slot, so does this."""
+    count = run.get("count")
+    if count is None or count == 1:
+        return str(run["state"])
+    return f"{run['state']} ×{count} (to {run.get('until', '?')})"
 
 
 def _nodes_table(body: Any) -> list[list[str]]:

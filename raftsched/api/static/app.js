@@ -591,8 +591,8 @@ const overview = {
         return [
           `<a href="${jobHref(j.id)}">${esc(j.id)}</a>${j.description ? `<span class="sub">${esc(j.description)}</span>` : ""}`,
           `${scheduleSummary(j.schedule)}<span class="sub cell-ellipsis" title="${esc(taskSummary(j.task))}">${esc(taskSummary(j.task))}</span>`,
-          timeCell(j.next_fire_at),
-          timeCell(j.last_fire_at),
+          timeCell(j.next_slot_at),
+          timeCell(j.last_slot_at),
           result,
           rateHtml(j.stats),
           state,
@@ -698,8 +698,9 @@ function definitionPairs(job) {
   const pairs = [["Schedule", scheduleSummary(job.schedule) + tz]];
   if (s.start_at) pairs.push(["Starts", esc(s.start_at)]);
   if (s.end_at) pairs.push(["Ends", esc(s.end_at)]);
-  pairs.push(["Next fire", job.paused ? '<span class="muted">paused</span>' : job.next_fire_at ? `${esc(fmtClock(job.next_fire_at))} <span class="muted">(${esc(fmtRelative(job.next_fire_at))})</span>` : '<span class="muted">none</span>']);
-  pairs.push(["Last fire", job.last_fire_at ? `${esc(fmtClock(job.last_fire_at))} <span class="muted">(${esc(fmtRelative(job.last_fire_at))})</span>` : '<span class="muted">never</span>']);
+  // Slot times (as the runs show them), not when the fires were committed (lookahead_s ahead).
+  pairs.push(["Next slot", job.paused ? '<span class="muted">paused</span>' : job.next_slot_at ? `${esc(fmtClock(job.next_slot_at))} <span class="muted">(${esc(fmtRelative(job.next_slot_at))})</span>` : '<span class="muted">none</span>']);
+  pairs.push(["Last slot", job.last_slot_at ? `${esc(fmtClock(job.last_slot_at))} <span class="muted">(${esc(fmtRelative(job.last_slot_at))})</span>` : '<span class="muted">never</span>']);
   if (t.type === "shell") {
     pairs.push(["Task", `shell <code>${esc(Array.isArray(t.command) ? JSON.stringify(t.command) : t.command)}</code>`]);
     if (t.cwd) pairs.push(["Working dir", `<code>${esc(t.cwd)}</code>`]);
