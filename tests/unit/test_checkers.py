@@ -445,6 +445,100 @@ def test_indeterminate_ops_are_not_acknowledged() -> None:
     assert check_acknowledged_writes(h).counts["admin_ops"] == {"ok": 2, "indeterminate": 1}
 
 
+def cas(t0: float, t1: float, if_match: int, description: str, shown: int | None, **extra: Any) -> Op:
+    """A conditional update of `m` from version `if_match`; `shown`: the version its answer showed."""
+    return op(
+        "update",
+        "m",
+        t0,
+        t1,
+        if_match=if_match,
+        spec=spec("m", description=description),
+        result=None if shown is None else job_view("m", shown, description=description),
+        **extra,
+    )
+
+
+def linearizable(h: History) -> list[str]:
+    return [v["what"] for v in check_acknowledged_writes(h).violations]
+
+
+def writes(*ops: Op, final: dict[str, Any]) -> History:
+    """`m` created (version 1) at t=0, then these writes, then `final` at the end."""
+    h = clean()
+    h.ops = [h.ops[0], *ops]
+    h.final_jobs = {"m": final}
+    return h
+
+
+def test_a_write_acknowledged_but_never_applied_is_lost() -> None:
+    """The bug found by chaos: a deposed leader answered 200 to a PUT from its own stale entries
+    (its answer shows version 2 with the write); the real version 2 is a pause by the new leader."""
+    h = writes(
+        cas(2.0, 2.1, 1, "mine", 2),
+        op("pause", "m", 2.05, 2.2, result=job_view("m", 2, paused=True)),
+        final=job_view("m", 2, paused=True),
+    )
+    found = linearizable(h)
+    assert any("acknowledged update is lost" in w for w in found), found
+    assert check_acknowledged_writes(h).counts["lost_writes"] == 1
+
+
+def test_a_lost_write_superseded_by_no_later_acknowledged_write() -> None:
+    h = writes(cas(2.0, 2.1, 1, "a", 2), cas(3.0, 3.1, 2, "b", 3), final=job_view("m", 3, description="b"))
+    assert not linearizable(h)  # b superseded a: fine
+    h.final_jobs = {"m": job_view("m", 3, description="a")}  # version 3 is b's, yet shows a
+    assert any("acknowledged update is lost" in w for w in linearizable(h))
+    h.final_jobs = {"m": job_view("m", 2, description="a")}  # b's version 3 went back
+    assert any("went back" in w for w in linearizable(h))
+
+
+def test_a_double_cas_success_is_caught_whatever_the_answers_show() -> None:
+    h = writes(
+        cas(2.0, 2.1, 1, "a", 2),
+        cas(2.05, 2.3, 1, "b", 3),  # its answer was read after another write: it shows 3
+        final=job_view("m", 3, description="b"),
+    )
+    assert "two conditional updates succeeded from one version" in linearizable(h)
+
+
+def test_a_conditional_update_from_a_version_already_superseded() -> None:
+    h = writes(
+        cas(2.0, 2.1, 1, "a", 2),
+        cas(3.0, 3.1, 1, "b", 2),  # began after version 2 was shown, yet succeeded from 1
+        final=job_view("m", 2, description="b"),
+    )
+    assert any("older than one already shown" in w for w in linearizable(h))
+
+
+def test_indeterminate_writes_may_or_may_not_have_applied() -> None:
+    pending = cas(2.5, 14.0, 2, "maybe", None, status="indeterminate", http=504)
+    for final in (job_view("m", 2, description="a"), job_view("m", 3, description="maybe")):
+        h = writes(cas(2.0, 2.1, 1, "a", 2), pending, final=final)
+        assert not linearizable(h), (final, linearizable(h))
+    h = writes(cas(2.0, 2.1, 1, "a", 2), pending, final=job_view("m", 3, description="nobody"))
+    assert linearizable(h)  # no write, done or maybe, made that description
+    # An indeterminate update from version 1 cannot be what version 2 shows: 'a' made version 2.
+    h = writes(
+        cas(2.0, 2.1, 1, "a", 2),
+        cas(1.9, 2.2, 1, "maybe", None, status="indeterminate"),
+        final=job_view("m", 2, description="maybe"),
+    )
+    assert any("acknowledged update is lost" in w for w in linearizable(h))
+
+
+def test_the_fine_history_with_504s_and_a_pause_passes() -> None:
+    h = writes(
+        cas(2.0, 2.1, 1, "a", 2),
+        cas(3.0, 9.0, 2, "b", None, status="indeterminate", http=504),
+        op("pause", "m", 9.5, 9.6, result=job_view("m", 4, paused=True, description="b")),
+        cas(10.0, 10.1, 4, "c", 5),
+        final=job_view("m", 6, paused=True, description="c"),
+    )
+    h.ops.append(op("pause", "m", 11.0, 11.1, result=job_view("m", 6, paused=True, description="c")))
+    assert not linearizable(h), linearizable(h)
+
+
 # ---------------------------------------------------------------- 8
 
 
