@@ -742,7 +742,7 @@ def _started_after_cancel(
         if at is None or ex.start_wall_ms <= at + slack_ms:
             continue
         cancel_mono = _cancel_committed(
-            ops_by_job[ex.job], at / 1000 - wall_minus_mono, history.ack_epsilon_s
+            ops_by_job[ex.job], at / 1000 - wall_minus_mono, history.ack_epsilon_s, history.max_clock_offset_s
         )
         if cancel_mono is None or ex.start_mono <= cancel_mono + history.ack_epsilon_s:
             continue
@@ -763,16 +763,19 @@ def _started_after_cancel(
     return excused
 
 
-def _cancel_committed(ops: list[Op], stamped: float, eps: float) -> float | None:
-    """When a cancel committed, at the latest. Its record carries the proposer's clock; an admin
-    write's time is read when the request arrives, and its commit may wait for a leader for
-    seconds: then the acknowledgement bounds it (None when the write's outcome is unknown)."""
+def _cancel_committed(ops: list[Op], stamped: float, eps: float, offset_s: float = 0.0) -> float | None:
+    """When a cancel committed, at the latest. Its record carries the proposer's clock, which may
+    be `offset_s` off the harness's either way: the admin writes it may belong to are matched, and
+    its time is taken, with that much slack. An admin write's time is read when the request
+    arrives, and its commit may wait for a leader for seconds: then the acknowledgement bounds it
+    (None when the write's outcome is unknown)."""
+    slack = eps + offset_s
     during = [
-        o for o in ops if o.invoke_mono - eps <= stamped <= o.complete_mono + eps and o.status != "failed"
+        o for o in ops if o.invoke_mono - slack <= stamped <= o.complete_mono + slack and o.status != "failed"
     ]
     if any(o.status != "ok" for o in during):
         return None
-    return max([stamped, *(o.complete_mono for o in during)])
+    return max([stamped + offset_s, *(o.complete_mono for o in during)])
 
 
 # ---------------------------------------------------------------- 7. acknowledged writes
@@ -1111,10 +1114,12 @@ def check_liveness(history: History) -> Result:
                 )
             timeout = specs.get(r["job_id"], {}).get("timeout")
             started = _ms(r.get("started_at"))
+            # `started_at` is the worker's clock: up to the allowed offset off the harness's
             if (
                 timeout
                 and started
-                and history.end_wall_ms - started > (timeout + history.stuck_after_s) * 1000
+                and history.end_wall_ms - started
+                > (timeout + history.stuck_after_s + history.max_clock_offset_s) * 1000
             ):
                 res.add("running past its timeout plus grace", node=node, run=r["run_id"])
     res.counts = {"worst_leader_wait_s": round(worst, 3) if worst != ANY else None}

@@ -692,6 +692,25 @@ def test_a_cancel_by_a_write_that_waited_for_a_leader_counts_from_its_acknowledg
     assert cancel_violations() == [f"m@{BASE + 5000}"]
 
 
+def test_a_cancel_stamped_by_a_node_whose_clock_is_behind_matches_its_write() -> None:
+    """The pause arrived at 3.0 on a node 0.8 s behind (stamped 2.2) and committed at its ack,
+    5.2: slot 5, started at 5.01, started before the cancel, whatever that node's clock said."""
+    h = clean()
+    for items in h.records.values():
+        items[4] = rec("m", 5, state="cancelled", finished_at=iso(BASE + 2200))
+    h.ops.insert(1, op("pause", "m", 2.95, 5.2, result=job_view("m", 2, paused=True)))
+    h.ops = h.ops[:2]  # (no runs after the pause: only the cancel is judged)
+    h.executions = h.executions[:5]
+
+    def cancel_violations() -> list[str]:
+        return [v["run"] for v in check_no_run_after_stop(h).violations if "log had cancelled" in v["what"]]
+
+    h.max_clock_offset_s = 0.8
+    assert check_no_run_after_stop(h).ok
+    h.max_clock_offset_s = 0.0  # judged by the harness's clock alone, it would be a violation
+    assert cancel_violations() == [f"m@{BASE + 5000}"]
+
+
 def test_after_a_full_restart_the_old_leader_leading_again_ends_the_failover() -> None:
     from chaoskit.figures import _failovers
 
