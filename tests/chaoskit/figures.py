@@ -9,8 +9,9 @@ from .checkers import History, Result, fault_windows, leader_times
 __all__ = ["figures", "table"]
 
 LEADER_FAULTS = ("kill", "stop", "pause", "isolate", "split", "partition")
-# Runs that start late on purpose: queued or skipped by their overlap policy, or edited mid-flight.
-LATE_BY_DESIGN = ("ov-", "churn-")
+# Runs that start late on purpose: queued or skipped by their overlap policy, or edited mid-flight
+# (the churn and the slot races).
+LATE_BY_DESIGN = ("ov-", "churn-", "race-")
 
 
 def _pct(values: list[float], q: float) -> float | None:

@@ -21,7 +21,7 @@ from .checkers import History, Result, check_all
 from .figures import figures
 from .harness import ChaosCluster, kill_orphans_of_dead_runs, make_root
 from .history import AdminClient, OpLog, collect, quiesce
-from .workload import Churn, OneShots, base_jobs, create_jobs, probe_bad_input
+from .workload import Churn, OneShots, SlotRacer, base_jobs, create_jobs, probe_bad_input
 from cluster import Sink
 
 __all__ = ["ChaosRun"]
@@ -41,6 +41,7 @@ class ChaosRun:
         root: Path | None = None,
         cluster_keys: dict[str, Any] | None = None,
         reschedule: bool = True,
+        races: bool = True,
     ) -> None:
         kill_orphans_of_dead_runs()
         self.root = root or make_root()
@@ -63,6 +64,10 @@ class ChaosRun:
             Churn(self.cluster, self.log, self.cluster.gt_dir, seed, reschedule=reschedule) if churn else None
         )
         self.oneshots = OneShots(self.cluster, self.log, self.cluster.gt_dir, seed) if oneshots else None
+        self.lookahead_s = float(self.cluster.cluster_keys.get("lookahead_s", 2))
+        self.racer = (
+            SlotRacer(self.cluster, self.log, self.cluster.gt_dir, seed, self.lookahead_s) if races else None
+        )
         self.overlap = overlap
         self.paused: set[str] = set()
         self.down: set[str] = set()
@@ -81,6 +86,8 @@ class ChaosRun:
             self.churn.start()
         if self.oneshots:
             self.oneshots.start()
+        if self.racer:
+            self.racer.start()
 
     def say(self, text: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')}] {text}"
@@ -252,6 +259,8 @@ class ChaosRun:
             self.churn.stop()
         if self.oneshots:
             self.oneshots.stop()
+        if self.racer:
+            self.racer.stop()
         c = self.cluster
         c.leader(timeout=60)
         try:
@@ -261,7 +270,7 @@ class ChaosRun:
         final = AdminClient(c, self.log, "final")
         quiesce(c, final, timeout=60)
         probes = probe_bad_input(c, self.rng.choice(c.alive()))
-        history = collect(c, self.log, list(self.sink.events), lookahead_s=2.0, **settings)
+        history = collect(c, self.log, list(self.sink.events), lookahead_s=self.lookahead_s, **settings)
         history.probes = probes
         c.observer.stop()
         results = check_all(history)
@@ -277,7 +286,7 @@ class ChaosRun:
         return history, results, report
 
     def close(self, keep: bool = False) -> None:
-        loops = [loop for loop in (self.churn, self.oneshots) if loop is not None]
+        loops = [loop for loop in (self.churn, self.oneshots, self.racer) if loop is not None]
         for loop in loops:
             loop.stop_event.set()
         try:
