@@ -789,7 +789,7 @@ def check_acknowledged_writes(history: History) -> Result:
     by_job: dict[str, list[Op]] = defaultdict(list)
     for op in history.ops:
         by_job[op.job].append(op)
-    lost = 0
+    lost = shown = 0
     for job, ops in by_job.items():
         ops.sort(key=lambda o: o.invoke_mono)
         for op in ops:
@@ -812,10 +812,11 @@ def check_acknowledged_writes(history: History) -> Result:
                     )
         final = history.final_jobs.get(job)
         lost += len(_check_linearizable(res, job, ops, final) | _check_final(res, job, ops, final))
+        shown += len(_observations(ops, final))
     counts: dict[str, int] = defaultdict(int)
     for op in history.ops:
         counts[op.status] += 1
-    res.counts = {"lost_writes": lost, "admin_ops": dict(counts)}
+    res.counts = {"lost_writes": lost, "admin_ops": dict(counts), "states_checked": shown}
     return res
 
 

@@ -66,7 +66,9 @@ class ChaosRun:
         self.oneshots = OneShots(self.cluster, self.log, self.cluster.gt_dir, seed) if oneshots else None
         self.lookahead_s = float(self.cluster.cluster_keys.get("lookahead_s", 2))
         self.racer = (
-            SlotRacer(self.cluster, self.log, self.cluster.gt_dir, seed, self.lookahead_s) if races else None
+            SlotRacer(self.cluster, self.log, self.cluster.gt_dir, seed, self.lookahead_s, reschedule)
+            if races
+            else None
         )
         self.overlap = overlap
         self.paused: set[str] = set()

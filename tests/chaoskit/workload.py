@@ -231,10 +231,17 @@ class SlotRacer(_Loop):
     LEADS_S = (0.003, 0.015, 0.05, 0.15, 0.4, 1.0)
 
     def __init__(
-        self, cluster: ChaosCluster, log: OpLog, gt_dir: Path, seed: int, lookahead_s: float = 2.0
+        self,
+        cluster: ChaosCluster,
+        log: OpLog,
+        gt_dir: Path,
+        seed: int,
+        lookahead_s: float = 2.0,
+        reschedule: bool = True,
     ) -> None:
         super().__init__()
         self.cluster, self.log, self.seed = cluster, log, seed
+        self.reschedule = reschedule  # edits change `every` (False: only the description)
         self.jobs = race_jobs(gt_dir)
         self.leads = (*self.LEADS_S, lookahead_s)
         self.tokens = itertools.count(1)
@@ -289,7 +296,8 @@ class SlotRacer(_Loop):
         path = f"/v1/jobs/{job_id}"
         if kind == "edit":
             every = rng.choice([e for e in (1, 1.5, 2) if e != view["schedule"]["every"]])
-            spec = {**job, "schedule": {"every": every}, "paused": paused}
+            schedule = {"every": every} if self.reschedule else view["schedule"]
+            spec = {**job, "schedule": schedule, "paused": paused}
             spec["description"] = f"race-{next(self.tokens)}"
             admin.write("update", job_id, node, "PUT", path, spec, if_match=view["version"])
         elif kind == "delete":

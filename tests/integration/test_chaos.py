@@ -53,6 +53,8 @@ def verdict(run: ChaosRun) -> tuple[list[Result], dict[str, Any]]:
     bad = {r.name: r.violations[:5] for r in results if r.violations}
     assert not bad, f"invariants violated: {bad}\n{run.cluster.logs()}"
     assert report["executed"] > 20 and report["slots_due"] > 20, report
+    writes = next(r for r in results if r.name.startswith("7 "))  # linearizable admin writes
+    assert writes.counts["states_checked"] > 20, writes.counts
     return results, report
 
 
