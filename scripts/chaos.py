@@ -145,6 +145,8 @@ def _print_verdict(report: dict[str, Any], results: list[Any], out: Path) -> int
             print(f"VIOLATION {result.name}: {json.dumps(v, default=str)[:400]}")
     for j in report.get("journal") or []:
         print(f"journal {j['mode']} on {j['node']}: {j['result']} (exit {j['exit']})")
+    for hang in report.get("stop_hangs") or []:
+        print(f"STOP HANG {hang['node']}: {hang['what']} (not an invariant; see its log)")
     bad = any(r.violations for r in results)
     print(f"report: {out}")
     print("VIOLATIONS FOUND" if bad else "OK: every invariant held", flush=True)
@@ -183,6 +185,7 @@ def run_seed(
         reschedule=not args.no_reschedule,
         cluster_keys={"log_compaction_min_entries": args.compact_every},
     )
+    code = 2  # until a verdict
     try:
         history, results, report = _drive(run, args.duration, steps)
         report.update(
@@ -195,19 +198,24 @@ def run_seed(
         )
         history_path.write_text(json.dumps(history.to_dict(), default=str))
         report_path.write_text(json.dumps(report, indent=2, default=str))
+        code = _print_verdict(report, results, report_path)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - report, clean up, and say the run itself failed
         traceback.print_exc()
         print(run.cluster.logs()[-6000:], flush=True)
         failed = {"seed": seed, "nodes": args.nodes, "duration_s": args.duration, "error": repr(exc)[:2000]}
-        report_path.write_text(json.dumps(failed, indent=2))
-        return 2
+        report_path.write_text(json.dumps({**failed, "events": run.events}, indent=2))
+        code = 2
     finally:
+        if code != 0 or run.stop_hangs:  # the node logs are the evidence: keep them
+            logs = report_path.with_name(report_path.stem + ".logs")
+            run.save_logs(logs)
+            print(f"node logs: {logs}", flush=True)
         run.close(keep=args.keep)
         if args.keep:
             print(f"run directory kept: {run.root}")
-    return _print_verdict(report, results, report_path)
+    return code
 
 
 def _drive(
@@ -302,8 +310,14 @@ def summary_row(report: dict[str, Any]) -> list[Any]:
         report.get("lost") or 0,
         f"{report.get('missed') or 0} / {report.get('skipped') or 0}",
         report.get("lost_writes") or 0,
-        ", ".join(f"inv {k} x{n}" for k, n in broken.items()) or "0",
+        ", ".join([*(f"inv {k} x{n}" for k, n in broken.items()), *_hangs(report)]) or "0",
     ]
+
+
+def _hangs(report: dict[str, Any]) -> list[str]:
+    """Nodes that did not stop on SIGTERM in time: no invariant, but a finding to show."""
+    hangs = report.get("stop_hangs") or []
+    return [f"stop hang x{len(hangs)}"] if hangs else []
 
 
 def summary(out: Path) -> str:

@@ -74,6 +74,7 @@ class ChaosRun:
         self.paused: set[str] = set()
         self.down: set[str] = set()
         self.journal_results: list[dict[str, Any]] = []
+        self.stop_hangs: list[dict[str, Any]] = []
         self.events: list[str] = []
 
     # ------------------------------------------------------------ lifecycle
@@ -145,7 +146,7 @@ class ChaosRun:
             c.resume(node)
             self.paused.discard(node)
         elif kind == "restart":
-            code = c.stop(node)
+            code = self.stop(node)
             self.down.add(node)
             time.sleep(min(duration_s, 1.0))
             c.note("start", node=node)
@@ -165,6 +166,18 @@ class ChaosRun:
         else:
             raise ValueError(f"unknown fault {kind!r}")
         return {"kind": kind, "node": node}
+
+    def stop(self, node: str) -> int | None:
+        """SIGTERM a node and wait for it. One that does not stop in time has its stacks dumped
+        into its log and is killed (tests/cluster.py): recorded in `stop_hangs`, and the run goes
+        on with the node down (None), to be started again like any stopped node."""
+        try:
+            return self.cluster.stop(node)
+        except AssertionError as exc:
+            first = str(exc).splitlines()[0]
+            self.say(f"  STOP HANG: {first} (stacks dumped into {node}.log, killed)")
+            self.stop_hangs.append({"node": node, "what": first, "mono": time.monotonic()})
+            return None
 
     def cut(self, kind: str, node: str, direction: str | None = None) -> None:
         """isolate the node; split it and a minority off; or cut one direction ("mute": what the
@@ -192,7 +205,7 @@ class ChaosRun:
         """Stop a follower, damage its journal, start it, and record what it did: refused to start
         (exit status and message), recovered (same digest as the others), or diverged."""
         c = self.cluster
-        c.stop(node)
+        self.stop(node)
         self.down.add(node)
         info = c.damage_journal(node, mode, self.rng)
         c.note("start", node=node)
@@ -284,8 +297,15 @@ class ChaosRun:
             fault_count=sum(1 for f in c.faults if f["kind"] not in ("start", "resume", "heal")),
             resources=c.observer.resources,
             journal=self.journal_results,
+            stop_hangs=self.stop_hangs,
         )
         return history, results, report
+
+    def save_logs(self, dest: Path) -> None:
+        """Copy every node's log (stack dumps included) to `dest`: evidence that outlives close()."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for log in self.root.glob("*.log"):
+            shutil.copy2(log, dest / log.name)
 
     def close(self, keep: bool = False) -> None:
         loops = [loop for loop in (self.churn, self.oneshots, self.racer) if loop is not None]
