@@ -264,3 +264,29 @@ def _events(cluster: ChaosCluster) -> list[dict[str, Any]]:
     from chaoskit.groundtruth import read_events
 
     return read_events(cluster.gt_dir)
+
+
+@pytest.mark.xfail(strict=True, reason="ReassignRuns gives a run of a paused job a new attempt")
+def test_a_paused_jobs_run_is_not_started_again_when_its_node_dies(plain: ChaosCluster) -> None:
+    """Found by scripts/chaos.py (seed 3111, the slot races): a run was running on n2 when its job
+    was paused (a pause cancels pending runs only); n2 was killed, and the new leader reassigned
+    the running run (at_least_once: attempt 2, due now) to a live node, which started it 6.8 s
+    after the pause was acknowledged (invariant 6)."""
+    job = {"id": "long", "schedule": {"every": 1}, "overlap": "allow", "task": shell_task(plain.gt_dir, 20)}
+    assert plain.api("n1", "POST", "/v1/jobs", job)[0] == 201
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not [e for e in _events(plain) if e["job"] == "long"]:
+        time.sleep(0.1)
+    node = next(e["node"] for e in _events(plain) if e["job"] == "long")
+    api = next(n for n in plain.ids if n != node)
+    code, body = plain.api(api, "POST", "/v1/jobs/long/pause")
+    assert code == 200, body
+    paused_ms = time.time() * 1000
+    plain.kill(node)
+    time.sleep(8)  # node_timeout_s (2), an election if it led, and a reassignment
+    later = [
+        (e["node"], e["attempt"], round(e["wall_ms"] - paused_ms))
+        for e in _events(plain)
+        if e["job"] == "long" and e["ev"] == "start" and e["wall_ms"] > paused_ms + 500
+    ]
+    assert not later, f"runs of the paused job started (node, attempt, ms after the pause): {later}"
