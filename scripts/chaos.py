@@ -371,7 +371,7 @@ def main() -> int:
     parser.add_argument(
         "--no-reschedule",
         action="store_true",
-        help="admin updates keep each job's schedule (avoids the known edit bug, see report)",
+        help="admin updates and slot races keep each job's schedule (edits change its description only)",
     )
     parser.add_argument(
         "--compact-every",

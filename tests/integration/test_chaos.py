@@ -32,8 +32,7 @@ def chaos() -> Iterator[MakeRun]:
     runs: list[ChaosRun] = []
 
     def make(**kwargs: Any) -> ChaosRun:
-        # Admin updates keep the schedule in CI: a schedule edit hits the known bug pinned below.
-        run = ChaosRun(size=3, seed=kwargs.pop("seed", 1), reschedule=False, **kwargs)
+        run = ChaosRun(size=3, seed=kwargs.pop("seed", 1), **kwargs)
         runs.append(run)
         return run
 
