@@ -274,37 +274,44 @@ class SlotRacer(_Loop):
     def _race(
         self, admin: AdminClient, rng: random.Random, job: dict[str, Any], node: str, parking: bool
     ) -> bool:
-        """One change sent `lead` before the job's next slot; False when nothing was sent."""
-        job_id = job["id"]
-        code, view = self.cluster.api(node, "GET", f"/v1/jobs/{job_id}", timeout=5)
+        """One change sent `lead` before the job's next slot; False when none was (a job found
+        deleted is created again, not counted)."""
+        code, view = self.cluster.api(node, "GET", f"/v1/jobs/{job['id']}", timeout=5)
         if code == 404:
-            admin.write("create", job_id, node, "POST", "/v1/jobs", job)
-            return False
+            admin.write("create", job["id"], node, "POST", "/v1/jobs", job)
         if code != 200:
             return False
-        paused = bool(view.get("paused"))
-        if parking:
-            kind = "pause"
-        elif paused:
-            kind = rng.choices(["resume", "edit", "delete"], [6, 2, 1])[0]
-        else:
-            kind = rng.choices(["pause", "edit", "delete"], [6, 3, 1])[0]
+        kind = self._choose(rng, bool(view.get("paused")), parking)
         lead = rng.choice(self.leads)
         wait = next_slot_ms(view, time.time() * 1000 + lead * 1000) / 1000 - lead - time.time()
         if self.stop_event.wait(max(0.0, wait)):
             return False
-        path = f"/v1/jobs/{job_id}"
-        if kind == "edit":
+        self._send(admin, rng, job, node, kind, view)
+        return True
+
+    @staticmethod
+    def _choose(rng: random.Random, paused: bool, parking: bool) -> str:
+        """The change to race: `keep` when parking a job that is paused already."""
+        if parking:
+            return "keep" if paused else "pause"
+        if paused:
+            return rng.choices(["resume", "edit", "delete"], [6, 2, 1])[0]
+        return rng.choices(["pause", "edit", "delete"], [6, 3, 1])[0]
+
+    def _send(
+        self, admin: AdminClient, rng: random.Random, job: dict[str, Any], node: str, kind: str, view: Any
+    ) -> None:
+        path = f"/v1/jobs/{job['id']}"
+        if kind == "edit":  # a CAS update from the version just read (no other client edits it)
             every = rng.choice([e for e in (1, 1.5, 2) if e != view["schedule"]["every"]])
             schedule = {"every": every} if self.reschedule else view["schedule"]
-            spec = {**job, "schedule": schedule, "paused": paused}
+            spec = {**job, "schedule": schedule, "paused": view.get("paused", False)}
             spec["description"] = f"race-{next(self.tokens)}"
-            admin.write("update", job_id, node, "PUT", path, spec, if_match=view["version"])
+            admin.write("update", job["id"], node, "PUT", path, spec, if_match=view["version"])
         elif kind == "delete":
-            delete_job(self.cluster, self.log, admin, job_id, node)
-        elif not (parking and paused):
-            admin.write(kind, job_id, node, "POST", f"{path}/{kind}")
-        return True
+            delete_job(self.cluster, self.log, admin, job["id"], node)
+        elif kind != "keep":
+            admin.write(kind, job["id"], node, "POST", f"{path}/{kind}")
 
 
 # ---------------------------------------------------------------- invariant 10
