@@ -190,6 +190,7 @@ def run_seed(
         history, results, report = _drive(run, args.duration, steps)
         report.update(
             duration_s=args.duration,
+            size=args.nodes,
             faults=faults,
             schedule=steps,
             events=run.events,
@@ -302,7 +303,7 @@ def summary_row(report: dict[str, Any]) -> list[Any]:
     broken = {name.split()[0]: n for name, n in (report.get("violations") or {}).items() if n}
     return [
         report.get("seed"),
-        report.get("nodes"),
+        _nodes(report),
         report.get("duration_s"),
         report.get("slots_due") or 0,
         report.get("executed") or 0,
@@ -312,6 +313,14 @@ def summary_row(report: dict[str, Any]) -> list[Any]:
         report.get("lost_writes") or 0,
         ", ".join([*(f"inv {k} x{n}" for k, n in broken.items()), *_hangs(report)]) or "0",
     ]
+
+
+def _nodes(report: dict[str, Any]) -> str:
+    """The cluster's size, `+k` for spares still members at the end (membership faults)."""
+    size, members = report.get("size"), report.get("nodes")
+    if size is None or members is None or members <= size:
+        return str(members if size is None else size)
+    return f"{size}+{members - size}"
 
 
 def _hangs(report: dict[str, Any]) -> list[str]:

@@ -56,7 +56,7 @@ def test_a_seed_is_done_only_with_a_verdict(chaos: ModuleType, tmp_path: Path) -
 
 
 def test_the_summary_is_rebuilt_from_every_report_with_totals(chaos: ModuleType, tmp_path: Path) -> None:
-    (tmp_path / "seed-10.json").write_text(json.dumps(report(10)))
+    (tmp_path / "seed-10.json").write_text(json.dumps(report(10, size=3, nodes=4)))  # a spare joined
     bad = report(9, lost_writes=1, violations={"1 no lost fire": 0, "7 no lost acknowledged write": 2})
     (tmp_path / "seed-9.json").write_text(json.dumps(bad))
     (tmp_path / "seed-11.json").write_text(json.dumps({"seed": 11, "nodes": 3, "error": "x"}))
@@ -65,5 +65,6 @@ def test_the_summary_is_rebuilt_from_every_report_with_totals(chaos: ModuleType,
     assert lines[0].startswith("| seed | nodes | duration s | slots due | runs | duplicates | lost |")
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["9", "10", "11", "total (3 seeds)"]
     assert "inv 7 x2" in lines[2] and "RUN FAILED" in lines[4]
+    assert lines[3].split("|")[2].strip() == "3+1"
     assert lines[-1].split("|")[4:10] == [" 200 ", " 240 ", " 4 ", " 0 ", " 2 / 8 ", " 1 "]
     assert "1 seeds with violations, 1 runs failed" in lines[-1]
