@@ -380,7 +380,8 @@ def main() -> int:
     parser.add_argument(
         "--no-reschedule",
         action="store_true",
-        help="admin updates and slot races keep each job's schedule (edits change its description only)",
+        help="admin updates and slot races keep each job's schedule (edits change its description only): "
+        "avoids the edit bug pinned by test_an_edit_after_a_slot_fell_due_unfired_loses_no_slot",
     )
     parser.add_argument(
         "--compact-every",

@@ -357,6 +357,20 @@ def test_a_start_after_a_pause_was_acknowledged() -> None:
     assert [x["run"] for x in check_no_run_after_stop(h).violations][:1] == [f"m@{BASE + 5000}"]
 
 
+def test_a_run_started_again_after_a_pause_is_a_violation_unless_tolerated() -> None:
+    """Slot 4 ran on n2 from 4.01, the job was paused at 4.5, n2 died: attempt 2 started at 8."""
+    h = clean()
+    h.executions = [ex("m", k) for k in range(1, 4)] + [
+        ex("m", 4, node="n2", ended=False),
+        ex("m", 4, attempt=2, start=8.0),
+    ]
+    h.ops[1] = op("pause", "m", 4.5, 4.55, result=job_view("m", 2, paused=True))
+    assert [v["run"] for v in check_no_run_after_stop(h).violations] == [f"m@{BASE + 4000}"]
+    h.tolerate_rerun_after_pause = True
+    result = check_no_run_after_stop(h)
+    assert result.ok and result.counts["reruns_after_pause_tolerated"] == 1
+
+
 def test_a_start_just_after_the_ack_or_on_a_cut_off_worker_is_allowed() -> None:
     h = clean()
     h.ops.append(op("pause", "m", 9.0, 9.3, result=job_view("m", 2, paused=True)))  # slot 10 at 10.01 is late
