@@ -9,8 +9,9 @@ from .checkers import History, Result, fault_windows, leader_times
 __all__ = ["figures", "table"]
 
 LEADER_FAULTS = ("kill", "stop", "pause", "isolate", "split", "partition")
-# Runs that start late on purpose: queued or skipped by their overlap policy, or edited mid-flight.
-LATE_BY_DESIGN = ("ov-", "churn-")
+# Runs that start late on purpose: queued or skipped by their overlap policy, or edited mid-flight
+# (the churn and the slot races).
+LATE_BY_DESIGN = ("ov-", "churn-", "race-")
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -32,8 +33,9 @@ def _lateness(history: History) -> dict[str, dict[str, float | None]]:
         if ex.slot is None or ex.attempt != 1 or ex.job.startswith(LATE_BY_DESIGN):
             continue
         late = ex.start_wall_ms - ex.slot
-        slot_mono = ex.slot / 1000 - wall_minus_mono
-        hit = any(s - history.lookahead_s <= slot_mono <= e + 5 for s, e, _ in windows)
+        slot_mono = ex.slot / 1000 - wall_minus_mono  # a slot is on node clocks: widened by their offset
+        off = history.max_clock_offset_s
+        hit = any(s - history.lookahead_s - off <= slot_mono <= e + 5 + off for s, e, _ in windows)
         (faulty if hit else steady).append(late)
     out = {}
     for name, values in (("steady", steady), ("faults", faulty), ("all", steady + faulty)):

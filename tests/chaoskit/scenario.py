@@ -21,7 +21,7 @@ from .checkers import History, Result, check_all
 from .figures import figures
 from .harness import ChaosCluster, kill_orphans_of_dead_runs, make_root
 from .history import AdminClient, OpLog, collect, quiesce
-from .workload import Churn, OneShots, base_jobs, create_jobs, probe_bad_input
+from .workload import Churn, OneShots, SlotRacer, base_jobs, create_jobs, probe_bad_input
 from cluster import Sink
 
 __all__ = ["ChaosRun"]
@@ -41,6 +41,7 @@ class ChaosRun:
         root: Path | None = None,
         cluster_keys: dict[str, Any] | None = None,
         reschedule: bool = True,
+        races: bool = True,
     ) -> None:
         kill_orphans_of_dead_runs()
         self.root = root or make_root()
@@ -63,10 +64,17 @@ class ChaosRun:
             Churn(self.cluster, self.log, self.cluster.gt_dir, seed, reschedule=reschedule) if churn else None
         )
         self.oneshots = OneShots(self.cluster, self.log, self.cluster.gt_dir, seed) if oneshots else None
+        self.lookahead_s = float(self.cluster.cluster_keys.get("lookahead_s", 2))
+        self.racer = (
+            SlotRacer(self.cluster, self.log, self.cluster.gt_dir, seed, self.lookahead_s, reschedule)
+            if races
+            else None
+        )
         self.overlap = overlap
         self.paused: set[str] = set()
         self.down: set[str] = set()
         self.journal_results: list[dict[str, Any]] = []
+        self.stop_hangs: list[dict[str, Any]] = []
         self.events: list[str] = []
 
     # ------------------------------------------------------------ lifecycle
@@ -81,6 +89,8 @@ class ChaosRun:
             self.churn.start()
         if self.oneshots:
             self.oneshots.start()
+        if self.racer:
+            self.racer.start()
 
     def say(self, text: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')}] {text}"
@@ -136,7 +146,7 @@ class ChaosRun:
             c.resume(node)
             self.paused.discard(node)
         elif kind == "restart":
-            code = c.stop(node)
+            code = self.stop(node)
             self.down.add(node)
             time.sleep(min(duration_s, 1.0))
             c.note("start", node=node)
@@ -156,6 +166,18 @@ class ChaosRun:
         else:
             raise ValueError(f"unknown fault {kind!r}")
         return {"kind": kind, "node": node}
+
+    def stop(self, node: str) -> int | None:
+        """SIGTERM a node and wait for it. One that does not stop in time has its stacks dumped
+        into its log and is killed (tests/cluster.py): recorded in `stop_hangs`, and the run goes
+        on with the node down (None), to be started again like any stopped node."""
+        try:
+            return self.cluster.stop(node)
+        except AssertionError as exc:
+            first = str(exc).splitlines()[0]
+            self.say(f"  STOP HANG: {first} (stacks dumped into {node}.log, killed)")
+            self.stop_hangs.append({"node": node, "what": first, "mono": time.monotonic()})
+            return None
 
     def cut(self, kind: str, node: str, direction: str | None = None) -> None:
         """isolate the node; split it and a minority off; or cut one direction ("mute": what the
@@ -183,7 +205,7 @@ class ChaosRun:
         """Stop a follower, damage its journal, start it, and record what it did: refused to start
         (exit status and message), recovered (same digest as the others), or diverged."""
         c = self.cluster
-        c.stop(node)
+        self.stop(node)
         self.down.add(node)
         info = c.damage_journal(node, mode, self.rng)
         c.note("start", node=node)
@@ -252,6 +274,8 @@ class ChaosRun:
             self.churn.stop()
         if self.oneshots:
             self.oneshots.stop()
+        if self.racer:
+            self.racer.stop()
         c = self.cluster
         c.leader(timeout=60)
         try:
@@ -261,7 +285,7 @@ class ChaosRun:
         final = AdminClient(c, self.log, "final")
         quiesce(c, final, timeout=60)
         probes = probe_bad_input(c, self.rng.choice(c.alive()))
-        history = collect(c, self.log, list(self.sink.events), lookahead_s=2.0, **settings)
+        history = collect(c, self.log, list(self.sink.events), lookahead_s=self.lookahead_s, **settings)
         history.probes = probes
         c.observer.stop()
         results = check_all(history)
@@ -273,11 +297,18 @@ class ChaosRun:
             fault_count=sum(1 for f in c.faults if f["kind"] not in ("start", "resume", "heal")),
             resources=c.observer.resources,
             journal=self.journal_results,
+            stop_hangs=self.stop_hangs,
         )
         return history, results, report
 
+    def save_logs(self, dest: Path) -> None:
+        """Copy every node's log (stack dumps included) to `dest`: evidence that outlives close()."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for log in self.root.glob("*.log"):
+            shutil.copy2(log, dest / log.name)
+
     def close(self, keep: bool = False) -> None:
-        loops = [loop for loop in (self.churn, self.oneshots) if loop is not None]
+        loops = [loop for loop in (self.churn, self.oneshots, self.racer) if loop is not None]
         for loop in loops:
             loop.stop_event.set()
         try:

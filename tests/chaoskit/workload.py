@@ -6,12 +6,17 @@
 - overlapping long runs (the task outlives the period) under each overlap policy;
 - an `at_most_once` job;
 - churn: admin clients creating, CAS-updating (GET, then PUT with If-Match), pausing, resuming and
-  deleting a small pool of jobs on random nodes, recording every operation (history.AdminClient).
+  deleting a small pool of jobs on random nodes, recording every operation (history.AdminClient);
+- slot races: pauses, resumes, edits and deletes of a job of each overlap policy and of an
+  at_most_once job, each sent a few ms to `lookahead_s` before one of the job's due slots (while
+  that slot's fire is committed ahead, or its worker is about to start it); some of these jobs are
+  left paused for the rest of the run, so that the end accounts for paused ranges too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import random
 import threading
@@ -26,9 +31,10 @@ from .groundtruth import shell_task
 from .harness import ChaosCluster
 from .history import AdminClient, OpLog
 
-__all__ = ["Churn", "OneShots", "base_jobs", "create_jobs", "probe_bad_input"]
+__all__ = ["Churn", "OneShots", "SlotRacer", "base_jobs", "create_jobs", "probe_bad_input", "race_jobs"]
 
 FIRE_ALL = {"policy": "fire_all", "grace": 120, "max_catchup": 1000}
+OVERLAP_POLICIES = ("forbid", "allow", "replace", "queue")
 
 
 def _job(job_id: str, schedule: dict[str, Any], task: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -54,8 +60,19 @@ def base_jobs(gt_dir: Path, sink_url: str | None = None, overlap: bool = True) -
     if overlap:
         jobs += [
             _job(f"ov-{policy}", {"every": 1}, shell_task(gt_dir, 2.5), overlap=policy)
-            for policy in ("forbid", "allow", "replace", "queue")
+            for policy in OVERLAP_POLICIES
         ]
+    return jobs
+
+
+def race_jobs(gt_dir: Path) -> list[dict[str, Any]]:
+    """SlotRacer's jobs: one of each overlap policy whose runs outlive the period (a run is active
+    at most slots), and an at_most_once job (its claim is committed ahead of the slot)."""
+    jobs = [
+        _job(f"race-{policy}", {"every": 1}, shell_task(gt_dir, 1.2), overlap=policy)
+        for policy in OVERLAP_POLICIES
+    ]
+    jobs.append(_job("race-amo", {"every": 1}, shell_task(gt_dir, 0.2), delivery="at_most_once"))
     return jobs
 
 
@@ -185,12 +202,116 @@ class Churn(_Loop):
         elif kind in ("pause", "resume"):
             admin.write(kind, job, node, "POST", f"/v1/jobs/{job}/{kind}")
         else:
-            with contextlib.suppress(OSError, ValueError):
-                code, runs = self.cluster.api(node, "GET", f"/v1/jobs/{job}/runs?limit=1000", timeout=5)
-                if code == 200:
-                    with self.log.lock:
-                        self.log.snapshots.extend(runs["items"])
-            admin.write("delete", job, node, "DELETE", f"/v1/jobs/{job}")
+            delete_job(self.cluster, self.log, admin, job, node)
+
+
+def delete_job(cluster: ChaosCluster, log: OpLog, admin: AdminClient, job: str, node: str) -> None:
+    """Delete a job, its runs read first (a delete removes them; the checkers need them)."""
+    with contextlib.suppress(OSError, ValueError):
+        code, runs = cluster.api(node, "GET", f"/v1/jobs/{job}/runs?limit=1000", timeout=5)
+        if code == 200:
+            with log.lock:
+                log.snapshots.extend(runs["items"])
+    admin.write("delete", job, node, "DELETE", f"/v1/jobs/{job}")
+
+
+def next_slot_ms(view: dict[str, Any], after_ms: float) -> float:
+    """The first slot of an `every` job's grid (from its creation) after `after_ms`."""
+    period = float(view["schedule"]["every"]) * 1000
+    created = datetime.fromisoformat(view["created_at"].replace("Z", "+00:00")).timestamp() * 1000
+    return created + (max(0, (after_ms - created) // period) + 1) * period
+
+
+class SlotRacer(_Loop):
+    """One thread per race job: read the job, pick a state change and a lead (a few ms up to
+    `lookahead_s`), wait until that long before its next due slot, then send the change. After
+    `park_after` changes (drawn from the seed; None for about half the jobs) a job is paused and
+    left paused to the end of the run."""
+
+    LEADS_S = (0.003, 0.015, 0.05, 0.15, 0.4, 1.0)
+
+    def __init__(
+        self,
+        cluster: ChaosCluster,
+        log: OpLog,
+        gt_dir: Path,
+        seed: int,
+        lookahead_s: float = 2.0,
+        reschedule: bool = True,
+    ) -> None:
+        super().__init__()
+        self.cluster, self.log, self.seed = cluster, log, seed
+        self.reschedule = reschedule  # edits change `every` (False: only the description)
+        self.jobs = race_jobs(gt_dir)
+        self.leads = (*self.LEADS_S, lookahead_s)
+        self.tokens = itertools.count(1)
+
+    def start(self) -> None:
+        create_jobs(self.cluster, AdminClient(self.cluster, self.log, "racer"), self.jobs)
+        for i, job in enumerate(self.jobs):
+            t = threading.Thread(target=self._run, args=(i, job), daemon=True, name=f"race-{i}")
+            self.threads.append(t)
+            t.start()
+
+    def _run(self, i: int, job: dict[str, Any]) -> None:
+        rng = random.Random(self.seed * 7919 + i)
+        admin = AdminClient(self.cluster, self.log, f"racer{i}")
+        park_after = rng.randint(4, 25) if rng.random() < 0.5 else None
+        changes = 0
+        while not self.stop_event.wait(rng.uniform(0.0, 0.4)):
+            nodes = self._nodes(self.cluster)
+            if not nodes:
+                continue
+            parking = park_after is not None and changes >= park_after
+            try:
+                done = self._race(admin, rng, job, rng.choice(nodes), parking)
+            except Exception:  # noqa: BLE001 - a client error must not end the run; the op is recorded
+                continue
+            changes += done
+            if parking and done:
+                return  # paused (or paused already): left so to the end
+
+    def _race(
+        self, admin: AdminClient, rng: random.Random, job: dict[str, Any], node: str, parking: bool
+    ) -> bool:
+        """One change sent `lead` before the job's next slot; False when none was (a job found
+        deleted is created again, not counted)."""
+        code, view = self.cluster.api(node, "GET", f"/v1/jobs/{job['id']}", timeout=5)
+        if code == 404:
+            admin.write("create", job["id"], node, "POST", "/v1/jobs", job)
+        if code != 200:
+            return False
+        kind = self._choose(rng, bool(view.get("paused")), parking)
+        lead = rng.choice(self.leads)
+        wait = next_slot_ms(view, time.time() * 1000 + lead * 1000) / 1000 - lead - time.time()
+        if self.stop_event.wait(max(0.0, wait)):
+            return False
+        self._send(admin, rng, job, node, kind, view)
+        return True
+
+    @staticmethod
+    def _choose(rng: random.Random, paused: bool, parking: bool) -> str:
+        """The change to race: `keep` when parking a job that is paused already."""
+        if parking:
+            return "keep" if paused else "pause"
+        if paused:
+            return rng.choices(["resume", "edit", "delete"], [6, 2, 1])[0]
+        return rng.choices(["pause", "edit", "delete"], [6, 3, 1])[0]
+
+    def _send(
+        self, admin: AdminClient, rng: random.Random, job: dict[str, Any], node: str, kind: str, view: Any
+    ) -> None:
+        path = f"/v1/jobs/{job['id']}"
+        if kind == "edit":  # a CAS update from the version just read (no other client edits it)
+            every = rng.choice([e for e in (1, 1.5, 2) if e != view["schedule"]["every"]])
+            schedule = {"every": every} if self.reschedule else view["schedule"]
+            spec = {**job, "schedule": schedule, "paused": view.get("paused", False)}
+            spec["description"] = f"race-{next(self.tokens)}"
+            admin.write("update", job["id"], node, "PUT", path, spec, if_match=view["version"])
+        elif kind == "delete":
+            delete_job(self.cluster, self.log, admin, job["id"], node)
+        elif kind != "keep":
+            admin.write(kind, job["id"], node, "POST", f"{path}/{kind}")
 
 
 # ---------------------------------------------------------------- invariant 10

@@ -405,6 +405,20 @@ def test_a_start_after_a_pause_was_acknowledged() -> None:
     assert [x["run"] for x in check_no_run_after_stop(h).violations][:1] == [f"m@{BASE + 5000}"]
 
 
+def test_a_run_started_again_after_a_pause_is_a_violation_unless_tolerated() -> None:
+    """Slot 4 ran on n2 from 4.01, the job was paused at 4.5, n2 died: attempt 2 started at 8."""
+    h = clean()
+    h.executions = [ex("m", k) for k in range(1, 4)] + [
+        ex("m", 4, node="n2", ended=False),
+        ex("m", 4, attempt=2, start=8.0),
+    ]
+    h.ops[1] = op("pause", "m", 4.5, 4.55, result=job_view("m", 2, paused=True))
+    assert [v["run"] for v in check_no_run_after_stop(h).violations] == [f"m@{BASE + 4000}"]
+    h.tolerate_rerun_after_pause = True
+    result = check_no_run_after_stop(h)
+    assert result.ok and result.counts["reruns_after_pause_tolerated"] == 1
+
+
 def test_a_start_just_after_the_ack_or_on_a_cut_off_worker_is_allowed() -> None:
     h = clean()
     h.ops.append(op("pause", "m", 9.0, 9.3, result=job_view("m", 2, paused=True)))  # slot 10 at 10.01 is late
@@ -491,6 +505,100 @@ def test_indeterminate_ops_are_not_acknowledged() -> None:
     h.ops.append(op("delete", "m", 11.0, 11.1, status="indeterminate"))
     assert check_acknowledged_writes(h).ok  # may or may not have applied: either final state is fine
     assert check_acknowledged_writes(h).counts["admin_ops"] == {"ok": 2, "indeterminate": 1}
+
+
+def cas(t0: float, t1: float, if_match: int, description: str, shown: int | None, **extra: Any) -> Op:
+    """A conditional update of `m` from version `if_match`; `shown`: the version its answer showed."""
+    return op(
+        "update",
+        "m",
+        t0,
+        t1,
+        if_match=if_match,
+        spec=spec("m", description=description),
+        result=None if shown is None else job_view("m", shown, description=description),
+        **extra,
+    )
+
+
+def linearizable(h: History) -> list[str]:
+    return [v["what"] for v in check_acknowledged_writes(h).violations]
+
+
+def writes(*ops: Op, final: dict[str, Any]) -> History:
+    """`m` created (version 1) at t=0, then these writes, then `final` at the end."""
+    h = clean()
+    h.ops = [h.ops[0], *ops]
+    h.final_jobs = {"m": final}
+    return h
+
+
+def test_a_write_acknowledged_but_never_applied_is_lost() -> None:
+    """The bug found by chaos: a deposed leader answered 200 to a PUT from its own stale entries
+    (its answer shows version 2 with the write); the real version 2 is a pause by the new leader."""
+    h = writes(
+        cas(2.0, 2.1, 1, "mine", 2),
+        op("pause", "m", 2.05, 2.2, result=job_view("m", 2, paused=True)),
+        final=job_view("m", 2, paused=True),
+    )
+    found = linearizable(h)
+    assert any("acknowledged update is lost" in w for w in found), found
+    assert check_acknowledged_writes(h).counts["lost_writes"] == 1
+
+
+def test_a_lost_write_superseded_by_no_later_acknowledged_write() -> None:
+    h = writes(cas(2.0, 2.1, 1, "a", 2), cas(3.0, 3.1, 2, "b", 3), final=job_view("m", 3, description="b"))
+    assert not linearizable(h)  # b superseded a: fine
+    h.final_jobs = {"m": job_view("m", 3, description="a")}  # version 3 is b's, yet shows a
+    assert any("acknowledged update is lost" in w for w in linearizable(h))
+    h.final_jobs = {"m": job_view("m", 2, description="a")}  # b's version 3 went back
+    assert any("went back" in w for w in linearizable(h))
+
+
+def test_a_double_cas_success_is_caught_whatever_the_answers_show() -> None:
+    h = writes(
+        cas(2.0, 2.1, 1, "a", 2),
+        cas(2.05, 2.3, 1, "b", 3),  # its answer was read after another write: it shows 3
+        final=job_view("m", 3, description="b"),
+    )
+    assert "two conditional updates succeeded from one version" in linearizable(h)
+
+
+def test_a_conditional_update_from_a_version_already_superseded() -> None:
+    h = writes(
+        cas(2.0, 2.1, 1, "a", 2),
+        cas(3.0, 3.1, 1, "b", 2),  # began after version 2 was shown, yet succeeded from 1
+        final=job_view("m", 2, description="b"),
+    )
+    assert any("older than one already shown" in w for w in linearizable(h))
+
+
+def test_indeterminate_writes_may_or_may_not_have_applied() -> None:
+    pending = cas(2.5, 14.0, 2, "maybe", None, status="indeterminate", http=504)
+    for final in (job_view("m", 2, description="a"), job_view("m", 3, description="maybe")):
+        h = writes(cas(2.0, 2.1, 1, "a", 2), pending, final=final)
+        assert not linearizable(h), (final, linearizable(h))
+    h = writes(cas(2.0, 2.1, 1, "a", 2), pending, final=job_view("m", 3, description="nobody"))
+    assert linearizable(h)  # no write, done or maybe, made that description
+    # An indeterminate update from version 1 cannot be what version 2 shows: 'a' made version 2.
+    h = writes(
+        cas(2.0, 2.1, 1, "a", 2),
+        cas(1.9, 2.2, 1, "maybe", None, status="indeterminate"),
+        final=job_view("m", 2, description="maybe"),
+    )
+    assert any("acknowledged update is lost" in w for w in linearizable(h))
+
+
+def test_the_fine_history_with_504s_and_a_pause_passes() -> None:
+    h = writes(
+        cas(2.0, 2.1, 1, "a", 2),
+        cas(3.0, 9.0, 2, "b", None, status="indeterminate", http=504),
+        op("pause", "m", 9.5, 9.6, result=job_view("m", 4, paused=True, description="b")),
+        cas(10.0, 10.1, 4, "c", 5),
+        final=job_view("m", 6, paused=True, description="c"),
+    )
+    h.ops.append(op("pause", "m", 11.0, 11.1, result=job_view("m", 6, paused=True, description="c")))
+    assert not linearizable(h), linearizable(h)
 
 
 # ---------------------------------------------------------------- 8
@@ -643,6 +751,25 @@ def test_a_cancel_by_a_write_that_waited_for_a_leader_counts_from_its_acknowledg
     h.ops[1].status = "indeterminate"  # never acknowledged: when it committed is unknown
     assert cancel_violations() == []
     h.ops[1].complete_mono, h.ops[1].status = 3.5, "ok"  # acknowledged before slot 5 started
+    assert cancel_violations() == [f"m@{BASE + 5000}"]
+
+
+def test_a_cancel_stamped_by_a_node_whose_clock_is_behind_matches_its_write() -> None:
+    """The pause arrived at 3.0 on a node 0.8 s behind (stamped 2.2) and committed at its ack,
+    5.2: slot 5, started at 5.01, started before the cancel, whatever that node's clock said."""
+    h = clean()
+    for items in h.records.values():
+        items[4] = rec("m", 5, state="cancelled", finished_at=iso(BASE + 2200))
+    h.ops.insert(1, op("pause", "m", 2.95, 5.2, result=job_view("m", 2, paused=True)))
+    h.ops = h.ops[:2]  # (no runs after the pause: only the cancel is judged)
+    h.executions = h.executions[:5]
+
+    def cancel_violations() -> list[str]:
+        return [v["run"] for v in check_no_run_after_stop(h).violations if "log had cancelled" in v["what"]]
+
+    h.max_clock_offset_s = 0.8
+    assert check_no_run_after_stop(h).ok
+    h.max_clock_offset_s = 0.0  # judged by the harness's clock alone, it would be a violation
     assert cancel_violations() == [f"m@{BASE + 5000}"]
 
 
