@@ -22,7 +22,7 @@ from .commands import VERSION as COMMAND_VERSION
 from .commands import CommandType, encode, usable_version
 from .deathwatch import DeathWatch, Probe
 from .errors import RaftschedError
-from .model import RouteStrategy, RunState
+from .model import Delivery, RouteStrategy, RunState
 from .planning import Plan, next_key, plan_job
 from .records import JobRecord, Run
 from .routing import PLANNER_GRAIN, DueDensity, NodeLoad
@@ -513,6 +513,7 @@ class Scheduler:
         (its running runs too once it has drained for longer than `drain_timeout_s`)."""
         now_ms = self.clock.now_ms()
         moves: list[dict[str, Any]] = []
+        stops: list[str] = []
         with self.state.lock:
             load = self._node_load()
             for node in self.state.nodes.values():
@@ -522,7 +523,19 @@ class Scheduler:
                 for run in self.state.active_runs_of(node.id):
                     if node.up and run.state is RunState.RUNNING and not overdue:
                         continue  # a draining node finishes what it runs
-                    self._move(run, load, moves)
+                    if self._of_a_paused_job(run):
+                        stops.append(run.run_id)
+                    else:
+                        self._move(run, load, moves)
+        for run_id in stops:
+            # A pause cancels pending runs; one already running when its job was paused, whose
+            # node then died, must not start again elsewhere after the pause (a new attempt would).
+            body = {
+                "run_id": run_id,
+                "now_ms": now_ms,
+                "actor": "the leader: its job is paused, its node down",
+            }
+            await self.propose(encode(CommandType.CANCEL_RUN, body))
         if moves:
             result = await self.propose(
                 encode(
@@ -531,6 +544,12 @@ class Scheduler:
             )
             self._check_term(result, "reassign")
             log.warning("reassigned runs: moved %s, lost %s", result.get("moved"), result.get("lost"))
+
+    def _of_a_paused_job(self, run: Run) -> bool:
+        """An at_least_once run of a paused job: moving it would start it again (at_most_once
+        moves never start a claimed run again: those are `lost`)."""
+        job = self.state.jobs.get(run.job_id)
+        return job is not None and job.spec.paused and job.spec.delivery is Delivery.AT_LEAST_ONCE
 
     def _move(self, run: Run, load: NodeLoad, moves: list[dict[str, Any]]) -> None:
         job = self.state.jobs.get(run.job_id)

@@ -32,9 +32,7 @@ def chaos() -> Iterator[MakeRun]:
     runs: list[ChaosRun] = []
 
     def make(**kwargs: Any) -> ChaosRun:
-        # Admin updates and slot races keep the schedule in CI: a schedule edit racing a due slot
-        # hits the bug pinned by test_an_edit_after_a_slot_fell_due_unfired_loses_no_slot.
-        run = ChaosRun(size=3, seed=kwargs.pop("seed", 1), reschedule=False, **kwargs)
+        run = ChaosRun(size=3, seed=kwargs.pop("seed", 1), **kwargs)
         runs.append(run)
         return run
 
@@ -49,9 +47,7 @@ def chaos() -> Iterator[MakeRun]:
 def verdict(run: ChaosRun) -> tuple[list[Result], dict[str, Any]]:
     # A node catching up after a pause may start a run the log has cancelled meanwhile: the bug
     # pinned by test_a_node_catching_up_never_starts_a_cancelled_run; tolerated here for 5 s.
-    # The slot races pause jobs whose runs are running; a kill or pause of such a run's node then
-    # re-runs it: the bug pinned by test_a_paused_jobs_run_is_not_started_again_when_its_node_dies.
-    history, results, report = run.finish(catch_up_s=5.0, tolerate_rerun_after_pause=True)
+    history, results, report = run.finish(catch_up_s=5.0)
     print("\n" + table(report))
     bad = {r.name: r.violations[:5] for r in results if r.violations}
     assert not bad, f"invariants violated: {bad}\n{run.cluster.logs()}"
@@ -270,7 +266,6 @@ def _events(cluster: ChaosCluster) -> list[dict[str, Any]]:
     return read_events(cluster.gt_dir)
 
 
-@pytest.mark.xfail(strict=True, reason="ReassignRuns gives a run of a paused job a new attempt")
 def test_a_paused_jobs_run_is_not_started_again_when_its_node_dies(plain: ChaosCluster) -> None:
     """Found by scripts/chaos.py (seed 3111, the slot races): a run was running on n2 when its job
     was paused (a pause cancels pending runs only); n2 was killed, and the new leader reassigned
@@ -296,7 +291,6 @@ def test_a_paused_jobs_run_is_not_started_again_when_its_node_dies(plain: ChaosC
     assert not later, f"runs of the paused job started (node, attempt, ms after the pause): {later}"
 
 
-@pytest.mark.xfail(strict=True, reason="an edit drops an old-schedule slot that fell due unfired")
 def test_an_edit_after_a_slot_fell_due_unfired_loses_no_slot(plain: ChaosCluster) -> None:
     """Found by scripts/chaos.py (5 nodes, seed 3302, the slot races): a `queue` job whose run is
     active has its next slot fired at the due time, not ahead; an edit (every 1 s -> 2 s) applied

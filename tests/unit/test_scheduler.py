@@ -744,6 +744,38 @@ async def test_a_node_whose_ports_refuse_connections_is_down_at_once_and_its_run
     assert rig.state.nodes[victim].up and rig.state.nodes[victim].down_reason is None
 
 
+@pytest.mark.parametrize("delivery", ["at_least_once", "at_most_once"])
+async def test_a_paused_jobs_running_run_on_a_dead_node_is_cancelled_not_started_again(delivery: str) -> None:
+    """Found by the chaos campaign (seed 3111): a run running when its job was paused (a pause
+    cancels pending runs only) whose node then died was moved, and started again after the pause.
+    An at_least_once one is cancelled instead; an at_most_once one is `lost`, as any claimed run."""
+    tags = {"n1": {"role": "leader"}, "n2": {"role": "worker"}, "n3": {"role": "worker"}}
+    rig = Rig(tags=tags, node_timeout_s=5)
+    rig.add("j", route={"tags": {"role": "worker"}}, overlap="allow", delivery=delivery)
+    await rig.tick()
+    run = rig.runs()[T0 + S]
+    rig.clock.advance(1.0)
+    if delivery == "at_most_once":
+        assert rig.cmd(
+            CommandType.CLAIM_RUNS,
+            node=run.node,
+            now_ms=rig.clock.now_ms(),
+            items=[{"run_id": run.run_id, "attempt": 1}],
+        )["ok"]
+    rig.start(run.run_id)
+    assert rig.cmd(CommandType.PAUSE_JOB, job_id="j", now_ms=rig.clock.now_ms())["ok"]
+    rig.proposer.clear()
+    rig.leadership.connected[raft(run.node)] = False
+    rig.refusing.add(run.node)
+    await _ticks(rig, 1.0)
+    after = rig.state.runs[run.run_id]
+    if delivery == "at_least_once":
+        assert (after.state, after.attempt, after.node) == (RunState.CANCELLED, 1, run.node)
+        assert "paused" in (after.reason or "")
+    else:
+        assert (after.state, after.attempt) == (RunState.LOST, 1)
+
+
 async def test_a_new_leader_commits_the_dead_old_leader_down_in_its_first_tick() -> None:
     """Followers gather the evidence while the election runs: the old leader's runs move at once."""
     rig = Rig(node_timeout_s=5)
