@@ -150,6 +150,15 @@ def _noop(svc: Services) -> bytes:
     return encode(CommandType.NOOP, {"now_ms": svc.clock.now_ms()})
 
 
+async def _see_job(svc: Services, job_id: str) -> None:
+    """Before a write names a job this node does not know: a barrier, so that a job created
+    through another node (committed, not yet applied here) is found rather than answered 404."""
+    with svc.state.lock:
+        known = job_id in svc.state.jobs
+    if not known:
+        await svc.raft.propose(_noop(svc))
+
+
 def _job(svc: Services, job_id: str) -> JobRecord:
     job = svc.state.jobs.get(job_id)
     if job is None:
@@ -321,6 +330,7 @@ _VERSION_TAG = re.compile(r'([0-9]{1,18})|"([0-9]{1,18})"', re.ASCII)
 async def delete_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     job_id, if_version = request.match_info["id"], _if_match(request)
+    await _see_job(svc, job_id)
 
     def build() -> tuple[dict[str, Any], int | None]:
         body: dict[str, Any] = {"job_id": job_id, "if_version": if_version, "now_ms": svc.clock.now_ms()}
@@ -368,6 +378,7 @@ async def pause_job(request: web.Request) -> web.Response:
 async def resume_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     job_id, if_version = request.match_info["id"], _if_match(request)
+    await _see_job(svc, job_id)
 
     def build() -> tuple[dict[str, Any], int | None]:
         now_ms = svc.clock.now_ms()
@@ -409,6 +420,7 @@ async def trigger_job(request: web.Request) -> web.Response:
         if value == REDACTED:
             raise ValidationError(f'"{REDACTED}" stands for no value here', field=f"env.{name}")
     overrides = {"env": body.get("env"), "kwargs": body.get("kwargs")}
+    await _see_job(svc, job_id)
     with svc.state.lock:
         job = _job(svc, job_id)
     _check_eligible(request, svc, job.spec)
