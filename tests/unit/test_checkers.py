@@ -616,6 +616,19 @@ def test_divergent_digests_and_records() -> None:
     assert not check_convergence(h).ok
 
 
+def test_a_paused_jobs_growing_range_is_not_divergence() -> None:
+    """Nodes read one after the other see a paused job's range recorded up to different committed
+    clocks: invariant 1 judges it, convergence the rest."""
+    h = clean()
+    job_id = h.records["n1"][0]["job_id"]
+    h.final_jobs = {**h.final_jobs, job_id: {"id": job_id, "paused": True}}
+    extra = {"run_id": f"{job_id}@{BASE + 99_000}", "job_id": job_id, "state": "skipped", "attempt": 0}
+    h.records["n2"].append(extra)
+    assert check_convergence(h).ok
+    h.records["n2"].append({**extra, "run_id": "other@1", "job_id": "other"})
+    assert not check_convergence(h).ok
+
+
 # ---------------------------------------------------------------- 9
 
 
