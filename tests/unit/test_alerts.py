@@ -313,3 +313,22 @@ def test_decide_is_deterministic_and_drops_unknown_channels() -> None:
     one, two = decide(events, channels, {}, T0), decide(events, channels, {}, T0)
     assert [a.to_dict() for a in one.alerts] == [a.to_dict() for a in two.alerts] and len(one.alerts) == 1
     assert one.alerts[0].delivery is Delivery.PENDING
+
+
+def test_deliveries_are_a_metric_per_channel_and_outcome() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from raftsched.api.metrics import _Collector
+
+    d = driver(window_s=0)
+    d.add("j", overlap="allow", notify=[{"on": ["failed"], "channel": "ops"}])
+    fail(d, "j", T0 + 1000)
+    decide_now(d, T0 + 2000)
+    (alert,) = d.state.alerts.values()
+    item = {"alert_id": alert.alert_id, "attempt": 1, "ok": True}
+    d.cmd(CommandType.REPORT_ALERTS, node=alert.node, now_ms=T0 + 2100, items=[item])
+    registry = CollectorRegistry()
+    registry.register(_Collector(d.state, None, node_id="n1", version="x"))
+    text = generate_latest(registry).decode()
+    assert 'raftsched_alert_deliveries_total{channel="ops",outcome="delivered"} 1.0' in text
+    assert 'raftsched_alerts_pending{channel="ops"} 0.0' in text
