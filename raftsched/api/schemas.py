@@ -1251,7 +1251,7 @@ def _unknown_keys(error: SchemaError) -> list[str]:
     return [str(key) for key in instance if key not in known]
 
 
-_SECRET_BEARING = frozenset({"headers", "env"})  # maps whose values may be secrets
+_SECRET_BEARING = frozenset({"headers", "env", "signing_secret", "password_secret"})  # values may be secrets
 
 
 def _shown(error: SchemaError) -> str:
