@@ -332,3 +332,38 @@ def test_deliveries_are_a_metric_per_channel_and_outcome() -> None:
     text = generate_latest(registry).decode()
     assert 'raftsched_alert_deliveries_total{channel="ops",outcome="delivered"} 1.0' in text
     assert 'raftsched_alerts_pending{channel="ops"} 0.0' in text
+
+
+async def test_the_sender_keeps_the_nodes_fences_and_publishes_messages() -> None:
+    from raftsched.executors.alerts import AlertSender
+    from raftsched.executors.base import ExecPolicy
+    from raftsched.executors.http import HttpExecutor
+    from raftsched.executors.message import MessageExecutor
+    from raftsched.executors.publishers import BrokerSpec, Message
+    from raftsched.secretstore import SecretStore
+
+    sent: list[Message] = []
+
+    class Publisher:
+        async def publish(self, message: Message) -> str:
+            sent.append(message)
+            return "ok"
+
+        async def close(self) -> None:
+            pass
+
+    policy = ExecPolicy(
+        secrets=SecretStore.build(section_values={"HOOK_KEY": "k"}),
+        brokers={"events": BrokerSpec(name="events", url="redis://127.0.0.1:1/0")},
+    )
+    http = HttpExecutor(policy)
+    sender = AlertSender(policy, http, MessageExecutor(policy, make_publisher=lambda spec: Publisher()))
+    hook = ChannelSpec.from_dict(HOOK, name="ops")  # 127.0.0.1, and no http_allow here
+    error = await sender.send(alert(), hook, "prod", T0)
+    assert error is not None and error.startswith("refused: ") and "loopback" in error
+    unsigned = ChannelSpec.from_dict({**HOOK, "signing_secret": {"secret": "MISSING"}}, name="ops")
+    assert await sender.send(alert(), unsigned, "prod", T0) == "refused: this node has no secret MISSING"
+    bus = ChannelSpec.from_dict({"type": "message", "broker": "events", "to": "alerts"}, name="bus")
+    assert await sender.send(alert(), bus, "prod", T0) is None
+    assert sent[0].message_id == "a1" and orjson.loads(sent[0].body)["run_id"] == "j@1800000001000"
+    await http.close()
