@@ -76,6 +76,15 @@ class CommandType(StrEnum):
     # leader: {term, now_ms, items: [{run_id, attempt, reason}]}; pending runs past their
     # misfire grace, recorded `missed` per the job's misfire policy
     EXPIRE_RUNS = "expire_runs"
+    # Alerts (state/alerts.py, alerting.py). api: {name, channel: {...}, now_ms, actor}
+    PUT_CHANNEL = "put_channel"
+    DELETE_CHANNEL = "delete_channel"  # api: {name, now_ms, actor}
+    SET_ALERT_RULES = "set_alert_rules"  # api: {rules: [...], cluster, now_ms, actor}
+    # leader: {term, now_ms, after_seq, through_seq, alerts: [...], throttle: {channel: {...}},
+    # moves: [{alert_id, attempt, node}]}; compare-and-set on the event cursor (`after_seq`)
+    RAISE_ALERTS = "raise_alerts"
+    # worker: {node, now_ms, items: [{alert_id, attempt, ok, error}]}; fenced by node and attempt
+    REPORT_ALERTS = "report_alerts"
 
 
 # (first, current) version of each command type that is not (1, 1). A type or form newer than the
@@ -90,6 +99,11 @@ _VERSIONS: dict[CommandType, tuple[int, int]] = {
     CommandType.ACCOUNT_PAUSED: (2, 2),
     CommandType.UNCLAIM_RUNS: (2, 2),
     CommandType.EXPIRE_RUNS: (2, 2),
+    CommandType.PUT_CHANNEL: (2, 2),
+    CommandType.DELETE_CHANNEL: (2, 2),
+    CommandType.SET_ALERT_RULES: (2, 2),
+    CommandType.RAISE_ALERTS: (2, 2),
+    CommandType.REPORT_ALERTS: (2, 2),
 }
 _HEAD = re.compile(rb'\{"v":(\d{1,9}),')
 # Body fields that only a later version carries: an older body never has them (upcast drops them).

@@ -23,6 +23,11 @@ refusal, with the job's `field` and the node setting that refuses it:
    - message: nodes that have the named `[broker]`.
 4. Each secret referenced in `task.env` or `task.headers`: nodes that have a secret of that name.
 
+Alert channels (`channel_refusal`, `channel_nodes`) are judged the same way, without the route
+and `run_tasks` steps (delivering an alert is not running a task): a webhook's URL against
+`http_allow` and its `signing_secret`; an e-mail's SMTP host against `http_allow` (the same
+address fence guards it) and its `password_secret`; a message channel's broker.
+
 Invariants: a field a node has not published (`None`) passes every step (old logs, older nodes);
 a node table without any live node refuses nothing (a cluster starting: no node registered yet).
 """
@@ -37,12 +42,13 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from yarl import URL
 
+from .channels import ChannelSpec, ChannelType, smtp_address
 from .executors._pycall import module_allowed
 from .executors.http import literal_refusal, looks_like_ip
 from .model import JobSpec, SecretRef, TaskSpec, TaskType
 from .records import NodePolicy, NodeRecord
 
-__all__ = ["Refusal", "eligible_nodes", "refusal"]
+__all__ = ["Refusal", "channel_nodes", "channel_refusal", "eligible_nodes", "refusal"]
 
 LOCALHOST = ("127.0.0.1", "::1")  # what `localhost` resolves to; either one allowed is enough
 
@@ -90,6 +96,50 @@ def _judge(spec: JobSpec, live: list[NodeRecord]) -> tuple[list[NodeRecord], Ref
         if not matching:
             return [], Refusal(field=step.field, message=step.message + among)
     return matching, None
+
+
+def channel_refusal(channel: ChannelSpec, nodes: Iterable[NodeRecord]) -> Refusal | None:
+    """None if some live node may deliver to `channel`, else the first step none passes."""
+    live = _live(nodes)
+    return _channel_judge(channel, live)[1] if live else None
+
+
+def channel_nodes(channel: ChannelSpec, nodes: Iterable[NodeRecord]) -> list[str]:
+    """The ids of the live nodes that may deliver to `channel`, by what they publish."""
+    return [n.id for n in _channel_judge(channel, _live(nodes))[0]]
+
+
+def _channel_judge(channel: ChannelSpec, live: list[NodeRecord]) -> tuple[list[NodeRecord], Refusal | None]:
+    matching = live
+    for step in _channel_steps(channel):
+        matching = [n for n in matching if step.allows(n.policy)]
+        if not matching:
+            return [], Refusal(field=step.field, message=step.message)
+    return matching, None
+
+
+def _channel_steps(channel: ChannelSpec) -> Iterator[_Step]:
+    if channel.type is ChannelType.WEBHOOK:
+        yield from _address_steps(channel.url or "", "url")
+    elif channel.type is ChannelType.EMAIL:
+        yield from _host_steps(smtp_address(channel.smtp or "")[0], "smtp")
+    else:
+        broker = channel.broker or ""
+        yield _Step(
+            field="broker",
+            message=f"no live node has broker {broker!r}: [broker {broker}]",
+            allows=lambda p: p.brokers is None or broker in p.brokers,
+        )
+    for field, name in (
+        ("signing_secret", channel.signing_secret),
+        ("password_secret", channel.password_secret),
+    ):
+        if name is not None:
+            yield _Step(
+                field=field,
+                message=f"no node has the secret {name}: environment, secrets_file or [secrets]",
+                allows=functools.partial(_has_secret, name),
+            )
 
 
 def _pairs(tags: Mapping[str, str]) -> str:
@@ -171,14 +221,22 @@ def _python_steps(task: TaskSpec) -> Iterator[_Step]:
 
 
 def _http_steps(task: TaskSpec) -> Iterator[_Step]:
+    yield from _address_steps(task.url or "", "task.url")
+
+
+def _address_steps(url: str, field: str) -> Iterator[_Step]:
     try:
-        host = URL(task.url or "").raw_host or ""
+        host = URL(url).raw_host or ""
     except ValueError:
         return  # the executing node refuses it, with the reason, when the run starts
+    yield from _host_steps(host, field)
+
+
+def _host_steps(host: str, field: str) -> Iterator[_Step]:
     literals = _literal_hosts(host)
     if literals:
         yield _Step(
-            field="task.url",
+            field=field,
             message=f"no node allows {host}: http_allow",
             allows=functools.partial(_address_allowed, literals),
         )

@@ -13,6 +13,7 @@
     ├── UnsupportedMediaType          unsupported_media_type 415
     ├── IdempotencyMismatch           idempotency_mismatch 422
     ├── NoEligibleNode                no_eligible_node 422   (no live node may run the job)
+    ├── UnknownChannel                unknown_channel  422   (a notify rule names no channel)
     ├── Rejected                      rejected         409   (the state refused a command)
     ├── Unavailable                   unavailable      503   (not applied; safe to retry)
     │   ├── NoLeader
@@ -43,6 +44,7 @@ __all__ = [
     "Rejected",
     "Unauthorized",
     "Unavailable",
+    "UnknownChannel",
     "UnsupportedMediaType",
     "ValidationError",
     "VersionMismatch",
@@ -138,6 +140,13 @@ class NoEligibleNode(RaftschedError):
     code, status = "no_eligible_node", 422
 
 
+class UnknownChannel(RaftschedError):
+    """A notify rule names a channel the cluster does not have; `?force=true` accepts it (its
+    alerts are dropped until the channel exists)."""
+
+    code, status = "unknown_channel", 422
+
+
 class Unavailable(RaftschedError):
     """Not applied: the caller may retry (after `retry_after_s`)."""
 
@@ -183,6 +192,7 @@ _BY_CODE: dict[str, type[RaftschedError]] = {
         BodyTooLarge,
         IdempotencyMismatch,
         NoEligibleNode,
+        UnknownChannel,
         Unavailable,
         Indeterminate,
     )

@@ -25,10 +25,12 @@ from .ids import JOB_ID_RE
 from .secretstore import SECRET_NAME_RE
 
 __all__ = [
+    "AlertOn",
     "Delivery",
     "JobSpec",
     "Misfire",
     "MisfirePolicy",
+    "NotifyRule",
     "Overlap",
     "Retries",
     "Route",
@@ -45,6 +47,7 @@ __all__ = [
     "check_startable",
     "is_sensitive_header",
     "iso_ms",
+    "notify_rules",
     "parse_iso_ms",
     "spec_from_snapshot",
     "values_from_wire",
@@ -686,6 +689,82 @@ class Route:
         return out
 
 
+# ---------------------------------------------------------------- alert rules
+
+
+class AlertOn(StrEnum):
+    """What an alert rule fires on (API.md "Alerts"). The run events count the final attempt only."""
+
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    LOST = "lost"
+    MISSED = "missed"
+    SKIPPED = "skipped"  # overlap only, never a pause
+    LATE = "late"  # a start later than the rule's `threshold_s` past due
+    NODE_DOWN = "node_down"
+    NODE_CLOCK = "node_clock"
+
+
+NODE_EVENTS = frozenset({AlertOn.NODE_DOWN, AlertOn.NODE_CLOCK})
+CHANNEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_RULES = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifyRule:
+    """`{"on": [...], "channel": NAME, "threshold_s": S}`: events that alert `channel`.
+    `threshold_s` is required with (and only with) `late`."""
+
+    on: tuple[AlertOn, ...]
+    channel: str
+    threshold_s: float | None = None
+
+    @classmethod
+    def from_dict(cls, value: object, path: str, *, job: bool) -> NotifyRule:
+        d = _obj(value, path, frozenset({"on", "channel", "threshold_s"}))
+        raw_on = d.get("on")
+        if not isinstance(raw_on, list) or not raw_on:
+            raise ValidationError("must be a non-empty list of events", field=f"{path}.on")
+        on = tuple(dict.fromkeys(_enum(AlertOn, v, f"{path}.on.{i}") for i, v in enumerate(raw_on)))
+        if job and NODE_EVENTS & set(on):
+            raise ValidationError("node events belong in the cluster's rules", field=f"{path}.on")
+        channel = _str(d.get("channel"), f"{path}.channel", max_len=64)
+        if not CHANNEL_NAME_RE.fullmatch(channel):
+            raise ValidationError("must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", field=f"{path}.channel")
+        threshold = d.get("threshold_s")
+        if (threshold is None) == (AlertOn.LATE in on):
+            raise ValidationError("is required with `late`, and only with it", field=f"{path}.threshold_s")
+        return cls(
+            on=on,
+            channel=channel,
+            threshold_s=None if threshold is None else _num(threshold, f"{path}.threshold_s", maximum=86400),
+        )
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> NotifyRule:
+        """What `to_dict` wrote (this code's own snapshots)."""
+        threshold = d.get("threshold_s")
+        return cls(
+            on=tuple(AlertOn(v) for v in d["on"]),
+            channel=d["channel"],
+            threshold_s=None if threshold is None else float(threshold),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_none(
+            {"on": [str(v) for v in self.on], "channel": self.channel, "threshold_s": self.threshold_s}
+        )
+
+
+def notify_rules(value: object, path: str, *, job: bool) -> tuple[NotifyRule, ...]:
+    """A list of rules (a job's `notify`, or the cluster's), at most MAX_RULES."""
+    if not isinstance(value, list):
+        raise ValidationError("must be a list of rules", field=path)
+    if len(value) > MAX_RULES:
+        raise ValidationError(f"at most {MAX_RULES} rules", field=path)
+    return tuple(NotifyRule.from_dict(v, f"{path}.{i}", job=job) for i, v in enumerate(value))
+
+
 # ---------------------------------------------------------------- job
 
 _JOB_FIELDS = (
@@ -704,6 +783,7 @@ _JOB_FIELDS = (
             "paused",
             "description",
             "labels",
+            "notify",
         }
     )
     | READ_ONLY_JOB_FIELDS
@@ -727,6 +807,7 @@ class JobSpec:
     paused: bool = False
     description: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    notify: tuple[NotifyRule, ...] = ()  # alert rules of the job's runs (`alerting`)
 
     @classmethod
     def from_dict(cls, value: object, *, job_id: str | None = None) -> JobSpec:
@@ -757,9 +838,18 @@ class JobSpec:
             paused=_bool(d.get("paused", False), "paused"),
             description=_str(d.get("description", ""), "description"),
             labels=_str_map(d.get("labels", {}), "labels"),
+            notify=notify_rules(d.get("notify", []), "notify", job=True),
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The wire form; `notify` only when the job has rules (a job without any writes what it
+        always wrote: old logs and snapshots keep their bytes)."""
+        out = self._fields()
+        if self.notify:
+            out["notify"] = [rule.to_dict() for rule in self.notify]
+        return out
+
+    def _fields(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "schedule": None if self.schedule is None else self.schedule.to_dict(),
@@ -815,6 +905,7 @@ def spec_from_snapshot(d: Mapping[str, Any]) -> JobSpec:
         paused=d.get("paused", False),
         description=d.get("description", ""),
         labels=d.get("labels", {}),
+        notify=tuple(NotifyRule.from_wire(r) for r in d.get("notify", ())),
     )
 
 

@@ -34,9 +34,13 @@ from .clockwatch import ClockWatch, ClockWatchSettings
 from .commands import VERSION as COMMAND_VERSION
 from .commands import Command, CommandType, encode
 from .config import ClusterConfig, NodeConfig, is_loopback_host
+from .courier import Courier, CourierSettings
 from .deathwatch import refuses_connections
 from .errors import ConfigError, RaftschedError
 from .executors import ExecPolicy, Executor, executor_for, task_umask, task_user
+from .executors.alerts import AlertSender
+from .executors.http import HttpExecutor
+from .executors.message import MessageExecutor
 from .executors.publishers import BrokerSpec
 from .model import TaskType
 from .records import NodePolicy, NodeRecord
@@ -113,6 +117,12 @@ class Node:
             self._executors[task_type] = executor_for(task_type, self.policy)
         return self._executors[task_type]
 
+    def _alert_sender(self) -> AlertSender:
+        """Alerts go out through this node's HTTP and message executors (their fences, pools)."""
+        http, messages = self._executor(TaskType.HTTP), self._executor(TaskType.MESSAGE)
+        assert isinstance(http, HttpExecutor) and isinstance(messages, MessageExecutor)
+        return AlertSender(self.policy, http, messages)
+
     def _caught_up(self) -> bool:
         """A leader is known and this node has applied everything committed (after a restart,
         the log replays first)."""
@@ -179,6 +189,9 @@ class Node:
             leading=lambda: scheduler.active_term,
             hand_over=self.raft.transfer_leadership,
         )
+        courier = Courier(
+            CourierSettings(node_id=n.id), self.state, self.propose, self.clock, self._alert_sender()
+        )
         # First, so that `_on_applied`'s wake-up finds the change noted; a new list, since the tick
         # thread may be iterating the old one.
         self.state.listeners = [worker.on_applied, *self.state.listeners]
@@ -193,6 +206,7 @@ class Node:
                 scheduler_task = group.create_task(scheduler.run())
                 register_task = group.create_task(self._register_loop())
                 worker_task = group.create_task(worker.run())
+                courier_task = group.create_task(courier.run())
                 freeze_task = group.create_task(self._freeze_heap())
                 await self.stopping.wait()
                 _arm_stop_watchdog(n.shutdown_grace_s)
@@ -206,6 +220,7 @@ class Node:
                 with _stage("drain"):
                     await worker.drain(n.shutdown_grace_s)
                 handing_task.cancel()
+                courier_task.cancel()
                 scheduler_task.cancel()
                 clocks_task.cancel()
                 worker_task.cancel()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .accounting import unaccounted
+from .alertdecider import AlertDecider
 from .clock import Clock
 from .commands import VERSION as COMMAND_VERSION
 from .commands import CommandType, encode, usable_version
@@ -109,6 +110,7 @@ class Scheduler:
         self._successors: dict[str, tuple[int, int, int, int | None]] = {}
         self._density = DueDensity()  # runs this leader assigned per node and due-time bucket
         self._planned_ms = 0  # when this leader last planned fires (`fire_chunk_ms`)
+        self.alerts = AlertDecider(state, propose, clock)
         self._sweep: list[str] = []  # paused jobs still to account in this turn (`account_paused`)
         self._next_sweep_ms = 0
 
@@ -143,6 +145,8 @@ class Scheduler:
             await self.watch_nodes()
         if self.active_term:
             await self.fire_due()
+        if self.active_term:
+            await self.raise_alerts()
         if self.active_term:
             await self.raise_cluster_version()
         if self.active_term:
@@ -347,6 +351,12 @@ class Scheduler:
             log.warning("%s refused: %s", what, result.get("message"))
             if result.get("code") == "stale_term":
                 self.active_term = 0
+
+    async def raise_alerts(self) -> None:
+        """Decide the alerts of the events noted since the last decision (`alertdecider`)."""
+        result = await self.alerts.tick(self.active_term)
+        if result is not None:
+            self._check_term(result, "raise_alerts")
 
     async def raise_cluster_version(self) -> None:
         """Commit the cluster's command version: the lowest that the members publish, once it is

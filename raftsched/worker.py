@@ -779,6 +779,12 @@ _NO_RUNS = frozenset(
         CommandType.NOOP,
         CommandType.SET_CLUSTER_VERSION,
         CommandType.ACCOUNT_PAUSED,  # records of slots that never ran: nothing for a worker
+        # Alerts touch no run (the courier reads them on its own).
+        CommandType.PUT_CHANNEL,
+        CommandType.DELETE_CHANNEL,
+        CommandType.SET_ALERT_RULES,
+        CommandType.RAISE_ALERTS,
+        CommandType.REPORT_ALERTS,
     }
 )
 _RUN_ITEMS = {

@@ -348,7 +348,7 @@ def bool_query(request: web.Request, name: str) -> bool | None:
 
 def make_app(services: Services) -> web.Application:
     # Imported here so that importing this module does nothing.
-    from . import backup, dashboard, members, metrics, openapi, outputs, routes
+    from . import alerts, backup, dashboard, members, metrics, openapi, outputs, routes
 
     app = web.Application(
         client_max_size=services.max_body_bytes,
@@ -356,7 +356,7 @@ def make_app(services: Services) -> web.Application:
     )
     app[SERVICES] = services
     app.on_response_prepare.append(_answer_headers)
-    for module in (routes, members, backup, outputs, metrics, dashboard, openapi):
+    for module in (routes, members, backup, outputs, alerts, metrics, dashboard, openapi):
         module.add_routes(app)
     return app
 

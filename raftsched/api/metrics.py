@@ -18,7 +18,9 @@ What is exported (every name starts with `raftsched_`):
   `raft_applied_index`, `raft_log_entries`, `raft_is_leader`, `raft_peer_connected{peer}`,
   `raft_compactions_total`, `raft_appends_trimmed_total`, `raft_appends_refused_total` (logmatch.py),
   `raft_rejected_connections_total{reason}` (Raft connections closed by raftguard.py),
-  and `state_applied_total` (commands applied to this node's state), `build_info{version,node}`.
+  and `state_applied_total` (commands applied to this node's state), `build_info{version,node}`;
+* alerts, replicated: `alert_deliveries_total{channel,outcome}` (outcome `delivered`, or `failed`
+  for each failed delivery attempt) and `alerts_pending{channel}` (decided, not yet delivered).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from prometheus_client.core import (
 )
 
 from .. import __version__
+from ..alerting import Delivery
 from ..errors import NoLeader
 from ..model import RunState
 from ..records import BUCKETS_MS, COUNTERS, Summary
@@ -103,6 +106,8 @@ class _Snapshot:
     nodes: list[_Node] = field(default_factory=list)
     totals: _Stats | None = None
     per_job: dict[str, _Stats] = field(default_factory=dict)
+    alert_counts: dict[str, int] = field(default_factory=dict)  # "channel|outcome" -> deliveries
+    alerts_pending: dict[str, int] = field(default_factory=dict)  # channel -> alerts
 
 
 def _copy_summary(s: Summary) -> Summary:
@@ -145,6 +150,11 @@ def _snapshot(state: State) -> _Snapshot:
         ]
         snap.totals = _copy_stats(state.totals)
         snap.per_job = {job_id: _copy_stats(s) for job_id, s in state.stats.items()}
+        snap.alert_counts = dict(state.alert_counts)
+        snap.alerts_pending = dict.fromkeys(state.channels, 0)
+        for alert in state.alerts.values():
+            if alert.delivery is Delivery.PENDING:
+                snap.alerts_pending[alert.channel] = snap.alerts_pending.get(alert.channel, 0) + 1
     return snap
 
 
@@ -164,6 +174,7 @@ class _Collector:
         snap = _snapshot(self._state)
         yield from _statistics(snap)
         yield from _cluster(snap)
+        yield from _alerts(snap)
         if self._raft is not None:
             yield from _raft(self._raft, snap)
         applied = CounterMetricFamily(
@@ -224,6 +235,24 @@ def _statistics(snap: _Snapshot) -> Iterator[Metric]:
     for per_job, cluster in histograms.values():
         yield per_job
         yield cluster
+
+
+def _alerts(snap: _Snapshot) -> Iterator[Metric]:
+    deliveries = CounterMetricFamily(
+        "raftsched_alert_deliveries",
+        "Alert delivery attempts by channel and outcome (replicated): delivered, or failed per attempt.",
+        labels=["channel", "outcome"],
+    )
+    for key, count in sorted(snap.alert_counts.items()):
+        channel, _, outcome = key.rpartition("|")
+        deliveries.add_metric([channel, outcome], count)
+    yield deliveries
+    pending = GaugeMetricFamily(
+        "raftsched_alerts_pending", "Alerts decided and not yet delivered, by channel.", labels=["channel"]
+    )
+    for channel, count in sorted(snap.alerts_pending.items()):
+        pending.add_metric([channel], count)
+    yield pending
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -27,8 +27,9 @@ def redacted_value(name: str, value: Any) -> Any:
 
 
 def spec_view(spec: JobSpec, *, reveal: bool = False) -> dict[str, Any]:
-    """`spec.to_dict()`, with sensitive inline header values redacted unless `reveal`."""
-    out = spec.to_dict()
+    """`spec.to_dict()`, with sensitive inline header values redacted unless `reveal`; `notify`
+    always (an empty list when the job has no rules)."""
+    out = {**spec.to_dict(), "notify": [rule.to_dict() for rule in spec.notify]}
     headers = out["task"].get("headers")
     if not reveal and headers and any(is_sensitive_header(name) for name in headers):
         out["task"] = {

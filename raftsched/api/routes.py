@@ -19,6 +19,7 @@ from ..records import JobRecord, Run
 from ..routing import pick_nodes
 from ..state.paused import edit_replans
 from . import schemas
+from .alerts import check_job_notify
 from .app import SERVICES, Services, bool_query, json_response, read_json, version
 from .idempotency import job_deleted, job_write, replayable, run_write
 from .redaction import keep_stored
@@ -234,6 +235,7 @@ async def create_job(request: web.Request) -> web.Response:
     svc = _svc(request)
     spec = _parse_spec(await read_json(request), "JobCreate")
     _check_eligible(request, svc, spec)
+    check_job_notify(request, svc, spec)
     now_ms = svc.clock.now_ms()
     first_slot = _first_slot(spec, None, now_ms)
     await svc.write(
@@ -269,6 +271,8 @@ async def put_job(request: web.Request) -> web.Response:
         # A PUT that keeps what decides where the job may run (a pause, a new schedule) is not
         # judged again: the job was accepted, and a node that allows it may just be down now.
         _check_eligible(request, svc, spec)
+    if old is None or spec.notify != old.spec.notify:
+        check_job_notify(request, svc, spec)
     if_version = _if_match(request)
 
     def build() -> tuple[dict[str, Any], int | None]:

@@ -409,6 +409,135 @@ _JOB_SPEC_PROPERTIES: Schema = {
     "paused": {"type": "boolean", "default": False},
     "description": {"type": "string", "maxLength": 4096, "default": ""},
     "labels": _STRING_MAP,
+    "notify": {
+        "type": "array",
+        "maxItems": 64,
+        "items": ref("NotifyRule"),
+        "description": "alert rules of the job's runs; each names a channel (unknown: 422 "
+        "`unknown_channel` unless `?force=true`)",
+    },
+}
+
+_CHANNEL_NAME: Schema = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}
+_RUN_EVENTS = ("failed", "timed_out", "lost", "missed", "skipped", "late")
+_ALL_EVENTS = (*_RUN_EVENTS, "node_down", "node_clock")
+
+
+def _notify_rule(events: tuple[str, ...], description: str) -> Schema:
+    return {
+        "type": "object",
+        "description": description,
+        "additionalProperties": False,
+        "required": ["on", "channel"],
+        "properties": {
+            "on": {"type": "array", "minItems": 1, "items": {"enum": list(events)}},
+            "channel": _CHANNEL_NAME,
+            "threshold_s": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 86400,
+                "description": "with `late` (and only with it): a start later than this past due",
+            },
+        },
+    }
+
+
+_NOTIFY_RULE = _notify_rule(
+    _RUN_EVENTS, "`failed`, `timed_out`, `lost`: the final attempt; `skipped`: overlap only"
+)
+_CLUSTER_RULE = _notify_rule(_ALL_EVENTS, "a cluster-wide rule: every job's runs, and the nodes")
+_ALERT_RULES: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["rules"],
+    "properties": {
+        "rules": {"type": "array", "maxItems": 64, "items": ref("ClusterRule")},
+        "cluster": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 128,
+            "default": "raftsched",
+            "description": "the `cluster` of every alert's payload",
+        },
+    },
+}
+_GROUP_WINDOW: Schema = {
+    "type": "number",
+    "minimum": 0,
+    "maximum": 3600,
+    "default": 10,
+    "description": "at most one message per this many seconds; the first alert of a burst at once, "
+    "the rest grouped into one alert with their `count` (0: no grouping)",
+}
+_EMAIL_ADDRESS: Schema = {
+    "type": "string",
+    "minLength": 3,
+    "maxLength": 320,
+    "pattern": "^[^\\s<>,;]+@[^\\s<>,;]+$",
+}
+
+
+def _channel(kind: str, required: list[str], properties: Schema, description: str) -> Schema:
+    return {
+        "type": "object",
+        "description": description,
+        "additionalProperties": False,
+        "required": ["type", *required],
+        "properties": {"type": {"const": kind}, "group_window_s": _GROUP_WINDOW, **properties},
+    }
+
+
+_WEBHOOK_CHANNEL = _channel(
+    "webhook",
+    ["url"],
+    {
+        "url": {"type": "string", "maxLength": 2048, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
+        "signing_secret": {
+            **_SECRET_VALUE,
+            "type": "object",
+            "description": 'a secret reference {"secret": NAME}',
+        },
+        "format": {"enum": ["raw", "slack", "teams"], "default": "raw"},
+    },
+    "an HTTP POST of the alert (raw: API.md's payload; slack, teams: their webhook formats)",
+)
+_EMAIL_CHANNEL = _channel(
+    "email",
+    ["smtp", "from", "to"],
+    {
+        "smtp": {
+            "type": "string",
+            "maxLength": 300,
+            "pattern": "^.+:[0-9]{1,5}$",
+            "description": "host:port",
+        },
+        "from": _EMAIL_ADDRESS,
+        "to": {"type": "array", "minItems": 1, "maxItems": 50, "items": _EMAIL_ADDRESS},
+        "starttls": {"type": "boolean", "default": True},
+        "username": {"type": "string", "maxLength": 256},
+        "password_secret": _SECRET_NAME,
+    },
+    "an e-mail over SMTP (STARTTLS unless `starttls: false`)",
+)
+_MESSAGE_CHANNEL = _channel(
+    "message",
+    ["broker", "to"],
+    {
+        "broker": {"type": "string", "pattern": "^" + BROKER_NAME_RE.pattern + "$"},
+        "to": {"type": "string", "minLength": 1, "maxLength": 1024},
+    },
+    "a message to a [broker NAME] (`to` as a message task's)",
+)
+_CHANNEL_BY_TYPE = {"webhook": "WebhookChannel", "email": "EmailChannel", "message": "MessageChannel"}
+_CHANNEL_PUT: Schema = {
+    "description": "by `type`: webhook, email, message",
+    "oneOf": [ref(name) for name in _CHANNEL_BY_TYPE.values()],
+    _UNION_FIELD: "type",
+    _UNION_MESSAGE: "must be one of: webhook, email, message",
+    "discriminator": {
+        "propertyName": "type",
+        "mapping": {t: ref(name)["$ref"] for t, name in _CHANNEL_BY_TYPE.items()},
+    },
 }
 
 
@@ -482,7 +611,7 @@ _JOB: Schema = {
     "type": "object",
     "description": "A job with its read-only fields; `ETag` carries `version`.",
     "required": [
-        *_JOB_SPEC_PROPERTIES,
+        *(name for name in _JOB_SPEC_PROPERTIES if name != "notify"),
         "version",
         "next_fire_at",
         "last_fire_at",
@@ -876,6 +1005,69 @@ _RESTORE_RESULT: Schema = {
 }
 
 
+_CHANNEL: Schema = {
+    "type": "object",
+    "description": "a channel as stored: secret NAMES only, never a value",
+    "required": ["name", "type", "group_window_s"],
+    "properties": {
+        "name": _CHANNEL_NAME,
+        "type": {"enum": ["webhook", "email", "message"]},
+        "group_window_s": SECONDS,
+        "url": {"type": "string"},
+        "signing_secret": {"type": "object", "properties": {"secret": {"type": "string"}}},
+        "format": {"enum": ["raw", "slack", "teams"]},
+        "smtp": {"type": "string"},
+        "from": {"type": "string"},
+        "to": {"type": ["string", "array"], "items": {"type": "string"}},
+        "starttls": {"type": "boolean"},
+        "username": {"type": "string"},
+        "password_secret": {"type": "string"},
+        "broker": {"type": "string"},
+    },
+}
+_ALERT_RULES_ANSWER: Schema = {
+    "type": "object",
+    "required": ["cluster", "rules"],
+    "properties": {"cluster": {"type": "string"}, "rules": {"type": "array", "items": ref("ClusterRule")}},
+}
+_ALERT: Schema = {
+    "type": "object",
+    "description": "a decided alert and its delivery (at least once; de-duplicate by `alert_id`)",
+    "required": ["alert_id", "event", "channel", "at", "count", "delivery"],
+    "properties": {
+        "alert_id": {"type": "string"},
+        "event": {
+            "type": "string",
+            "description": "run.failed, run.timed_out, ..., node.down, node.clock, alerts.grouped",
+        },
+        "channel": {"type": "string"},
+        "job_id": {"type": ["string", "null"]},
+        "run_id": {"type": ["string", "null"]},
+        "attempt": {"type": ["integer", "null"]},
+        "state": {"type": ["string", "null"]},
+        "error": {"type": ["string", "null"]},
+        "node": {"type": ["string", "null"], "description": "the node a node event is about"},
+        "scheduled_at": _nullable(TIME),
+        "at": TIME,
+        "count": {"type": "integer", "minimum": 1},
+        "summary": {"type": ["object", "null"], "additionalProperties": {"type": "integer"}},
+        "decided_at": TIME,
+        "delivery": {
+            "type": "object",
+            "required": ["state", "attempts"],
+            "properties": {
+                "state": {"enum": ["pending", "delivered", "failed"]},
+                "attempts": COUNT,
+                "node": {"type": ["string", "null"]},
+                "last_error": {"type": ["string", "null"]},
+                "next_attempt_at": _nullable(TIME),
+                "delivered_at": _nullable(TIME),
+            },
+        },
+    },
+}
+
+
 def _list_of(item: str) -> Schema:
     return {
         "type": "object",
@@ -905,6 +1097,13 @@ SCHEMAS: Final[dict[str, Schema]] = {
     "Retries": _RETRIES,
     "Misfire": _MISFIRE,
     "Route": _ROUTE,
+    "NotifyRule": _NOTIFY_RULE,
+    "ClusterRule": _CLUSTER_RULE,
+    "AlertRules": _ALERT_RULES,
+    "ChannelPut": _CHANNEL_PUT,
+    "WebhookChannel": _WEBHOOK_CHANNEL,
+    "EmailChannel": _EMAIL_CHANNEL,
+    "MessageChannel": _MESSAGE_CHANNEL,
     # answers
     "Job": _JOB,
     "JobList": _list_of("Job"),
@@ -924,6 +1123,11 @@ SCHEMAS: Final[dict[str, Schema]] = {
     "Counters": _COUNTERS,
     "Stats": _STATS,
     "Error": _ERROR,
+    "Channel": _CHANNEL,
+    "ChannelList": _list_of("Channel"),
+    "AlertRulesAnswer": _ALERT_RULES_ANSWER,
+    "Alert": _ALERT,
+    "AlertList": _list_of("Alert"),
     # membership and backup
     "NodeAdd": _NODE_ADD,
     "Backup": _BACKUP,
@@ -1047,7 +1251,7 @@ def _unknown_keys(error: SchemaError) -> list[str]:
     return [str(key) for key in instance if key not in known]
 
 
-_SECRET_BEARING = frozenset({"headers", "env"})  # maps whose values may be secrets
+_SECRET_BEARING = frozenset({"headers", "env", "signing_secret", "password_secret"})  # values may be secrets
 
 
 def _shown(error: SchemaError) -> str:

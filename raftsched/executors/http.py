@@ -146,6 +146,19 @@ class HttpExecutor:
         with OutputSink.for_policy(self._policy, output_path) as sink:
             return await self._exchange(task, url, body, headers, timeout_s, sink)
 
+    async def post(self, url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> tuple[int, str]:
+        """POST `body` to `url` under this node's fences, through the run's session (alert
+        webhooks): the status and the start of the answer. Raises Refused for a fenced target,
+        TimeoutError, aiohttp.ClientError or OSError for a failed exchange."""
+        checked = check_url(url, self._policy.http_allow)
+        with OutputSink.for_policy(self._policy, None) as sink:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    status = await self._request("POST", checked, body, headers, timeout_s, sink)
+            except aiohttp.ClientConnectorDNSError as exc:
+                raise Refused(_dns_error(checked, exc)) from None
+            return status, sink.tail_text()[:200]
+
     async def close(self) -> None:
         if self._session is not None:
             session, self._session = self._session, None

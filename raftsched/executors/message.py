@@ -67,6 +67,14 @@ class MessageExecutor:
             sink.write(f"{answer}\n".encode())
             return ExecResult(outcome="succeeded", output_tail=sink.tail_text())
 
+    async def publish(self, broker: str, message: Message) -> str:
+        """Publish `message` through this node's pooled publisher of `broker` (alert channels):
+        the broker's answer. Raises Refused (no such broker here) or PublishFailed."""
+        spec = self._policy.brokers.get(broker)
+        if spec is None:
+            raise Refused(f"this node has no broker {broker!r}")
+        return await self._publisher(spec).publish(message)
+
     async def close(self) -> None:
         publishers, self._publishers = self._publishers, {}
         for publisher in publishers.values():

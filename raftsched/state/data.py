@@ -10,8 +10,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..alerting import AlertRecord
+from ..channels import ChannelSpec
 from ..commands import Command
-from ..model import Delivery, RunState
+from ..model import AlertOn, Delivery, NotifyRule, RunState
 from ..records import NO_RUNS, ZERO_STATS, JobRecord, NodeRecord, Run, evolve, new_stats
 from ..routing import Candidate, pick_nodes
 
@@ -42,6 +44,13 @@ OUTCOME_COUNTER = {
 }
 
 Result = dict[str, Any]
+# Final outcomes that alert (`failed` is final here: a retried failure does not end the run).
+_ALERTED = {
+    RunState.FAILED: AlertOn.FAILED,
+    RunState.TIMED_OUT: AlertOn.TIMED_OUT,
+    RunState.LOST: AlertOn.LOST,
+    RunState.MISSED: AlertOn.MISSED,
+}
 
 
 def ok(**fields: Any) -> Result:
@@ -90,6 +99,19 @@ class StateData:
         # version 2 on): every slot due by it is a run or a record, or in a paused range that
         # reads show as records up to it (state/paused.py). Never a node's own clock.
         self.clock_ms = 0
+        # Alerts (state/alerts.py): channels and the cluster's rules; events noted and not yet
+        # decided (their `seq` after `alert_cursor`); the alerts decided, oldest first; each
+        # channel's throttle; delivery outcomes per "channel|outcome".
+        self.channels: dict[str, ChannelSpec] = {}
+        self.alert_rules: tuple[NotifyRule, ...] = ()
+        self.alert_cluster = "raftsched"
+        self.alert_events: deque[dict[str, Any]] = deque()
+        self.alert_seq = 0
+        self.alert_cursor = 0
+        self.alert_events_dropped = 0
+        self.alerts: dict[str, AlertRecord] = {}
+        self.alert_throttle: dict[str, dict[str, Any]] = {}
+        self.alert_counts: dict[str, int] = {}
         self.listeners: list[Callable[[Command, Result], None]] = []
         # Bumped whenever the job table changes other than by a fire (not replicated data: the
         # leader's due-time queue compares it to know when to rebuild).
@@ -143,8 +165,13 @@ class StateData:
         if run.waiting:
             _discard(self.job_waiting, run.job_id, run.run_id)
         self._count(run.job_id, OUTCOME_COUNTER[state])
+        if state in _ALERTED:
+            self._note_run_event(_ALERTED[state], self.runs[run.run_id], now_ms)
         self._release_queued(run.job_id, now_ms)
         self._trim_history(run.job_id)
+
+    def _note_run_event(self, kind: AlertOn, run: Run, now_ms: int, *, late_ms: int | None = None) -> None:
+        """An event for the alerts (`AlertCommands` notes it, when a rule wants it)."""
 
     def _release_queued(self, job_id: str, now_ms: int) -> None:
         if not self.job_waiting.get(job_id):
@@ -227,6 +254,8 @@ class StateData:
             return
         self._add_run(run)
         self._count(job.spec.id, OUTCOME_COUNTER[state], count)
+        if state is RunState.MISSED:
+            self._note_run_event(AlertOn.MISSED, run, now_ms)
         self._trim_history(job.spec.id)
 
     def _cancel_pending(self, job_id: str, now_ms: int, reason: str) -> None:

@@ -19,12 +19,16 @@ entry point, the version gate, request de-duplication, the audit trail and snaps
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from ..alerting import AlertRecord
+from ..channels import ChannelSpec
 from ..commands import Command, CommandType, DecodeError, decode
+from ..model import NotifyRule
 from ..records import (
     NO_RUNS,
     ZERO_STATS,
@@ -36,6 +40,7 @@ from ..records import (
     stats_from_dict,
     stats_to_dict,
 )
+from .alerts import AlertCommands
 from .data import Result, reject
 from .jobs import JobCommands
 from .nodes import NodeCommands
@@ -50,7 +55,7 @@ AUDIT_PER_JOB = 20
 MAX_REQUESTS = 100_000
 
 
-class State(NodeCommands, JobCommands, RunCommands):
+class State(AlertCommands, NodeCommands, JobCommands, RunCommands):
     """The replicated state machine. Mutated only by `apply`; see the module docstring."""
 
     def apply(self, data: bytes) -> Result:
@@ -191,7 +196,37 @@ class State(NodeCommands, JobCommands, RunCommands):
             "audit": self.audit,
             "removed": self.removed,
             **self._versions_document(),
+            **self._alerts_document(),
         }
+
+    def _alerts_document(self) -> dict[str, Any]:
+        """The alerts' data, absent while there is none (older snapshots stay as they were)."""
+        if not (self.channels or self.alert_rules or self.alert_seq or self.alerts or self.alert_counts):
+            return {}
+        return {
+            "alerting": {
+                "channels": [c.to_dict() for c in self.channels.values()],
+                "rules": [r.to_dict() for r in self.alert_rules],
+                "cluster": self.alert_cluster,
+                "events": list(self.alert_events),
+                "seq": self.alert_seq,
+                "cursor": self.alert_cursor,
+                "dropped": self.alert_events_dropped,
+                "alerts": [a.to_dict() for a in self.alerts.values()],
+                "throttle": self.alert_throttle,
+                "counts": self.alert_counts,
+            }
+        }
+
+    def _load_alerts(self, raw: dict[str, Any]) -> None:
+        self.channels = {c["name"]: ChannelSpec.from_wire(c) for c in raw["channels"]}
+        self.alert_rules = tuple(NotifyRule.from_wire(r) for r in raw["rules"])
+        self.alert_cluster = raw["cluster"]
+        self.alert_events = deque(raw["events"])
+        self.alert_seq, self.alert_cursor = raw["seq"], raw["cursor"]
+        self.alert_events_dropped = raw["dropped"]
+        self.alerts = {a["alert_id"]: AlertRecord.from_dict(a) for a in raw["alerts"]}
+        self.alert_throttle, self.alert_counts = raw["throttle"], raw["counts"]
 
     def _versions_document(self) -> dict[str, Any]:
         """The command versions and the committed clock: absent while they hold their defaults,
@@ -247,6 +282,8 @@ class State(NodeCommands, JobCommands, RunCommands):
         self.removed = raw.get("removed", {})
         self.published = dict(raw.get("published", {}))
         self.cluster_version, self.clock_ms = raw.get("cluster_version", 1), raw.get("clock_ms", 0)
+        if "alerting" in raw:
+            self._load_alerts(raw["alerting"])
 
     _HANDLERS: dict[CommandType, Callable[[State, dict[str, Any]], Result]] = {}
     _LEADER_COMMANDS = frozenset(
@@ -259,6 +296,7 @@ class State(NodeCommands, JobCommands, RunCommands):
             CommandType.EXPIRE_RUNS,
             CommandType.SET_CLUSTER_VERSION,
             CommandType.ACCOUNT_PAUSED,
+            CommandType.RAISE_ALERTS,
         }
     )
 

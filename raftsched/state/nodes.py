@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..model import AlertOn
 from ..records import NodePolicy, NodeRecord, evolve
 from .data import Result, StateData, ok, reject
 
@@ -11,6 +12,9 @@ __all__ = ["NodeCommands"]
 
 
 class NodeCommands(StateData):
+    def _note_node_event(self, kind: AlertOn, node: str, now_ms: int, reason: str | None) -> None:
+        """An event for the alerts (`AlertCommands` notes it, when a rule wants it)."""
+
     def _apply_begin_term(self, body: dict[str, Any]) -> Result:
         term = body["term"]
         if term < self.term or (term == self.term and body["leader"] != self.leader):
@@ -118,6 +122,8 @@ class NodeCommands(StateData):
         self.nodes[node.id] = evolve(
             node, up=up, updated_ms=body["now_ms"], down_reason=str(reason) if reason else None
         )
+        if node.up and not up:
+            self._note_node_event(AlertOn.NODE_DOWN, node.id, body["now_ms"], str(reason) if reason else None)
         return ok()
 
     def _apply_node_clocks(self, body: dict[str, Any]) -> Result:
@@ -129,6 +135,9 @@ class NodeCommands(StateData):
             if node is not None:
                 self.nodes[node_id] = evolve(node, clock_offset_ms=offset_ms, clock_ok=clock_ok)
                 changed += 1
+                if node.clock_ok and not clock_ok:
+                    why = f"clock offset {offset_ms} ms"
+                    self._note_node_event(AlertOn.NODE_CLOCK, node_id, body["now_ms"], why)
         return ok(changed=changed)
 
     def _apply_noop(self, body: dict[str, Any]) -> Result:

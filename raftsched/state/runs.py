@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from ..model import Delivery, Overlap, RunState
+from ..model import AlertOn, Delivery, Overlap, RunState
 from ..records import JobRecord, Run, evolve
 from .data import ACTIVE, Result, StateData, ok, reject
 
@@ -78,6 +78,7 @@ class RunCommands(StateData):
         self._advance(job, item, now_ms, fired=verdict != "skip")
         if verdict == "skip":
             self._record(job, RunState.SKIPPED, nominal, now_ms, "overlap: a run of the job is active")
+            self._note_run_event(AlertOn.SKIPPED, self.runs[f"{job.spec.id}@{nominal}"], now_ms)
             return []
         ids = []
         for shard, node in enumerate(nodes):
@@ -145,7 +146,9 @@ class RunCommands(StateData):
                 if self._delivery(run) is Delivery.AT_MOST_ONCE and not run.claimed:
                     continue
                 run = self._started(run, item["started_ms"])
-                self._observe(run.job_id, "lateness", item["started_ms"] - run.due_ms)
+                late_ms = item["started_ms"] - run.due_ms
+                self._observe(run.job_id, "lateness", late_ms)
+                self._note_run_event(AlertOn.LATE, run, body["now_ms"], late_ms=late_ms)
             accepted.append(run.run_id)
         return ok(accepted=accepted)
 

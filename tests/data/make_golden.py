@@ -2,8 +2,9 @@
 version 1, golden_v2.jsonl every command and form that version 2 added.
 
 Run once per command version; never regenerate an existing golden file (old logs must keep
-replaying to the same digest forever). `python tests/data/make_golden.py OUT [1|2|handback]`:
-the first release's log, version 2's, or the commands of fast death detection and clean stops.
+replaying to the same digest forever). `python tests/data/make_golden.py OUT [1|2|handback|alerts]`:
+the first release's log, version 2's, the commands of fast death detection and clean stops, or
+the alert commands.
 """
 
 from __future__ import annotations
@@ -251,8 +252,78 @@ def scenario_handback() -> Driver:
     return d
 
 
+def scenario_alerts() -> Driver:
+    """golden_v2_alerts.jsonl: the alert commands (version 2): channels, the cluster's rules, a job's
+    notify rule, events noted by finishes, skips and a node down, the leader's decisions (one
+    refused for its cursor, one for its term), delivery reports (one fenced off) and a delete."""
+    d = Driver()
+    d.boot(version=2)
+    hook = {
+        "name": "ops",
+        "type": "webhook",
+        "url": "http://127.0.0.1:9/h",
+        "signing_secret": {"secret": "K"},
+    }
+    d.cmd(CommandType.PUT_CHANNEL, name="ops", channel={**hook, "group_window_s": 10}, now_ms=T0)
+    mail = {"name": "mail", "type": "email", "smtp": "localhost:25", "from": "a@b", "to": ["c@d"]}
+    d.cmd(CommandType.PUT_CHANNEL, name="mail", channel=mail, now_ms=T0)
+    rules = [{"on": ["node_down"], "channel": "mail"}, {"on": ["late"], "channel": "ops", "threshold_s": 1}]
+    d.cmd(CommandType.SET_ALERT_RULES, rules=rules, cluster="golden", now_ms=T0)
+    d.add("f", overlap="allow", notify=[{"on": ["failed", "skipped"], "channel": "ops"}])
+    for k in (1, 2, 3):
+        d.fire("f", T0 + k * 1000)
+        d.finish(f"f@{T0 + k * 1000}", outcome="failed", at=T0 + k * 1000 + 5, error="exit 1")
+    d.start("f@1800000001000", at=T0 + 3000)  # already failed: no start, no late event
+    d.cmd(CommandType.SET_NODE, term=1, node="n3", up=False, now_ms=T0 + 3500, reason="refused connections")
+    first = {
+        "alert_id": "a1",
+        "channel": "ops",
+        "event": "run.failed",
+        "at_ms": T0 + 1005,
+        "decided_ms": T0 + 4000,
+        "job_id": "f",
+        "run_id": "f@1800000001000",
+        "run_attempt": 1,
+        "state": "failed",
+        "error": "exit 1",
+        "scheduled_ms": T0 + 1000,
+        "node": "n1",
+        "due_ms": T0 + 4000,
+    }
+    group = {"first": {**first, "alert_id": "a2"}, "count": 2, "summary": {"run.failed": 2}}
+    decision = {
+        "now_ms": T0 + 4000,
+        "after_seq": 0,
+        "through_seq": 4,
+        "alerts": [first],
+        "throttle": {"ops": {"next_ms": T0 + 14_000, "group": group}},
+        "moves": [],
+    }
+    d.cmd(CommandType.RAISE_ALERTS, term=0, **decision)  # a deposed leader: refused
+    d.cmd(CommandType.RAISE_ALERTS, term=1, **decision)
+    d.cmd(CommandType.RAISE_ALERTS, term=1, **decision)  # the same events again: refused (cursor)
+    item = {"alert_id": "a1", "attempt": 1}
+    d.cmd(CommandType.REPORT_ALERTS, node="n2", now_ms=T0 + 4100, items=[{**item, "ok": True}])  # fenced off
+    d.cmd(
+        CommandType.REPORT_ALERTS, node="n1", now_ms=T0 + 4100, items=[{**item, "ok": False, "error": "500"}]
+    )
+    d.cmd(
+        CommandType.RAISE_ALERTS,
+        term=1,
+        now_ms=T0 + 4200,
+        after_seq=4,
+        through_seq=4,
+        alerts=[],
+        throttle={},
+        moves=[{"alert_id": "a1", "attempt": 2, "node": "n2"}],
+    )
+    d.cmd(CommandType.REPORT_ALERTS, node="n2", now_ms=T0 + 5200, items=[{**item, "attempt": 2, "ok": True}])
+    d.cmd(CommandType.DELETE_CHANNEL, name="mail", now_ms=T0 + 6000)
+    return d
+
+
 if __name__ == "__main__":
-    scenarios = {"2": scenario_v2, "handback": scenario_handback}
+    scenarios = {"2": scenario_v2, "handback": scenario_handback, "alerts": scenario_alerts}
     driver = scenarios.get(sys.argv[2] if sys.argv[2:] else "", scenario)()
     Path(sys.argv[1]).write_bytes(b"\n".join(driver.log) + b"\n")
     print(driver.state.digest_hex())

@@ -91,3 +91,21 @@ def test_golden_handback_log_replays_to_its_digest() -> None:
     restored = State()
     restored.load(state.dump())
     assert restored.dump() == state.dump()
+
+
+# The alert commands (version 2), in a log of their own.
+ALERTS = ("golden_v2_alerts.jsonl", "25:39cd2ae9ae6afe04e59532726e7ab7ab")
+
+
+def test_golden_alerts_log_replays_to_its_digest() -> None:
+    state = replay(ALERTS[0])
+    assert state.digest_hex() == ALERTS[1]
+    assert sorted(state.channels) == ["ops"] and state.alert_cluster == "golden"
+    assert (state.alert_seq, state.alert_cursor, list(state.alert_events)) == (4, 4, [])
+    alert = state.alerts["a1"]
+    assert (alert.delivery.value, alert.attempt, alert.delivered_by) == ("delivered", 2, "n2")
+    assert state.alert_throttle["ops"]["group"]["count"] == 2
+    assert state.alert_counts == {"ops|failed": 1, "ops|delivered": 1}
+    restored = State()
+    restored.load(state.dump())
+    assert restored.dump() == state.dump()

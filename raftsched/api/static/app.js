@@ -460,11 +460,12 @@ const overview = {
 
   async refresh(status) {
     const gen = current.gen;
-    const [nodes, jobs, stats, runs] = await Promise.all([
+    const [nodes, jobs, stats, runs, alerts] = await Promise.all([
       get("/v1/nodes"),
       get("/v1/jobs?limit=1000"),
       get("/v1/stats"),
       get("/v1/runs?limit=200"),
+      get("/v1/alerts?limit=20").catch(() => ({ items: [] })), // an older node has no alerts
     ]);
     // "Last result" is the job's newest run, whatever its state (a running one shows as running):
     // skipped and missed slots are records, not runs, and do not count.
@@ -498,7 +499,7 @@ const overview = {
     }
     cluster.nodes = nodes.items;
     if (gen !== current.gen) return;
-    this.data = { status, nodes: nodes.items, jobs: jobs.items, more: Boolean(jobs.next_cursor), stats, last };
+    this.data = { status, nodes: nodes.items, jobs: jobs.items, more: Boolean(jobs.next_cursor), stats, last, alerts: alerts.items };
     this.render();
   },
 
@@ -506,6 +507,31 @@ const overview = {
     this.renderTiles();
     this.renderMembers();
     this.renderJobs();
+    this.renderAlerts();
+  },
+
+  // The latest alerts, newest first, with their delivery (every value escaped, as everywhere).
+  renderAlerts() {
+    const { alerts } = this.data;
+    bind(this.root, "alerts-empty").hidden = alerts.length > 0;
+    renderRows($("#alerts-table tbody", this.root), alerts, {
+      key: (a) => a.alert_id,
+      cells: (a) => {
+        const about = a.job_id ? `<a href="${jobHref(a.job_id)}">${esc(a.job_id)}</a>` : esc(a.node || "cluster");
+        const run = a.run_id ? `<span class="sub mono">${esc(a.run_id)}${a.attempt ? ` #${esc(a.attempt)}` : ""}</span>` : "";
+        const d = a.delivery || {};
+        const tries = `${esc(d.attempts)} attempt${d.attempts === 1 ? "" : "s"}${d.node ? ` · ${esc(d.node)}` : ""}`;
+        const badge = { delivered: "ok", failed: "bad", pending: "warn" }[d.state] || "";
+        return [
+          `<span class="mono small">${esc(a.alert_id)}</span>`,
+          `${esc(a.event)}${a.count > 1 ? ` <span class="badge plain">×${esc(a.count)}</span>` : ""}<span class="sub">${about}</span>${run}`,
+          esc(a.channel),
+          timeCell(a.decided_at),
+          `<span class="badge ${badge}">${esc(d.state)}</span><span class="sub">${tries}</span>`,
+          d.last_error ? `<span class="cell-ellipsis" title="${esc(d.last_error)}">${esc(d.last_error)}</span>` : '<span class="muted">—</span>',
+        ];
+      },
+    });
   },
 
   renderTiles() {
