@@ -8,7 +8,8 @@
   drops, in OUTPUT on `lo`, the packets of every connection between the two nodes in both
   directions (opened by A to B's Raft port, or by B to A's). The admin API stays reachable, as
   Jepsen's control node reaches every node;
-- `isolate(node)`, `partition(a, b)`, `split(side_a, side_b)`, `heal()`; every rule is tagged
+- `isolate(node)`, `partition(a, b)`, `split(side_a, side_b)`, `heal()`: silent cuts (DROP);
+  `isolate_rejecting(node)`: a cut that answers with TCP resets (REJECT); every rule is tagged
   `-m comment --comment raftsched-chaos-<pid>-<n>` and removed in `close()`; rules left by a
   harness that was killed (its pid gone) are removed when the next one starts;
 - `clock_offset(node, s)`: libfaketime with a constant offset from the node's next start on
@@ -109,7 +110,10 @@ class Firewall:
         )
 
     def add(self, table: str, chain: str, spec: list[str]) -> None:
-        full = [*spec[:-2], "-m", "comment", "--comment", self.comment, *spec[-2:]]
+        """Append `spec` (matches, then `-j TARGET` and the target's options) with this run's tag
+        among the matches: a target's options must follow `-j` (REJECT's `--reject-with`)."""
+        at = spec.index("-j")
+        full = [*spec[:at], "-m", "comment", "--comment", self.comment, *spec[at:]]
         with self.lock:
             self._run(["-t", table, "-A", chain, *full])
             self.rules.append((table, chain, full))
@@ -452,6 +456,40 @@ class ChaosCluster(Cluster):
         for other in self.ids:
             if other != node:
                 self._cut(node, other)
+
+    def isolate_rejecting(self, node: str) -> None:
+        """Cut `node` off with TCP resets instead of silence (`REJECT --reject-with tcp-reset`):
+        every packet to its Raft or HTTP port is answered with a reset (a connect is refused, a
+        connection is reset), and so is every packet it sends to another node's ports. To its
+        peers it looks exactly like a dead process (docs/design.md, "Death detection"), though it
+        runs on. The admin API cannot reach it either. `heal()` removes the rules."""
+        assert self.firewall is not None, self.partition_ready()
+        self.note("isolate", node=node, reject=True)  # the checkers' fault windows: an isolation
+        own = ",".join(str(port) for port in self.ports[node])
+        others = ",".join(str(port) for other in self.ids if other != node for port in self.ports[other])
+        reset = ["-j", "REJECT", "--reject-with", "tcp-reset"]
+        self.firewall.add(
+            "filter", "INPUT", ["-i", "lo", "-p", "tcp", "-m", "multiport", "--dports", own, *reset]
+        )
+        self.firewall.add(
+            "filter",
+            "OUTPUT",
+            [
+                "-o",
+                "lo",
+                "-p",
+                "tcp",
+                "-m",
+                "owner",
+                "--gid-owner",
+                str(self.gids[node]),
+                "-m",
+                "multiport",
+                "--dports",
+                others,
+                *reset,
+            ],
+        )
 
     def heal(self) -> None:
         self.note("heal")

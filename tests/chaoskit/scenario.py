@@ -42,6 +42,7 @@ class ChaosRun:
         cluster_keys: dict[str, Any] | None = None,
         reschedule: bool = True,
         races: bool = True,
+        jobs: list[dict[str, Any]] | None = None,
     ) -> None:
         kill_orphans_of_dead_runs()
         self.root = root or make_root()
@@ -71,6 +72,7 @@ class ChaosRun:
             else None
         )
         self.overlap = overlap
+        self.jobs = jobs  # None: the base workload (workload.base_jobs)
         self.paused: set[str] = set()
         self.down: set[str] = set()
         self.journal_results: list[dict[str, Any]] = []
@@ -84,7 +86,12 @@ class ChaosRun:
         self.cluster.leader(timeout=60)
         self.cluster.wait_registered(len(self.members), timeout=60)
         self.cluster.observer.start()
-        create_jobs(self.cluster, self.admin, base_jobs(self.cluster.gt_dir, self.sink.url, self.overlap))
+        jobs = (
+            self.jobs
+            if self.jobs is not None
+            else base_jobs(self.cluster.gt_dir, self.sink.url, self.overlap)
+        )
+        create_jobs(self.cluster, self.admin, jobs)
         if self.churn:
             self.churn.start()
         if self.oneshots:
