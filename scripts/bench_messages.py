@@ -17,9 +17,11 @@ broker and each rate R:
   messages (body, identity fields or headers, persistence, confirms) at the same due times
   (`loop.call_at`); latency = acknowledged - due.
 
-"On time" is acknowledged within ON_TIME_MS of the due time. CPU is the nodes' (or this
-process's) share of a core over the window; the brokers' own CPU is not counted. Every process
-it starts it stops by PID.
+"On time" is acknowledged within ON_TIME_MS of the due time; "start p99" is due → the publish
+began (raftsched: the run's `lateness`), so the rest of the latency is the publish itself. CPU is
+the nodes' (or this process's) cores over the window, "others' cores" what the rest of the shared
+machine used meanwhile; the brokers' own CPU is not counted. The commonest errors of failed
+publishes are printed under the table. Every process it starts it stops by PID.
 """
 
 from __future__ import annotations
@@ -63,12 +65,20 @@ class Row:
     p50_ms: float | None
     p99_ms: float | None
     max_ms: float | None
+    start_p99_ms: float | None  # due → the publish began (the rest is the broker's round trip)
     cpu_cores: float | None
     others_cores: float | None  # what the rest of the shared machine used meanwhile
     errors: dict[str, int]  # the failures' errors (their first 80 characters), the commonest 3
 
 
-def row(who: str, latencies: list[float], errors: list[str], cpu: dict[str, Any], **common: Any) -> Row:
+def row(
+    who: str,
+    latencies: list[float],
+    starts: list[float],
+    errors: list[str],
+    cpu: dict[str, Any],
+    **common: Any,
+) -> Row:
     """`cpu`: a CpuWatch result over the window; `common`: broker, rate and expected."""
     d = m.dist(latencies)
     on_time = sum(1 for v in latencies if v <= ON_TIME_MS)
@@ -83,6 +93,7 @@ def row(who: str, latencies: list[float], errors: list[str], cpu: dict[str, Any]
         p50_ms=d["p50"],
         p99_ms=d["p99"],
         max_ms=d["max"],
+        start_p99_ms=m.dist(starts)["p99"],
         cpu_cores=round(ours, 2),
         others_cores=cpu["others"]["cores"],
         errors=dict(Counter(e[:80] for e in errors).most_common(3)),
@@ -179,17 +190,20 @@ def cluster_run(cluster: b.BenchCluster, kind: str, rate: int, window_s: int) ->
     b.sleep_until(w1)
     cpu = watch.stop()
     time.sleep(3)  # the last runs report their ends
-    latencies, errors = run_latencies(cluster, kind, rate, w0, w1)
+    latencies, starts, errors = run_latencies(cluster, kind, rate, w0, w1)
     expected = b.expected_slots(rate, False, anchor, 1000, w0, w1)
-    return row("raftsched, 3 nodes", latencies, errors, cpu, broker=kind, rate=rate, expected=expected)
+    return row(
+        "raftsched, 3 nodes", latencies, starts, errors, cpu, broker=kind, rate=rate, expected=expected
+    )
 
 
 def run_latencies(
     cluster: b.BenchCluster, kind: str, rate: int, w0: int, w1: int
-) -> tuple[list[float], list[str]]:
-    """Due → acknowledged of every succeeded run due in [w0, w1), and the errors of those that
-    failed there."""
+) -> tuple[list[float], list[float], list[str]]:
+    """Due → acknowledged and due → started of every succeeded run due in [w0, w1), and the
+    errors of those that failed there."""
     latencies: list[float] = []
+    starts: list[float] = []
     errors: list[str] = []
     for i in range(rate):
         path = f"/v1/jobs/{job_id(kind, rate, i)}/runs?limit=100"
@@ -201,9 +215,10 @@ def run_latencies(
                 continue
             if run["state"] == "succeeded":
                 latencies.append((run["lateness"] + run["duration"]) * 1000)
+                starts.append(run["lateness"] * 1000)
             elif run["state"] in ("failed", "timed_out", "lost"):
                 errors.append(f"{run['state']}: {run.get('error')}")
-    return latencies, errors
+    return latencies, starts, errors
 
 
 # ---------------------------------------------------------------- the bare publisher
@@ -229,7 +244,9 @@ def fields(run_id: str, due_ms: int) -> dict[str, str]:
 async def redis_publisher(url: str) -> AsyncIterator[Publish]:
     import redis.asyncio as redis
 
-    client = redis.Redis.from_url(url)
+    # As raftsched's RedisPublisher: a bounded pool that makes a burst wait for a connection.
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=100, timeout=None)
+    client = redis.Redis.from_pool(pool)
 
     async def publish(run_id: str, due_ms: int) -> None:
         entry: dict[Any, Any] = dict(fields(run_id, due_ms))  # redis' types want both sides wide
@@ -264,10 +281,13 @@ async def amqp_publisher(url: str) -> AsyncIterator[Publish]:
         yield publish
 
 
-async def bare_publish(kind: str, url: str, rate: int, window_s: int) -> tuple[list[float], list[str]]:
+async def bare_publish(
+    kind: str, url: str, rate: int, window_s: int
+) -> tuple[list[float], list[float], list[str]]:
     """The same slots as the cluster's (R a second, spread evenly), each published by a task
     started at its due time; latencies of the acknowledged ones, and the failures."""
     latencies: list[float] = []
+    starts: list[float] = []
     failures: list[str] = []
     opener = redis_publisher if kind == "redis" else amqp_publisher
     async with opener(url) as publish:
@@ -278,6 +298,7 @@ async def bare_publish(kind: str, url: str, rate: int, window_s: int) -> tuple[l
         tasks: set[asyncio.Task[None]] = set()
 
         async def one(run_id: str, due_ms: int) -> None:
+            starts.append(time.time() * 1000 - due_ms)
             try:
                 await publish(run_id, due_ms)
             except Exception as exc:  # noqa: BLE001 - a refusal counts as failed, as a run would
@@ -296,15 +317,16 @@ async def bare_publish(kind: str, url: str, rate: int, window_s: int) -> tuple[l
         await asyncio.sleep(window_s + 1)
         while tasks:
             await asyncio.gather(*tasks)
-    return latencies, failures
+    return latencies, starts, failures
 
 
 def bare_run(kind: str, url: str, rate: int, window_s: int) -> Row:
     b.progress(f"  bare asyncio → {kind} at {rate}/s: measuring {window_s} s")
     watch = m.CpuWatch({"bare": os.getpid()}).start()
-    latencies, errors = asyncio.run(bare_publish(kind, url, rate, window_s))
+    latencies, starts, errors = asyncio.run(bare_publish(kind, url, rate, window_s))
     cpu = watch.stop()
-    return row("bare asyncio", latencies, errors, cpu, broker=kind, rate=rate, expected=rate * window_s)
+    expected = rate * window_s
+    return row("bare asyncio", latencies, starts, errors, cpu, broker=kind, rate=rate, expected=expected)
 
 
 # ---------------------------------------------------------------- report
@@ -320,6 +342,7 @@ HEADER = [
     "p50 ms",
     "p99 ms",
     "max ms",
+    "start p99",
     "CPU cores",
     "others' cores",
 ]
@@ -330,7 +353,8 @@ def table(rows: list[Row], window_s: int) -> str:
     lines: list[list[Any]] = []
     for ours, bare in zip(rows[::2], rows[1::2], strict=True):
         lines.extend([line(ours, window_s), line(bare, window_s)])
-        ratios = [m.ratio(getattr(ours, k), getattr(bare, k)) for k in ("p50_ms", "p99_ms", "max_ms")]
+        keys = ("p50_ms", "p99_ms", "max_ms", "start_p99_ms")
+        ratios = [m.ratio(getattr(ours, k), getattr(bare, k)) for k in keys]
         cpu = m.ratio(ours.cpu_cores, bare.cpu_cores)
         lines.append([ours.broker, ours.rate, "ratio raftsched / bare", None, None, None, *ratios, cpu, None])
     title = f"message tasks, {window_s} s windows: due → acknowledged (on time: ≤ {ON_TIME_MS:g} ms)"
@@ -342,6 +366,7 @@ def line(r: Row, window_s: int) -> list[Any]:
         r.p50_ms,
         r.p99_ms,
         r.max_ms,
+        r.start_p99_ms,
         r.cpu_cores,
         r.others_cores,
     ]
