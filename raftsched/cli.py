@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from . import __version__
+from . import __version__, clitables
 from .errors import ConfigError
 
 __all__ = ["main"]
@@ -116,7 +116,7 @@ _FILTERS: dict[str, tuple[str, dict[str, Any]]] = {
 
 JOB_ACTIONS = {
     "list": Action("list the jobs (the default action)", options=("limit",)),
-    "get": Action("print one job as JSON, with its read-only fields", (JOB_ID,)),
+    "get": Action("show one job, its task spelled out (--json: as the API answers it)", (JOB_ID,)),
     "add": Action("create a job from a JSON file (- for stdin)", (("file", "FILE", "the job as JSON"),)),
     "edit": Action(
         "replace a job, only if nobody changed it meanwhile (If-Match)",
@@ -314,7 +314,7 @@ class Client:
         if self.args.json or table is None:
             print(orjson.dumps(resp.body, option=orjson.OPT_INDENT_2).decode())
         else:
-            _print_table(table(resp.body))
+            clitables.print_table(table(resp.body))
         return EXIT_OK
 
     def _list_query(self) -> str:
@@ -328,13 +328,13 @@ class Client:
     # -------------------------------------------------------- commands
 
     def _status(self) -> int:
-        return self.show(self.request("GET", "/v1/status"), _status_table)
+        return self.show(self.request("GET", "/v1/status"), clitables.status_table)
 
     def _jobs_list(self) -> int:
-        return self.show(self.request("GET", "/v1/jobs" + self._list_query()), _jobs_table)
+        return self.show(self.request("GET", "/v1/jobs" + self._list_query()), clitables.jobs_table)
 
     def _jobs_get(self) -> int:
-        return self.show(self.request("GET", f"/v1/jobs/{_q(self.args.job_id)}"))
+        return self.show(self.request("GET", f"/v1/jobs/{_q(self.args.job_id)}"), clitables.job_view)
 
     def _jobs_add(self) -> int:
         return self.show(self.request("POST", "/v1/jobs", _read_job_file(self.args.file)))
@@ -365,10 +365,10 @@ class Client:
 
     def _jobs_runs(self) -> int:
         path = f"/v1/jobs/{_q(self.args.job_id)}/runs" + self._list_query()
-        return self.show(self.request("GET", path), _runs_table)
+        return self.show(self.request("GET", path), clitables.runs_table)
 
     def _runs_list(self) -> int:
-        return self.show(self.request("GET", "/v1/runs" + self._list_query()), _runs_table)
+        return self.show(self.request("GET", "/v1/runs" + self._list_query()), clitables.runs_table)
 
     def _runs_get(self) -> int:
         return self.show(self.request("GET", f"/v1/runs/{_q(self.args.run_id)}"))
@@ -423,7 +423,7 @@ class Client:
         return EXIT_OK
 
     def _nodes_list(self) -> int:
-        return self.show(self.request("GET", "/v1/nodes"), _nodes_table)
+        return self.show(self.request("GET", "/v1/nodes"), clitables.nodes_table)
 
     def _nodes_add(self) -> int:
         return self.show(self.request("POST", "/v1/nodes", _read_job_file(self.args.file)))
@@ -547,116 +547,6 @@ def _edit_in_editor(job: dict[str, Any]) -> Any:
     finally:
         os.unlink(name)
     return None if edited == editable else edited
-
-
-# ---------------------------------------------------------------- tables
-
-
-def _print_table(rows: list[list[str]]) -> None:
-    if len(rows) <= 1:
-        print("(none)")
-        return
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _schedule(job: dict[str, Any]) -> str:
-    s = job.get("schedule")
-    if s is None:
-        return "manual"
-    tz = f" {s['timezone']}" if s.get("timezone", "UTC") != "UTC" else ""
-    if "cron" in s:
-        return f"cron {s['cron']}{tz}"
-    if "every" in s:
-        return f"every {s['every']:g}s"
-    return f"at {s.get('at')}"
-
-
-def _ratio(stats: dict[str, Any]) -> str:
-    ok, bad = stats.get("succeeded", 0), stats.get("failed", 0) + stats.get("timed_out", 0)
-    return f"{ok}/{ok + bad}" if ok + bad else "-"
-
-
-def _jobs_table(body: Any) -> list[list[str]]:
-    # Slot times, not the times fires were committed (a fire is committed lookahead_s ahead):
-    # the last slot that fell due and the next one, as the runs show them.
-    rows = [["ID", "SCHEDULE", "NEXT SLOT", "LAST SLOT", "OK/DONE", "PAUSED", "VERSION"]]
-    rows.extend(
-        [
-            job["id"],
-            _schedule(job),
-            job.get("next_slot_at") or "-",
-            job.get("last_slot_at") or "-",
-            _ratio(job.get("stats", {})),
-            "yes" if job.get("paused") else "no",
-            str(job["version"]),
-        ]
-        for job in body["items"]
-    )
-    return rows
-
-
-def _seconds(value: Any) -> str:
-    return "-" if value is None else f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s"
-
-
-def _runs_table(body: Any) -> list[list[str]]:
-    rows = [["RUN", "STATE", "ATTEMPT", "NODE", "SCHEDULED", "LATENESS", "DURATION"]]
-    rows.extend(
-        [
-            run["run_id"],
-            _run_state(run),
-            str(run["attempt"]),
-            run.get("node") or "-",
-            run.get("scheduled_at") or "-",
-            _seconds(run.get("lateness")),
-            _seconds(run.get("duration")),
-        ]
-        for run in body["items"]
-    )
-    return rows
-
-
-def _run_state(run: dict[str, Any]) -> str:
-    """A record of a range of slots says how many: the stats count each slot, so does this."""
-    count = run.get("count")
-    if count is None or count == 1:
-        return str(run["state"])
-    return f"{run['state']} ×{count} (to {run.get('until', '?')})"
-
-
-def _nodes_table(body: Any) -> list[list[str]]:
-    rows = [["ID", "ALIVE", "LEADER", "LOAD", "TAGS", "HTTP"]]
-    for node in body["items"]:
-        tags = ",".join(f"{k}={v}" for k, v in node.get("tags", {}).items()) or "-"
-        rows.append(
-            [
-                node["id"],
-                "yes" if node.get("alive") else "no",
-                "yes" if node.get("leader") else "",
-                f"{node.get('running', 0)}/{node.get('capacity', 0)}",
-                tags,
-                node.get("http", ""),
-            ]
-        )
-    return rows
-
-
-def _status_table(body: Any) -> list[list[str]]:
-    rows = [["NODE", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED", "DIGEST"]]
-    rows.append(
-        [
-            body["node_id"],
-            body["role"],
-            body.get("leader") or "-",
-            str(body["term"]),
-            str(body["commit_index"]),
-            str(body["applied_index"]),
-            body["digest"],
-        ]
-    )
-    return rows
 
 
 _BASH_COMPLETION = r"""# raftsched bash completion: eval "$(raftsched completion bash)"

@@ -792,7 +792,8 @@ _NODE: Schema = {
             "type": "object",
             "description": "what the node publishes about the tasks it runs, by which a job no live node "
             "may run is refused (422 `no_eligible_node`): `run_tasks`, `allow_shell`, `command_allow`, "
-            "`python_allow`, `http_allow` and `secrets` (names only); a key left out is unknown",
+            "`python_allow`, `http_allow`, `secrets` (names only) and `brokers` (the names of its "
+            "`[broker]` sections); a key left out is unknown",
             "properties": {
                 "run_tasks": {"type": "boolean"},
                 "allow_shell": {"type": "boolean"},
@@ -800,6 +801,7 @@ _NODE: Schema = {
                 "python_allow": {"type": "array", "items": {"type": "string"}},
                 "http_allow": {"type": "array", "items": {"type": "string"}},
                 "secrets": {"type": "array", "items": {"type": "string"}},
+                "brokers": {"type": "array", "items": {"type": "string"}},
             },
         },
         "down_reason": {

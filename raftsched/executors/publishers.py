@@ -32,7 +32,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
-__all__ = ["BrokerSpec", "Message", "PublishFailed", "Publisher", "publisher_for"]
+__all__ = ["REDIS_MAX_CONNECTIONS", "BrokerSpec", "Message", "PublishFailed", "Publisher", "publisher_for"]
+
+REDIS_MAX_CONNECTIONS = 100  # per node and Redis broker; more publishes at once wait for one
 
 
 class PublishFailed(Exception):
@@ -162,13 +164,24 @@ class _Connected:
 
 
 class RedisPublisher(_Connected):
+    """Publishes through a pool of at most REDIS_MAX_CONNECTIONS connections: a run that finds
+    them all busy waits for one (bounded by the run's timeout, which the executor applies),
+    never fails for it — redis-py's default pool refuses at once (`Too many connections`)."""
+
     async def _connect(self) -> Any:
         import redis.asyncio as redis
 
         kwargs: dict[str, Any] = {"password": self.spec.password} if self.spec.password else {}
         if self.spec.tls and self.spec.tls_ca:
             kwargs["ssl_ca_certs"] = self.spec.tls_ca
-        client = redis.Redis.from_url(self.spec.url, socket_connect_timeout=5, **kwargs)
+        pool = redis.BlockingConnectionPool.from_url(
+            self.spec.url,
+            max_connections=REDIS_MAX_CONNECTIONS,
+            timeout=None,
+            socket_connect_timeout=5,
+            **kwargs,
+        )
+        client = redis.Redis.from_pool(pool)  # closing the client closes the pool
         await client.ping()
         return client
 

@@ -29,7 +29,8 @@ def write(path: Path, data: Any) -> str:
 
 
 def test_cli_against_a_live_node(make_cluster: Any, tmp_path: Path) -> None:
-    cluster: Cluster = make_cluster(size=1)
+    # A broker the node names but never dials: the message job below is only listed, never run.
+    cluster: Cluster = make_cluster(size=1, sections={"broker events": {"url": "redis://127.0.0.1:9/0"}})
     cluster.start()
     cluster.leader()
     cluster.wait_registered(1)
@@ -54,11 +55,25 @@ def test_cli_against_a_live_node(make_cluster: Any, tmp_path: Path) -> None:
         "jobs", "edit", "cli-job", write(tmp_path / "edit.json", {**job, "description": "edited"}), url=url
     )
     assert edited.returncode == 0, edited.stderr
-    got = json.loads(cli("jobs", "get", "cli-job", url=url).stdout)
+    got = json.loads(cli("jobs", "get", "cli-job", "--json", url=url).stdout)
     assert got["description"] == "edited" and got["version"] == 2
+    shown = cli("jobs", "get", "cli-job", url=url)
+    assert shown.returncode == 0 and "shell echo hi" in shown.stdout and "every 3600s" in shown.stdout
+
+    ticks = {
+        "id": "ticks",
+        "schedule": {"every": 3600},
+        "task": {"type": "message", "broker": "events", "to": "ticks", "body": {"run": "{run_id}"}},
+    }
+    assert cli("jobs", "add", write(tmp_path / "ticks.json", ticks), url=url).returncode == 0
+    assert "message events → ticks" in cli("jobs", "list", url=url).stdout
+    shown = cli("jobs", "get", "ticks", url=url).stdout
+    assert "message events → ticks" in shown and '{"run":"{run_id}"}' in shown, shown
+    assert "application/json" in shown, shown
+    assert cli("jobs", "rm", "ticks", url=url).returncode == 0
 
     assert cli("jobs", "pause", "cli-job", url=url).returncode == 0
-    assert json.loads(cli("jobs", "get", "cli-job", url=url).stdout)["paused"] is True
+    assert json.loads(cli("jobs", "get", "cli-job", "--json", url=url).stdout)["paused"] is True
     assert cli("jobs", "resume", "cli-job", url=url).returncode == 0
 
     triggered = cli("jobs", "trigger", "cli-job", url=url)

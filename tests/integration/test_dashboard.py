@@ -408,3 +408,83 @@ def test_dashboard_python_form_one_shots_and_a_dead_node(
     expect(page.locator('[data-bind="capacity"]')).to_have_text("of 16 slots")
 
     watch.check()
+
+
+def test_dashboard_message_task_through_the_form(make_cluster: Any, browser: Any, tmp_path: Path) -> None:
+    """The form writes message tasks (to a real Redis every node has as broker `events`); the job
+    page shows where it publishes, and a run shows the broker's answer."""
+    from brokerkit import redis_server
+
+    expect = _expect()
+    with redis_server(tmp_path) as redis:
+        cluster: Cluster = make_cluster(sections={"broker events": {"url": redis.url}})
+        follower = _start(cluster)
+        page = browser.new_context(viewport=VIEWPORT).new_page()
+        watch = Watch(page)
+        page.goto(cluster.url(follower) + "/")
+        expect(page.locator("#members-table tbody tr")).to_have_count(3)
+
+        page.get_by_role("link", name="New job").click()
+        expect(page.locator('#broker-list option[value="events"]')).to_have_count(1)  # offered
+        page.get_by_label("ID", exact=True).fill("ticks")
+        page.get_by_label("Every", exact=True).check()
+        page.get_by_label("Interval (seconds)").fill("1")
+        page.get_by_label("Message", exact=True).check()
+        expect(page.get_by_label("Command (argv)")).to_be_hidden()
+        page.get_by_label("Broker", exact=True).fill("events")
+        page.get_by_label("To", exact=True).fill("ticks")
+        body = page.locator("#f-message-body")
+        options = page.get_by_label("Options")
+        options.fill('["list"]')  # not an object: refused at its field, before any request
+        page.get_by_role("button", name="Create job").click()
+        expect(page.locator('.field[data-field="task.options"] .field-error')).to_contain_text("JSON object")
+        options.fill('{"mode": "stream"}')
+        body.fill('{"run": "{user}"}')  # the API refuses the unknown field, named at the body
+        page.get_by_role("button", name="Create job").click()
+        expect(page.locator('.field[data-field="task.body"]:visible .field-error')).to_contain_text("{user}")
+        body.fill('{"run": "{run_id}", "brace": "{{x}}"}')
+        page.get_by_role("button", name="Create job").click()
+        expect(page).to_have_url(re.compile(r"#/jobs/ticks$"))
+
+        code, job = cluster.api(follower, "GET", "/v1/jobs/ticks")
+        assert code == 200, job
+        assert job["task"]["type"] == "message" and job["task"]["broker"] == "events", job
+        assert job["task"]["to"] == "ticks" and job["task"]["options"] == {"mode": "stream"}, job
+        assert job["task"]["body"] == {"run": "{run_id}", "brace": "{{x}}"}, job
+        definition = page.locator('[data-bind="definition"]')
+        expect(definition).to_contain_text("message events → ticks")
+        expect(definition).to_contain_text("application/json")
+
+        done = page.locator("#runs-table tbody tr", has=page.locator(".badge.s-succeeded")).first
+        expect(done).to_be_visible(timeout=15_000)
+        done.locator("td").nth(2).click()
+        panel = page.locator("#run-panel")
+        expect(panel).to_contain_text("events → ticks")
+        answer = panel.locator('[data-bind="broker-answer"]')
+        expect(answer).to_contain_text(re.compile(r"^XADD ticks -> \d+-\d+$"))
+        run_id = (page.locator("#run-panel .run-title").text_content() or "").strip()
+        entry_id = (answer.text_content() or "").rpartition(" ")[2]
+        page.screenshot(path=tmp_path / "message-job.png", full_page=True)
+
+        import redis as redis_sync
+
+        client = redis_sync.Redis.from_url(redis.url)
+        try:
+            ((_, fields),) = client.xrange("ticks", entry_id, entry_id)
+        finally:
+            client.close()
+        assert fields[b"run_id"].decode() == run_id, (fields, run_id)
+        assert fields[b"body"] == b'{"run":"' + run_id.encode() + b'","brace":"{x}"}', fields
+
+        page.get_by_role("link", name="Overview", exact=True).click()
+        expect(page.locator('#jobs-table tr[data-key="ticks"]')).to_contain_text("message: events → ticks")
+        page.locator('#jobs-table tr[data-key="ticks"]').get_by_role("link", name="ticks").click()
+        page.get_by_role("link", name="Edit").click()  # the form, not the JSON tab, edits it
+        expect(page.get_by_label("Broker", exact=True)).to_have_value("events")
+        expect(page.get_by_label("To", exact=True)).to_have_value("ticks")
+        expect(options).to_have_value('{"mode":"stream"}')
+        expect(body).to_have_value(re.compile(r'"brace": "\{\{x\}\}"'))
+        page.get_by_role("link", name="Cancel").first.click()
+
+        watch.check()
+        cluster.close()  # before the broker goes: no run fails against a stopped Redis

@@ -5,6 +5,8 @@ met it down."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +80,30 @@ async def test_a_broker_restart_fails_the_publish_in_between_then_reconnects(red
         redis.start()
         redis.wait_listening(15)
         assert (await publisher.publish(message("ticks"))).startswith("XADD")
+    finally:
+        await publisher.close()
+
+
+async def test_a_burst_beyond_the_redis_pool_waits_for_a_connection(redis: Broker) -> None:
+    """More publishes in flight than the client's pool has connections (a slow Redis, or a node's
+    loop that stalled and starts its due runs together): each waits for a free connection, none
+    fails. Redis is stopped for a second so that every publish of the burst is in flight at once."""
+    from raftsched.executors.publishers import REDIS_MAX_CONNECTIONS
+
+    publisher = publisher_for(BrokerSpec(name="events", url=redis.url))
+    server = redis.procs[-1].pid
+    try:
+        await publisher.publish(message("burst"))  # connected
+        os.kill(server, signal.SIGSTOP)
+        try:
+            burst = [publisher.publish(message("burst")) for _ in range(2 * REDIS_MAX_CONNECTIONS)]
+            pending = asyncio.gather(*burst, return_exceptions=True)
+            await asyncio.sleep(1)
+        finally:
+            os.kill(server, signal.SIGCONT)
+        answers = await asyncio.wait_for(pending, 60)
+        assert [a for a in answers if not isinstance(a, str)] == []
+        assert all(a.startswith("XADD burst -> ") for a in answers)
     finally:
         await publisher.close()
 

@@ -12,7 +12,7 @@ const ACTIVE = new Set(["pending", "running"]);
 // Fields the API adds to a job; a PUT does not need them back.
 const READ_ONLY = ["version", "incarnation", "next_fire_at", "last_fire_at", "next_slot_at", "last_slot_at", "created_at", "updated_at", "updated_by", "stats"];
 const CHART_RUNS = 60;
-const FORM_TASKS = ["shell", "http", "python"]; // task types the form edits; others go to the JSON tab
+const FORM_TASKS = ["shell", "http", "python", "message"]; // task types the form edits; others go to the JSON tab
 const NOT_RUN = new Set(["skipped", "missed"]); // slot records, not runs: no result of their own
 const RUNS_PAGE = 20; // rows of the runs table shown at first, and added by "Show more"
 
@@ -284,7 +284,24 @@ function taskSummary(task) {
   }
   if (task.type === "http") return `http: ${task.method || "GET"} ${task.url}`;
   if (task.type === "python") return `python: ${task.callable}`;
+  if (task.type === "message") return `message: ${messageRoute(task)}`;
   return task.type;
+}
+
+// Where a message task publishes: "events → ticks" (broker, then its destination).
+function messageRoute(task) {
+  return `${task.broker} → ${task.to}`;
+}
+
+function messageBodyText(body) {
+  if (body === undefined || body === null) return "";
+  return typeof body === "string" ? body : JSON.stringify(body, null, 2);
+}
+
+// The broker's answer to a published message is the last line of the run's output.
+function brokerAnswer(output) {
+  const lines = String(output || "").trim().split("\n");
+  return lines[lines.length - 1];
 }
 
 function stateBadge(state, extra = "") {
@@ -733,6 +750,8 @@ function definitionPairs(job) {
   } else if (t.type === "http") {
     pairs.push(["Task", `http <code>${esc(t.method)} ${esc(t.url)}</code>`]);
     pairs.push(["Expect status", esc((t.expect_status || []).join(", "))]);
+  } else if (t.type === "message") {
+    pairs.push(...messagePairs(t));
   } else {
     pairs.push(["Task", `${esc(t.type)} <code>${esc(t.callable || "")}</code>`]);
   }
@@ -748,6 +767,19 @@ function definitionPairs(job) {
   pairs.push(["Route", `${esc(route.strategy)}${route.shards > 1 ? ` × ${esc(route.shards)}` : ""} ${rtags}`]);
   pairs.push(["Version", `${esc(job.version)} <span class="muted">· updated ${esc(fmtClock(job.updated_at))}${job.updated_by ? ` by ${esc(job.updated_by)}` : ""}</span>`]);
   return pairs;
+}
+
+function messagePairs(t) {
+  const defaultType = typeof t.body === "string" ? "text/plain; charset=utf-8" : "application/json";
+  const options = Object.entries(t.options || {}).map(([k, v]) => `${k}=${JSON.stringify(v)}`);
+  const headers = Object.keys(t.headers || {});
+  return [
+    ["Task", `message <code>${esc(messageRoute(t))}</code>`],
+    ["Body", `<code class="wrap">${esc(messageBodyText(t.body).replace(/\s*\n\s*/g, " ")) || '<span class="muted">empty</span>'}</code>`],
+    ["Content type", esc(t.content_type || defaultType)],
+    ["Options", options.length ? `<code>${esc(options.join(" "))}</code>` : null],
+    ["Headers", headers.length ? esc(headers.join(", ")) : null],
+  ];
 }
 
 function statsPairs(stats) {
@@ -924,6 +956,7 @@ const jobPage = {
       ["Exit code", r.exit_code ?? null],
       ["HTTP status", r.http_status ?? null],
       ["Shard", r.shards > 1 ? `${esc(r.shard)} of ${esc(r.shards)}` : null],
+      ...this.messageRows(r),
       ["Error", r.error ? esc(r.error) : null],
       [
         "Output",
@@ -949,6 +982,17 @@ const jobPage = {
       box,
       `<p class="run-title">${esc(r.run_id)}</p><dl class="kv">${kvHtml(pairs)}</dl>${outHtml}${buttons.length ? `<div class="run-actions">${buttons.join("")}</div>` : ""}`,
     );
+  },
+
+  // A message run: where it was published, and what the broker answered (its output's last line).
+  messageRows(r) {
+    const task = this.job && this.job.task;
+    if (!task || task.type !== "message") return [];
+    const answer = r.state === "succeeded" && r.output ? brokerAnswer(r.output) : null;
+    return [
+      ["Published to", `<code>${esc(messageRoute(task))}</code>`],
+      ["Broker answer", answer ? `<code class="wrap" data-bind="broker-answer">${esc(answer)}</code>` : null],
+    ];
   },
 
   async select(runId) {
@@ -1082,17 +1126,37 @@ function numberOrRaw(value) {
 }
 
 function parseKwargs(text) {
+  return parseObject("task.kwargs", text, '{"day": "yesterday"}', "Keyword arguments");
+}
+
+// A JSON object typed into a field (empty: {}); anything else is refused at that field.
+function parseObject(field, text, example, what = "The value") {
   if (text.trim() === "") return {};
   let value;
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new FieldError("task.kwargs", `Not valid JSON: ${err.message}`);
+    throw new FieldError(field, `Not valid JSON: ${err.message}`);
   }
   if (!value || typeof value !== "object" || Array.isArray(value)) {
-    throw new FieldError("task.kwargs", 'Keyword arguments must be a JSON object, such as {"day": "yesterday"}');
+    throw new FieldError(field, `${what} must be a JSON object, such as ${example}`);
   }
   return value;
+}
+
+// An HTTP or message body as typed: a JSON object or array is sent as JSON, anything else as
+// text; empty leaves the task without a body (its default).
+function setBody(task, text) {
+  if (text.trim() === "") {
+    delete task.body;
+    return;
+  }
+  try {
+    const parsed = JSON.parse(text);
+    task.body = typeof parsed === "object" && parsed !== null ? parsed : text;
+  } catch {
+    task.body = text;
+  }
 }
 
 function parseExpect(text) {
@@ -1121,6 +1185,7 @@ const jobForm = {
     setText(bind(main, "submit-json"), mode === "edit" ? "Save changes" : "Create job");
     for (const a of $$("[data-bind=cancel-link]", main)) a.href = mode === "edit" ? jobHref(id) : "#/";
     this.fillTimezones();
+    this.fillBrokers();
     this.form.addEventListener("change", (event) => {
       if (["kind", "task_type", "overlap", "misfire"].includes(event.target.name)) this.syncVisibility();
     });
@@ -1146,7 +1211,8 @@ const jobForm = {
   },
 
   async refresh() {
-    /* a form is not refreshed under the operator's hands */
+    /* a form is not refreshed under the operator's hands: only the brokers it offers */
+    this.fillBrokers();
   },
 
   async load() {
@@ -1178,6 +1244,21 @@ const jobForm = {
       ...zones.map((z) => {
         const o = document.createElement("option");
         o.value = z;
+        return o;
+      }),
+    );
+  },
+
+  // The brokers the live nodes publish (their [broker NAME] sections), offered for "Broker".
+  fillBrokers() {
+    const names = [...new Set((cluster.nodes || []).flatMap((n) => (n.policy && n.policy.brokers) || []))].sort();
+    const list = $("#broker-list", this.root);
+    if (list.dataset.names === names.join(",")) return;
+    list.dataset.names = names.join(",");
+    list.replaceChildren(
+      ...names.map((name) => {
+        const o = document.createElement("option");
+        o.value = name;
         return o;
       }),
     );
@@ -1224,6 +1305,11 @@ const jobForm = {
     el.url.value = t.url || "";
     el.expect_status.value = Array.isArray(t.expect_status) ? t.expect_status.join(", ") : t.expect_status || "200-299";
     el.body.value = t.body === undefined || t.body === null ? "" : typeof t.body === "string" ? t.body : JSON.stringify(t.body, null, 2);
+    el.broker.value = t.type === "message" ? t.broker || "" : "";
+    el.to.value = t.type === "message" ? t.to || "" : "";
+    el.message_body.value = t.type === "message" ? messageBodyText(t.body) : "";
+    el.content_type.value = t.type === "message" ? t.content_type || "" : "";
+    el.options.value = t.type === "message" && t.options && Object.keys(t.options).length ? JSON.stringify(t.options) : "";
     el.callable.value = t.type === "python" ? t.callable || "" : "";
     el.kwargs.value = t.type === "python" && t.kwargs && Object.keys(t.kwargs).length ? JSON.stringify(t.kwargs, null, 2) : "";
     el.timeout.value = job.timeout ?? "";
@@ -1265,20 +1351,17 @@ const jobForm = {
       } else if (type === "python") {
         task.callable = el.callable.value.trim();
         task.kwargs = parseKwargs(el.kwargs.value);
+      } else if (type === "message") {
+        task.broker = el.broker.value.trim();
+        task.to = el.to.value.trim();
+        setBody(task, el.message_body.value);
+        task.content_type = el.content_type.value.trim() || null;
+        task.options = parseObject("task.options", el.options.value, '{"mode": "list"}');
       } else {
         task.method = el.method.value;
         task.url = el.url.value.trim();
         task.expect_status = parseExpect(el.expect_status.value || "200-299");
-        const body = el.body.value;
-        if (body.trim() === "") delete task.body;
-        else {
-          try {
-            const parsed = JSON.parse(body);
-            task.body = typeof parsed === "object" && parsed !== null ? parsed : body;
-          } catch {
-            task.body = body;
-          }
-        }
+        setBody(task, el.body.value);
       }
       job.task = task;
     }
@@ -1399,8 +1482,9 @@ const jobForm = {
     // The most specific visible field: task.command.2 -> task.command; misfire.max_catchup -> none.
     let f = path;
     while (f) {
-      const el = this.root.querySelector(`.field[data-field="${CSS.escape(f)}"]`);
-      if (el && !el.closest("[hidden]")) return el;
+      const all = $$(`.field[data-field="${CSS.escape(f)}"]`, this.root);
+      const el = all.find((candidate) => !candidate.closest("[hidden]"));
+      if (el) return el;
       const dot = f.lastIndexOf(".");
       f = dot > 0 ? f.slice(0, dot) : "";
     }
