@@ -53,7 +53,7 @@ def start(make_cluster: type[Cluster], url: str, **kwargs: Any) -> Cluster:
 
 
 def runs_of(cluster: Cluster, job_id: str) -> list[dict[str, Any]]:
-    code, runs = cluster.api(cluster.ids[0], "GET", f"/v1/jobs/{job_id}/runs?consistent=true&limit=1000")
+    code, runs = cluster.api(cluster.alive()[0], "GET", f"/v1/jobs/{job_id}/runs?consistent=true&limit=1000")
     assert code == 200, runs
     return list(runs["items"])
 
@@ -86,10 +86,12 @@ def fired(cluster: Cluster, job_id: str) -> set[str]:
 def settle(cluster: Cluster, job_id: str, seconds: float) -> dict[str, int]:
     """Let the job fire for `seconds`, pause it, wait for its runs to end; its succeeded runs."""
     time.sleep(seconds)
-    assert cluster.api(cluster.ids[0], "POST", f"/v1/jobs/{job_id}/pause")[0] == 200
+    assert cluster.api(cluster.alive()[0], "POST", f"/v1/jobs/{job_id}/pause")[0] == 200
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        code, runs = cluster.api(cluster.ids[0], "GET", f"/v1/jobs/{job_id}/runs?consistent=true&limit=1000")
+        code, runs = cluster.api(
+            cluster.alive()[0], "GET", f"/v1/jobs/{job_id}/runs?consistent=true&limit=1000"
+        )
         if code == 200 and not any(r["state"] in ("pending", "running") for r in runs["items"]):
             break
         time.sleep(0.3)
