@@ -519,23 +519,10 @@ def _read_job_file(path: str) -> Any:
         raise UsageError(f"{path} is not valid JSON: {exc}") from None
 
 
-_READ_ONLY = (
-    "version",
-    "next_fire_at",
-    "last_fire_at",
-    "next_slot_at",
-    "last_slot_at",
-    "created_at",
-    "updated_at",
-    "stats",
-    "incarnation",
-    "updated_by",
-    "audit",
-)
-
-
 def _edit_in_editor(job: dict[str, Any]) -> Any:
-    editable = {k: v for k, v in job.items() if k not in _READ_ONLY}
+    from .model import READ_ONLY_JOB_FIELDS  # here: the other commands need none of the model
+
+    editable = {k: v for k, v in job.items() if k not in READ_ONLY_JOB_FIELDS}
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as f:
         f.write(orjson.dumps(editable, option=orjson.OPT_INDENT_2))

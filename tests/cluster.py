@@ -280,9 +280,10 @@ class Cluster:
 
 
 class Sink:
-    """An HTTP endpoint on loopback that records every request's X-Raftsched-* headers."""
+    """An HTTP endpoint on loopback that records every request's X-Raftsched-* headers, and the
+    headers named in `keep` (lower case)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: tuple[str, ...] = ()) -> None:
         self.events: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         sink = self
@@ -298,7 +299,9 @@ class Sink:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 event = {
-                    k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-raftsched-")
+                    k.lower(): v
+                    for k, v in self.headers.items()
+                    if k.lower().startswith("x-raftsched-") or k.lower() in keep
                 }
                 event["t"] = time.time()
                 event["path"] = self.path

@@ -8,15 +8,13 @@ import json
 import secrets
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cluster import Cluster
+from cluster import Cluster, Sink
 
 pytestmark = pytest.mark.integration
 
@@ -26,44 +24,9 @@ ENV_TOKEN = "env-" + secrets.token_hex(16)  # given to the nodes in their enviro
 INLINE = "inline-" + secrets.token_hex(16)  # written into a job as is
 
 
-class HeaderSink:
-    """An HTTP endpoint on loopback that records, per request, the headers the tests look at."""
-
-    def __init__(self) -> None:
-        self.seen: list[dict[str, str]] = []
-        self.lock = threading.Lock()
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                keep = ("authorization", "x-env-key", "x-raftsched-job-id", "x-raftsched-node")
-                with sink.lock:
-                    sink.seen.append({k.lower(): v for k, v in self.headers.items() if k.lower() in keep})
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def for_job(self, job_id: str) -> list[dict[str, str]]:
-        with self.lock:
-            return [e for e in self.seen if e.get("x-raftsched-job-id") == job_id]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def header_sink() -> Iterator[HeaderSink]:
-    sink = HeaderSink()
+def header_sink() -> Iterator[Sink]:
+    sink = Sink(keep=("authorization", "x-env-key"))
     yield sink
     sink.close()
 
@@ -82,7 +45,7 @@ def _files_holding(root: Path, needle: bytes) -> list[Path]:
 
 
 def test_secret_is_resolved_on_the_nodes_and_never_stored(
-    make_cluster: Any, header_sink: HeaderSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_cluster: Any, header_sink: Sink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RAFTSCHED_SECRET_ENVTOK", ENV_TOKEN)  # inherited by the node processes
     cluster: Cluster = make_cluster(cluster_keys={"log_compaction_min_entries": 40})
@@ -145,7 +108,7 @@ def test_secret_is_resolved_on_the_nodes_and_never_stored(
         assert (cluster.root / "data" / node / "raft.dump").stat().st_size > 0
 
 
-def _check_inline_credentials_are_redacted(cluster: Cluster, header_sink: HeaderSink, tmp_path: Path) -> None:
+def _check_inline_credentials_are_redacted(cluster: Cluster, header_sink: Sink, tmp_path: Path) -> None:
     inline = _http_job("inline", header_sink.url + "/inline", {"Authorization": f"Bearer {INLINE}"})
     status, created = cluster.api("n1", "POST", "/v1/jobs", inline)
     assert status == 201 and created["task"]["headers"] == {"Authorization": "***"}
