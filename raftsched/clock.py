@@ -10,7 +10,21 @@ import asyncio
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock", "SystemClock"]
+__all__ = ["Clock", "FakeClock", "SystemClock", "wait_event"]
+
+
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait until `event` is set or `timeout_s` passed; True if it was set.
+
+    Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that arrives as the event
+    is set, and a loop waiting on it then never ends (a node that did not stop on SIGTERM).
+    `asyncio.timeout` counts cancellations and re-raises them."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 class Clock(Protocol):

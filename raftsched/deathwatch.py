@@ -119,7 +119,8 @@ async def refuses_connections(node: NodeRecord, timeout_s: float = PROBE_TIMEOUT
 
 async def _refused(host: str, port: int, timeout_s: float) -> bool:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(host, port)
     except ConnectionRefusedError:
         return True
     except (OSError, TimeoutError, ValueError):

@@ -427,7 +427,8 @@ class Replicator:
                 delay = min(delay * 2, 0.5)
                 continue
             try:
-                result, reason = await asyncio.wait_for(self._submit(data), min(remaining, 3.0))
+                async with asyncio.timeout(min(remaining, 3.0)):
+                    result, reason = await self._submit(data)
             except TimeoutError:
                 uncertain, last_reason = True, "timed out waiting for the commit"
                 continue
@@ -471,7 +472,8 @@ class Replicator:
             if self._pacer is not None:
                 self._pacer.wake()
             try:
-                _, reason = await asyncio.wait_for(future, min(3.0, max(0.1, deadline - loop.time())))
+                async with asyncio.timeout(min(3.0, max(0.1, deadline - loop.time()))):
+                    _, reason = await future
             except TimeoutError:
                 continue
             if reason == FAIL_REASON.SUCCESS:

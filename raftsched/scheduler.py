@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from .accounting import unaccounted
 from .alertdecider import AlertDecider
-from .clock import Clock
+from .clock import Clock, wait_event
 from .commands import VERSION as COMMAND_VERSION
 from .commands import CommandType, encode, usable_version
 from .deathwatch import DeathWatch, Probe
@@ -125,10 +125,7 @@ class Scheduler:
 
     async def _sleep(self) -> None:
         self.wake.clear()
-        try:
-            await asyncio.wait_for(self.wake.wait(), self.settings.tick_s)
-        except TimeoutError:
-            pass
+        await wait_event(self.wake, self.settings.tick_s)
 
     async def tick(self) -> None:
         if not self.leadership.is_leader():

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .attempts import AttemptJournal
-from .clock import Clock
+from .clock import Clock, wait_event
 from .commands import Command, CommandType, encode, usable_version
 from .errors import RaftschedError
 from .executors import ExecResult, Executor, GroupLedger, OutputSink, RunContext
@@ -183,8 +183,7 @@ class Worker:
             self.attempts.load()
         while not self.ready():
             self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.settings.reconcile_period_s)
+            await wait_event(self.wake, self.settings.reconcile_period_s)
         self._compact_attempts()
         last, last_cpu = self.clock.monotonic(), self.cpu_time()
         while True:
@@ -197,8 +196,7 @@ class Worker:
             last, last_cpu = now, cpu
             self.reconcile()
             self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.settings.reconcile_period_s)
+            await wait_event(self.wake, self.settings.reconcile_period_s)
 
     async def _report_loop(self) -> None:
         """At most one flush per `report_period_s`, counted from the start of the previous one:
@@ -698,7 +696,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
-            await asyncio.wait_for(self._flush_lock.acquire(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._flush_lock.acquire()
         except TimeoutError:
             return None
         try:
@@ -715,9 +714,8 @@ class Worker:
                 if left <= 0:
                     return None
                 try:
-                    result = await asyncio.wait_for(
-                        self.propose(encode(CommandType.UNCLAIM_RUNS, body)), left
-                    )
+                    async with asyncio.timeout(left):
+                        result = await self.propose(encode(CommandType.UNCLAIM_RUNS, body))
                 except (RaftschedError, TimeoutError) as exc:
                     log.warning("runs not handed back: %s", exc)
                     return None
@@ -764,7 +762,8 @@ class Worker:
             await asyncio.wait(executing, timeout=grace_s)
         await self._stop_runs()
         with contextlib.suppress(RaftschedError, TimeoutError):
-            await asyncio.wait_for(self.flush_reports(), 5)
+            async with asyncio.timeout(5):
+                await self.flush_reports()
 
 
 _NO_RUNS = frozenset(

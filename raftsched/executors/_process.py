@@ -277,7 +277,8 @@ async def stop_supervisor(proc: asyncio.subprocess.Process, grace_s: float) -> N
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), grace_s + SUPERVISOR_MARGIN_S)
+            async with asyncio.timeout(grace_s + SUPERVISOR_MARGIN_S):
+                await asyncio.shield(proc.wait())
         except TimeoutError:
             pass
         finally:
