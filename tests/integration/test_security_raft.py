@@ -125,7 +125,8 @@ def test_idle_unauthenticated_connections_are_closed(make_cluster: Any) -> None:
     assert not open_socks, f"{len(open_socks)} of 300 idle connections still open after {closed_within:.1f} s"
     assert not writer.failures(), writer.failures()[:3]
     counts = rejected(cluster, follower)
-    assert counts["auth_timeout"] >= 1 and counts["too_many_unauthenticated"] >= 1, counts
+    # Which rule closes each depends on how fast the node accepts them (the cap needs more than
+    # its limit waiting at once): the unit tests cover each rule; here, that none stays open.
     assert counts["auth_timeout"] + counts["too_many_unauthenticated"] >= 300, counts
     log = (cluster.root / f"{follower}.log").read_text()
     assert "refused a Raft connection from 127.0.0.1:" in log
